@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create the virtual environment (.venv) with the pinned dependencies
+# when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/demo
+DATA ?= ../shared/data/movielens-100k
+
+.PHONY: demo test test-all venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Train on the embedded synthetic data, evaluate on the full corpus, export
+# the query tower + ScaNN index, then answer a query from a fresh process
+# that loads the SavedModel with only tensorflow and scann.
+demo: venv
+	$(PY) -m trainers.train --dataset=synthetic --sampler=in_batch_logq \
+	  --output_dir=$(RUN) --export_dir=$(RUN)/export --verbose=2
+	$(PY) -m trainers.query --model_dir=$(RUN)/export --user_id=0 --k=10
+
+# The default suite (well under 20 minutes on 2 cores).
+test: venv
+	$(PY) -m pytest tests -q -m "not slow"
+
+# Everything, including end-to-end tests marked slow.
+test-all: venv
+	$(PY) -m pytest tests -q
+
+clean:
+	rm -rf $(RUN) .pytest_cache

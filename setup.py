@@ -1,0 +1,28 @@
+"""tfrs-negsamp: negative sampling for two-tower retrieval with TFRS."""
+
+import setuptools
+
+setuptools.setup(
+    name="tfrs-negsamp",
+    version="0.1.0",
+    description=("Two-tower retrieval (TensorFlow Recommenders) trained with "
+                 "the negative-sampling strategies of the literature, "
+                 "exported with a ScaNN index."),
+    packages=setuptools.find_packages(include=["tfrs_negsamp",
+                                               "tfrs_negsamp.*",
+                                               "trainers", "trainers.*"]),
+    python_requires=">=3.9,<3.13",
+    install_requires=[
+        # scann 1.4.2 is built against TF 2.20 (its op library does not load
+        # with 2.21), and TFRS 0.7.7 needs Keras 2 (tf-keras).
+        "tensorflow==2.20.0",
+        "tf-keras~=2.20.0",
+        "tensorflow-recommenders==0.7.7",
+        "scann==1.4.2",
+        "tensorflow-datasets",
+        "absl-py",
+        # Benchmark and evaluation plots (PNG).
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,114 @@
+"""The two-tower model: training, checkpoints, MirroredStrategy equivalence."""
+
+import numpy as np
+import tensorflow as tf
+
+from tests import helpers
+from tfrs_negsamp import experiment
+
+
+def _mirrored():
+  devices = tf.config.list_logical_devices("CPU")
+  assert len(devices) >= 2, "conftest must split the CPU into 2 devices"
+  return experiment.make_strategy("mirrored", 2)
+
+
+class TwoTowerModelTest(tf.test.TestCase):
+
+  def test_fit_decreases_the_loss(self):
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(epochs=3, learning_rate=0.05)
+    strategy = tf.distribute.get_strategy()
+    model = experiment.create_model(dataset, config, strategy)
+    batch = helpers.first_batch(dataset, 32)
+    before = float(model.compute_loss(batch))
+    stats = experiment.train(model, dataset, config, strategy)
+    after = float(model.compute_loss(batch))
+    self.assertLess(after, before)
+    self.assertGreater(stats["steps"], 20)
+    # The estimator saw exactly one update per step.
+    self.assertEqual(int(model.sampler.frequency.step.numpy()),
+                     stats["steps"])
+
+  def test_sampler_state_survives_a_checkpoint(self):
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config()
+    strategy = tf.distribute.get_strategy()
+    model = experiment.create_model(dataset, config, strategy)
+    experiment.train(model, dataset, config, strategy)
+    path = tf.train.Checkpoint(model=model).save(
+        self.get_temp_dir() + "/ckpt")
+    fresh = experiment.create_model(dataset, config, strategy)
+    est, fresh_est = model.sampler.frequency, fresh.sampler.frequency
+    self.assertNotAllEqual(est.avg_gap.numpy(), fresh_est.avg_gap.numpy())
+    tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
+    for name in ("step", "last_step", "avg_gap", "n_updates"):
+      self.assertAllEqual(getattr(est, name).numpy(),
+                          getattr(fresh_est, name).numpy(), msg=name)
+
+  def test_mirrored_equals_single_device_on_the_global_batch(self):
+    # In-batch + streaming logQ: two replicas of 4 rows each must give the
+    # loss and gradients of one device on the 8-row global batch, because
+    # each replica's negatives are the whole global batch.
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(sampler="in_batch_logq")
+    single = experiment.create_model(dataset, config,
+                                     tf.distribute.get_strategy())
+    strategy = _mirrored()
+    mirrored = experiment.create_model(dataset, config, strategy)
+    helpers.copy_weights(single, mirrored)
+
+    batches = [helpers.first_batch(dataset, 8, offset=8 * i)
+               for i in range(3)]
+    for batch in batches:
+      with tf.GradientTape() as tape:
+        loss = single.compute_loss(batch, training=True)
+      grads = [tf.convert_to_tensor(g) for g in tape.gradient(
+          loss, single.trainable_variables)]
+
+      dist = next(iter(strategy.experimental_distribute_dataset(
+          tf.data.Dataset.from_tensors(batch))))
+
+      @tf.function
+      def step(inputs):
+        def fn(x):
+          with tf.GradientTape() as tape:
+            loss = mirrored.compute_loss(x, training=True)
+          g = tape.gradient(loss, mirrored.trainable_variables)
+          return loss, [tf.convert_to_tensor(v) for v in g]
+        losses, per_grads = strategy.run(fn, args=(inputs,))
+        return (strategy.reduce("SUM", losses, axis=None),
+                [strategy.reduce("SUM", g, axis=None) for g in per_grads])
+
+      m_loss, m_grads = step(dist)
+      self.assertAllClose(m_loss, loss, rtol=1e-5)
+      for a, b in zip(m_grads, grads):
+        # Summation order differs across replicas: float32 tolerance.
+        self.assertAllClose(a, b, rtol=1e-3, atol=1e-5)
+
+    est = mirrored.sampler.frequency
+    for name in ("step", "last_step", "avg_gap", "n_updates"):
+      var = getattr(est, name)
+      copies = [v.numpy() for v in var.values]
+      self.assertLen(copies, 2)
+      self.assertAllEqual(copies[0], copies[1], msg=name)
+      # Same state as one device (graph vs eager arithmetic: 1 ulp).
+      self.assertAllClose(copies[0],
+                          getattr(single.sampler.frequency, name).numpy(),
+                          rtol=1e-6, msg=name)
+    self.assertEqual(int(est.step.values[0].numpy()), 3)
+
+  def test_fit_under_mirrored_strategy(self):
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(sampler="in_batch_logq")
+    strategy = _mirrored()
+    model = experiment.create_model(dataset, config, strategy)
+    stats = experiment.train(model, dataset, config, strategy)
+    est = model.sampler.frequency
+    self.assertEqual(int(est.step.values[0].numpy()), stats["steps"])
+    self.assertAllEqual(est.avg_gap.values[0].numpy(),
+                        est.avg_gap.values[1].numpy())
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,88 @@
+"""SampledRetrieval: extra columns, masks, offsets, per-query negatives."""
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.tasks import retrieval
+
+# q = [[1, 0], [0, 1]];  c = [[2, 0], [0, 3]];  extra = [[1, 1]]
+# scores = [[2, 0, 1], [0, 3, 1]]
+Q = tf.constant([[1., 0.], [0., 1.]])
+C = tf.constant([[2., 0.], [0., 3.]])
+E = tf.constant([[1., 1.]])
+IDS = tf.constant([10, 11], tf.int64)
+
+
+def lse(*xs):
+  return np.log(np.sum(np.exp(xs)))
+
+
+class SampledRetrievalTest(tf.test.TestCase):
+
+  def test_extra_column_with_log_q(self):
+    # in-batch columns log Q = 0, the sampled column log Q = log 0.5 -> +log 2
+    group = base.CandidateGroup(extra_embeddings=E,
+                                extra_ids=tf.constant([12], tf.int64),
+                                column_log_q=tf.math.log([1., 1., 0.5]))
+    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    expected = (-2 + lse(2, 0, 1 + np.log(2))) + (-3 + lse(0, 3,
+                                                          1 + np.log(2)))
+    self.assertAllClose(loss, expected, atol=1e-5)
+
+  def test_score_mask_equals_deleting_the_column(self):
+    mask = tf.constant([[True, True, False], [True, True, True]])
+    group = base.CandidateGroup(extra_embeddings=E,
+                                extra_ids=tf.constant([12], tf.int64),
+                                score_mask=mask)
+    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    expected = (-2 + lse(2, 0)) + (-3 + lse(0, 3, 1))
+    self.assertAllClose(loss, expected, atol=1e-5)
+
+  def test_offsets_are_multiset_counts(self):
+    # Row 0 drew column 1 twice (offset log 2), row 1 drew column 0 once.
+    offset = tf.constant([[0., np.log(2.)], [0., 0.]])
+    group = base.CandidateGroup(logit_offset=offset)
+    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    expected = (-2 + np.log(np.exp(2) + 2 * np.exp(0))) + (-3 + lse(0, 3))
+    self.assertAllClose(loss, expected, atol=1e-5)
+
+  def test_per_query_negatives_and_accidental_hits(self):
+    # Row 0's own negatives: [[1, 1], [0, 2]] with ids [12, 10]: id 10 is
+    # row 0's positive -> masked. Row 1: [[1, 0], [0, 0]] ids [13, 14].
+    per_query = base.PerQuery(
+        embeddings=tf.constant([[[1., 1.], [0., 2.]], [[1., 0.], [0., 0.]]]),
+        ids=tf.constant([[12, 10], [13, 14]], tf.int64),
+        log_q=tf.math.log(tf.constant([[1., 1.], [1., 2.]])))
+    group = base.CandidateGroup(per_query=per_query, drop_in_batch=True)
+    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    # row 0: [pos 2 | 1]; row 1: [pos 3 | 0, 0 - log 2]
+    expected = (-2 + lse(2, 1)) + (-3 + lse(3, 0, -np.log(2)))
+    self.assertAllClose(loss, expected, atol=1e-5)
+
+  def test_groups_are_weighted(self):
+    g1 = base.CandidateGroup(weight=0.25)
+    g2 = base.CandidateGroup(weight=0.75, extra_embeddings=E,
+                             extra_ids=tf.constant([12], tf.int64))
+    task = retrieval.SampledRetrieval()
+    l1 = float(task(Q, C, [base.CandidateGroup()], candidate_ids=IDS))
+    l2 = float(task(Q, C, [g2._replace(weight=1.0)], candidate_ids=IDS))
+    self.assertAllClose(task(Q, C, [g1, g2], candidate_ids=IDS),
+                        0.25 * l1 + 0.75 * l2, atol=1e-5)
+
+  def test_hard_negative_mining(self):
+    # Keep 1 hardest negative: row 0 keeps the extra column (1 > 0).
+    group = base.CandidateGroup(extra_embeddings=E,
+                                extra_ids=tf.constant([12], tf.int64),
+                                num_hard_negatives=1)
+    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    expected = (-2 + lse(2, 1)) + (-3 + lse(3, 1))
+    self.assertAllClose(loss, expected, atol=1e-5)
+
+  def test_no_group_is_an_error(self):
+    with self.assertRaisesRegex(ValueError, "no candidate group"):
+      retrieval.SampledRetrieval()(Q, C, [], candidate_ids=IDS)
+
+
+if __name__ == "__main__":
+  tf.test.main()

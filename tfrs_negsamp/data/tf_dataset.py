@@ -1,0 +1,79 @@
+"""tf.data pipelines with TFRS-style string features."""
+
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp.data.interactions import Catalog
+from tfrs_negsamp.data.interactions import Interactions
+
+
+def _titles(catalog: Optional[Catalog], item_ids: np.ndarray) -> np.ndarray:
+  """Titles of `item_ids` ("" if the catalog has none)."""
+  if catalog is None or catalog.titles is None:
+    return np.full(item_ids.shape, "", dtype=object)
+  titles = np.asarray(catalog.titles, dtype=object)
+  return titles[catalog.index_of(item_ids)]
+
+
+def _string_tensor(values: np.ndarray) -> tf.Tensor:
+  return tf.constant(np.asarray(values, dtype=object).reshape(-1),
+                     dtype=tf.string, shape=[len(values)])
+
+
+def _finish(ds: tf.data.Dataset, size: int, batch_size: Optional[int],
+            shuffle: bool, seed: int, drop_remainder: bool) -> tf.data.Dataset:
+  if shuffle and size > 1:
+    ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+  if batch_size is not None:
+    if batch_size < 1:
+      raise ValueError("batch_size must be >= 1, got %r" % batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds
+
+
+def to_tf_dataset(interactions: Interactions,
+                  catalog: Optional[Catalog] = None,
+                  batch_size: Optional[int] = None,
+                  shuffle: bool = False,
+                  seed: int = 0,
+                  drop_remainder: bool = False,
+                  with_features: bool = False) -> tf.data.Dataset:
+  """A dataset of {"user_id", "item_id"[, "item_title"]} tf.string features.
+
+  Args:
+    interactions: The rows, in order (unless shuffled).
+    catalog: Source of the titles; item ids must be in it if given with
+      `with_features`.
+    batch_size: Batch size; None yields single rows (scalars).
+    shuffle: Whether to shuffle all rows (seeded, reshuffled every epoch).
+    seed: The shuffle seed.
+    drop_remainder: Whether to drop the last partial batch.
+    with_features: Whether to add "item_title" ("" without titles).
+
+  Returns:
+    The tf.data.Dataset.
+  """
+  features = {
+      "user_id": _string_tensor(interactions.user_ids),
+      "item_id": _string_tensor(interactions.item_ids),
+  }
+  if with_features:
+    features["item_title"] = _string_tensor(
+        _titles(catalog, interactions.item_ids))
+  ds = tf.data.Dataset.from_tensor_slices(features)
+  return _finish(ds, interactions.num_rows, batch_size, shuffle, seed,
+                 drop_remainder)
+
+
+def catalog_dataset(catalog: Catalog,
+                    batch_size: Optional[int] = None,
+                    with_features: bool = False) -> tf.data.Dataset:
+  """All catalog items in catalog order as {"item_id"[, "item_title"]}."""
+  features = {"item_id": _string_tensor(catalog.item_ids)}
+  if with_features:
+    features["item_title"] = _string_tensor(_titles(catalog,
+                                                    catalog.item_ids))
+  ds = tf.data.Dataset.from_tensor_slices(features)
+  return _finish(ds, catalog.num_items, batch_size, False, 0, False)

@@ -1,0 +1,307 @@
+"""One training run end to end: data, model, `model.fit`, evaluation, export.
+
+Trainers and benchmarks call `run()` (or its pieces) with an
+`ExperimentConfig`, so every program trains and measures the same way.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import data as data_lib
+from tfrs_negsamp import protocol
+from tfrs_negsamp import samplers as samplers_lib
+from tfrs_negsamp.models import features as features_lib
+from tfrs_negsamp.models import towers
+from tfrs_negsamp.models import two_tower
+from tfrs_negsamp.serving import export as export_lib
+
+BASELINES = ("popularity_baseline",)
+STRATEGIES = ("default", "mirrored")
+_STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """Everything a run depends on (the trainer's flags)."""
+  dataset: str = "synthetic"
+  data_path: Optional[str] = None
+  split: str = "leave_last_out"
+  sampler: str = "in_batch_logq"
+  batch_size: int = 256
+  epochs: int = 5
+  learning_rate: float = 0.01
+  embedding_dim: int = 64
+  temperature: float = 0.05
+  normalize: bool = True
+  item_features: bool = True
+  query_hidden: Tuple[int, ...] = ()
+  item_hidden: Tuple[int, ...] = ()
+  seed: int = 0
+  strategy: str = "default"
+  cpu_replicas: int = 2
+  output_dir: Optional[str] = None
+  export_dir: Optional[str] = None
+  index: str = "scann"
+  top_k: int = 100
+  backup_dir: Optional[str] = None
+  backup_freq: int = 50
+  verbose: int = 1
+  sampler_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  synthetic: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def validate(self) -> None:
+    valid = samplers_lib.available_samplers() + list(BASELINES)
+    if self.sampler not in valid:
+      raise ValueError("unknown sampler %r; valid samplers: %s"
+                       % (self.sampler, ", ".join(sorted(valid))))
+    if self.strategy not in STRATEGIES:
+      raise ValueError("unknown strategy %r; valid: %s"
+                       % (self.strategy, ", ".join(STRATEGIES)))
+    for name in ("batch_size", "epochs", "embedding_dim", "top_k",
+                 "cpu_replicas", "backup_freq"):
+      if getattr(self, name) < 1:
+        raise ValueError("%s must be >= 1, got %r."
+                         % (name, getattr(self, name)))
+    if self.learning_rate <= 0 or self.temperature <= 0:
+      raise ValueError("learning_rate and temperature must be > 0.")
+    if self.index not in export_lib.INDEX_KINDS:
+      raise ValueError("unknown index %r; valid: %s"
+                       % (self.index, ", ".join(export_lib.INDEX_KINDS)))
+
+
+def load_data(config: ExperimentConfig) -> data_lib.Dataset:
+  return data_lib.load_dataset(config.dataset, data_path=config.data_path,
+                               split=config.split, seed=config.seed,
+                               **config.synthetic)
+
+
+def make_strategy(name: str, cpu_replicas: int = 2
+                  ) -> tf.distribute.Strategy:
+  """`default` or `mirrored` over `cpu_replicas` logical CPUs (or GPUs).
+
+  The CPU split must happen before TensorFlow initialises its devices; call
+  this first thing in a program.
+  """
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name != "mirrored":
+    raise ValueError("unknown strategy %r; valid: %s"
+                     % (name, ", ".join(STRATEGIES)))
+  if tf.config.list_physical_devices("GPU"):
+    return _STRATEGIES.setdefault(("mirrored", "gpu"),
+                                  tf.distribute.MirroredStrategy())
+  cpus = tf.config.list_physical_devices("CPU")
+  logical = tf.config.list_logical_devices("CPU")
+  if len(logical) < cpu_replicas:
+    try:
+      tf.config.set_logical_device_configuration(
+          cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+    except RuntimeError as e:
+      raise RuntimeError(
+          "cannot split the CPU into %d logical devices after TensorFlow "
+          "initialised them (%d exist); create the strategy first." %
+          (cpu_replicas, len(logical))) from e
+  key = ("mirrored", cpu_replicas)
+  if key not in _STRATEGIES:
+    # One strategy per device set and process: two MirroredStrategy objects
+    # over the same devices hand out clashing collective instance keys.
+    _STRATEGIES[key] = tf.distribute.MirroredStrategy(
+        ["/cpu:%d" % i for i in range(cpu_replicas)])
+  return _STRATEGIES[key]
+
+
+def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
+                global_batch_size: int) -> two_tower.TwoTowerModel:
+  """Towers, sampler and model (call inside the strategy's scope)."""
+  catalog = dataset.catalog
+  table = None
+  if config.item_features:
+    table = features_lib.build_feature_table(catalog.titles, catalog.genres)
+  query_model = towers.QueryTower(dataset.users, config.embedding_dim,
+                                  hidden=config.query_hidden,
+                                  normalize=config.normalize)
+  item_model = towers.ItemTower(catalog.num_items, config.embedding_dim,
+                                feature_table=table,
+                                hidden=config.item_hidden,
+                                normalize=config.normalize)
+  counts = np.concatenate([[0], dataset.item_counts]).astype(np.float64)
+  context = samplers_lib.SamplerContext(
+      item_counts=counts, item_model=item_model,
+      global_batch_size=global_batch_size, seed=config.seed,
+      options=dict(config.sampler_options))
+  sampler = samplers_lib.create_sampler(config.sampler, context)
+  return two_tower.TwoTowerModel(
+      query_model, item_model, catalog.item_ids, sampler,
+      temperature=config.temperature if config.normalize else None)
+
+
+class StepTimer(tf.keras.callbacks.Callback):
+  """Wall time per training step (median after the first `skip` steps)."""
+
+  def __init__(self, skip: int = 5):
+    super().__init__()
+    self.skip = skip
+    self.durations: List[float] = []
+    self._last = None
+    self.start = self.end = None
+    self.steps = 0
+
+  def on_train_begin(self, logs=None):
+    self.start = time.perf_counter()
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._last = time.perf_counter()
+
+  def on_train_batch_end(self, batch, logs=None):
+    now = time.perf_counter()
+    self.steps += 1
+    if self.steps > self.skip:
+      self.durations.append(now - self._last)
+    self._last = now
+
+  def on_train_end(self, logs=None):
+    self.end = time.perf_counter()
+
+  @property
+  def step_seconds(self) -> float:
+    return float(np.median(self.durations)) if self.durations else float("nan")
+
+
+class ResumeReporter(tf.keras.callbacks.Callback):
+  """Says whether training starts fresh or resumes (after BackupAndRestore)."""
+
+  def __init__(self):
+    super().__init__()
+    self.resumed_from_step = 0
+
+  def on_train_begin(self, logs=None):
+    self.resumed_from_step = int(self.model.optimizer.iterations.numpy())
+    if self.resumed_from_step:
+      print("Resumed from backup at step %d." % self.resumed_from_step,
+            flush=True)
+    else:
+      print("Starting training at step 0.", flush=True)
+
+
+def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
+          config: ExperimentConfig, strategy: tf.distribute.Strategy,
+          extra_callbacks: Sequence[tf.keras.callbacks.Callback] = ()
+          ) -> Dict[str, Any]:
+  """`model.fit` on the training split; returns timing statistics."""
+  global_batch = config.batch_size
+  if dataset.train.num_rows < global_batch:
+    raise ValueError("the training split has %d rows, fewer than one batch "
+                     "of %d." % (dataset.train.num_rows, global_batch))
+  replicas = strategy.num_replicas_in_sync
+  if global_batch % replicas:
+    raise ValueError("batch_size %d is not divisible by the %d replicas."
+                     % (global_batch, replicas))
+  train_ds = data_lib.to_tf_dataset(
+      dataset.train, batch_size=global_batch, shuffle=True, seed=config.seed,
+      drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  timer = StepTimer()
+  resume = ResumeReporter()
+  callbacks = []
+  if config.backup_dir:
+    callbacks.append(tf.keras.callbacks.BackupAndRestore(
+        config.backup_dir, save_freq=config.backup_freq,
+        delete_checkpoint=True))
+  callbacks += [resume, timer] + list(extra_callbacks)
+  history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
+                      verbose=config.verbose)
+  steps = timer.steps
+  seconds = timer.end - timer.start
+  return {
+      "train_seconds": seconds,
+      "steps": steps,
+      "resumed_from_step": resume.resumed_from_step,
+      "step_seconds": timer.step_seconds,
+      "examples_per_second": (steps * global_batch / seconds
+                              if seconds > 0 else float("nan")),
+      "final_loss_per_example": float(
+          history.history["loss_per_example"][-1])
+          if history.history.get("loss_per_example") else float("nan"),
+  }
+
+
+def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
+                         strategy: tf.distribute.Strategy):
+  """Builds, compiles and builds the variables of a model in `strategy`."""
+  tf.keras.utils.set_random_seed(config.seed)
+  with strategy.scope():
+    model = build_model(dataset, config, config.batch_size)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    # Create every variable (sampler state included) before fit, so that
+    # BackupAndRestore can restore it: one forward pass, no state update.
+    first = next(iter(strategy.experimental_distribute_dataset(
+        data_lib.to_tf_dataset(dataset.train, batch_size=config.batch_size,
+                               drop_remainder=True))))
+    strategy.run(lambda x: model.compute_loss(x, training=False),
+                 args=(first,))
+    model.loss_per_example.reset_state()
+  return model
+
+
+def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
+                 path: str, kind: str = "scann", k: int = 100) -> str:
+  k = min(k, dataset.catalog.num_items)
+  index = export_lib.build_index(model.query_model, dataset.catalog.item_ids,
+                                 model.catalog_embeddings(), kind=kind, k=k)
+  return export_lib.export(index, path, dataset.users[:1], metadata={
+      "index": kind, "dataset": dataset.name,
+      "num_items": dataset.catalog.num_items})
+
+
+def _jsonable(value):
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  if isinstance(value, tuple):
+    return list(value)
+  return value
+
+
+def run(config: ExperimentConfig,
+        strategy: Optional[tf.distribute.Strategy] = None,
+        dataset: Optional[data_lib.Dataset] = None) -> Dict[str, Any]:
+  """Trains (or ranks by popularity), evaluates, exports; returns metrics."""
+  config.validate()
+  if strategy is None:
+    strategy = make_strategy(config.strategy, config.cpu_replicas)
+  if dataset is None:
+    dataset = load_data(config)
+  sets = protocol.evaluation_sets(dataset)
+  progress = config.verbose > 0
+  if config.sampler in BASELINES:
+    stats = {"train_seconds": 0.0, "examples_per_second": float("nan"),
+             "step_seconds": float("nan"), "steps": 0}
+    metrics = protocol.evaluate_popularity(sets, progress=progress)
+  else:
+    model = create_model(dataset, config, strategy)
+    stats = train(model, dataset, config, strategy)
+    stats["optimizer_steps"] = int(model.optimizer.iterations.numpy())
+    estimator = getattr(model.sampler, "frequency", None)
+    if estimator is not None and hasattr(estimator, "step"):
+      stats["estimator_step"] = int(estimator.step.numpy())
+    metrics = protocol.evaluate_model(model, sets, progress=progress)
+    if config.export_dir:
+      export_model(model, dataset, config.export_dir, config.index,
+                   config.top_k)
+  metrics.update(stats)
+  metrics["dataset_summary"] = dataset.summary()
+  metrics["num_replicas"] = strategy.num_replicas_in_sync
+  metrics["flags"] = {k: _jsonable(v)
+                      for k, v in dataclasses.asdict(config).items()}
+  if config.output_dir:
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=2, sort_keys=True, default=_jsonable)
+  print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
+        file=sys.stderr, flush=True)
+  return metrics

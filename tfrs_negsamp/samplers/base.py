@@ -1,0 +1,227 @@
+"""The sampler contract shared by every negative-sampling strategy.
+
+A sampler is a Keras layer. Given the query embeddings of a (per-replica)
+batch and the in-batch candidates (gathered across replicas, local block
+first), it returns one or more `CandidateGroup`s: the columns of a softmax and
+the corrections that apply to them. It never computes the loss: the
+`SampledRetrieval` task turns groups into logits and a loss through
+`tfrs.tasks.Retrieval`'s machinery. See SAMPLERS.md, section 9.
+
+State (queues, caches, frequency sketches) lives in non-trainable variables
+created with `tfrs_negsamp.distribute.add_state`, so it is checkpointed,
+restored and mirrored like any other model state. A sampler reads its state
+first, builds its groups, then updates its state, and only when
+`training=True`.
+"""
+
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
+
+import tensorflow as tf
+
+from tfrs_negsamp import frequency as frequency_lib
+
+
+class PerQuery(NamedTuple):
+  """Per-row negatives: row `i` sees its own `K` extra columns.
+
+  Attributes:
+    embeddings: `[B, K, d]` candidate embeddings.
+    ids: `[B, K]` int64 ids (accidental hits against the row's positive are
+      masked by the task).
+    log_q: optional `[B, K]` log expected count, subtracted from the logits.
+    logit_offset: optional `[B, K]` additive offset (e.g. `log n_ij`).
+    mask: optional `[B, K]` bool, True = keep.
+  """
+  embeddings: tf.Tensor
+  ids: tf.Tensor
+  log_q: Optional[tf.Tensor] = None
+  logit_offset: Optional[tf.Tensor] = None
+  mask: Optional[tf.Tensor] = None
+
+
+class CandidateGroup(NamedTuple):
+  """One softmax; the loss is `sum_g weight_g * CE_g`.
+
+  Column layout: `[in-batch candidates | extra_embeddings]`, followed by the
+  per-query columns if any. With `drop_in_batch` the in-batch block is
+  replaced by the row's positive alone, so the shared columns are
+  `[positive | extra]` and `column_log_q`, `logit_offset` and `score_mask`
+  are laid out over those `1 + E` columns.
+
+  Attributes:
+    weight: weight of this group's cross-entropy.
+    extra_embeddings: `[E, d]` shared extra columns for every row.
+    extra_ids: `[E]` int64 ids of the extra columns.
+    column_log_q: `[C]` (or `[B, C]`) log expected count of each shared column
+      (`C` = in-batch columns + `E`), subtracted from the logits. None means
+      no correction.
+    logit_offset: `[B, C]` additive offset on the shared columns.
+    score_mask: `[B, C]` bool (or `[C]`), True = keep.
+    per_query: per-row negatives, see `PerQuery`.
+    drop_in_batch: only the positive (and extra / per-query columns) remain.
+    remove_accidental_hits: mask shared columns whose id equals the row's
+      positive id (TFRS `RemoveAccidentalHits`).
+    num_hard_negatives: keep only the hardest negatives per row (TFRS
+      `HardNegativeMining`), after corrections and masks.
+  """
+  weight: float = 1.0
+  extra_embeddings: Optional[tf.Tensor] = None
+  extra_ids: Optional[tf.Tensor] = None
+  column_log_q: Optional[tf.Tensor] = None
+  logit_offset: Optional[tf.Tensor] = None
+  score_mask: Optional[tf.Tensor] = None
+  per_query: Optional[PerQuery] = None
+  drop_in_batch: bool = False
+  remove_accidental_hits: bool = True
+  num_hard_negatives: Optional[int] = None
+
+
+class NegativeSampler(tf.keras.layers.Layer):
+  """Base class of all samplers.
+
+  Subclasses implement `sample()`; `call()` is fixed here so every sampler
+  takes the same arguments.
+
+  Args:
+    frequency: optional `FrequencySource` giving `log Q` of item ids (the
+      streaming estimator of Yi et al. 2019, or fixed training counts). It is
+      updated once per training step with the global batch's ids.
+    remove_accidental_hits: mask negatives equal to the row's positive.
+  """
+
+  def __init__(self,
+               frequency: Optional[frequency_lib.FrequencySource] = None,
+               remove_accidental_hits: bool = True,
+               **kwargs) -> None:
+    super().__init__(**kwargs)
+    if frequency is not None and not isinstance(
+        frequency, frequency_lib.FrequencySource):
+      raise TypeError("`frequency` must be a FrequencySource layer, got %r."
+                      % (frequency,))
+    self.frequency = frequency
+    self.remove_accidental_hits = bool(remove_accidental_hits)
+
+  # -- the contract ------------------------------------------------------
+
+  def call(self,
+           query_embeddings: tf.Tensor,
+           candidate_embeddings: tf.Tensor,
+           candidate_ids: tf.Tensor,
+           training: bool = False,
+           positive_ids: Optional[tf.Tensor] = None,
+           user_history: Optional[tf.Tensor] = None) -> List[CandidateGroup]:
+    """Builds the candidate groups of one step.
+
+    Args:
+      query_embeddings: `[B, d]` this replica's queries.
+      candidate_embeddings: `[G, d]` in-batch candidates of the global batch,
+        local block first (row `i`'s positive is column `i`).
+      candidate_ids: `[G]` int64 ids of those candidates.
+      training: state is updated only when True.
+      positive_ids: `[B]` ids of the rows' positives (defaults to the first
+        `B` candidate ids).
+      user_history: optional `[B, H]` int64 ids consumed by the row's user,
+        padded with -1; samplers that can, exclude them from their draws.
+
+    Returns:
+      A list of `CandidateGroup`.
+    """
+    _check_rank(query_embeddings, 2, "query_embeddings")
+    _check_rank(candidate_embeddings, 2, "candidate_embeddings")
+    _check_rank(candidate_ids, 1, "candidate_ids")
+    if positive_ids is None:
+      positive_ids = candidate_ids[:tf.shape(query_embeddings)[0]]
+    candidate_ids = tf.cast(candidate_ids, tf.int64)
+    positive_ids = tf.cast(positive_ids, tf.int64)
+    return self.sample(query_embeddings, candidate_embeddings, candidate_ids,
+                       positive_ids, training=training,
+                       user_history=user_history)
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history) -> List[CandidateGroup]:
+    raise TypeError("%s must override sample()." % type(self).__name__)
+
+  # -- shared mechanics --------------------------------------------------
+
+  def in_batch_log_q(self, candidate_ids: tf.Tensor,
+                     training: bool) -> Optional[tf.Tensor]:
+    """Updates the frequency source (training only), then returns `log Q`.
+
+    `update` runs before `lookup` so that current-batch items have at least
+    one observation (SAMPLERS.md 3.6). Returns None without a source.
+    """
+    if self.frequency is None:
+      return None
+    if training:
+      self.frequency.update(candidate_ids)
+    return tf.stop_gradient(
+        self.frequency.log_q(candidate_ids, num_draws=tf.size(candidate_ids)))
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({
+        "frequency": (tf.keras.layers.serialize(self.frequency)
+                      if self.frequency is not None else None),
+        "remove_accidental_hits": self.remove_accidental_hits,
+    })
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    if config.get("frequency") is not None:
+      config["frequency"] = tf.keras.layers.deserialize(
+          config["frequency"], custom_objects=frequency_lib.CUSTOM_OBJECTS)
+    return cls(**config)
+
+
+def _check_rank(x: tf.Tensor, rank: int, name: str) -> None:
+  if x.shape.rank is not None and x.shape.rank != rank:
+    raise ValueError("%s must have rank %d, got shape %s."
+                     % (name, rank, x.shape))
+
+
+# -- registry: `--sampler=NAME` -------------------------------------------
+
+SamplerFactory = Callable[..., NegativeSampler]
+_REGISTRY: Dict[str, SamplerFactory] = {}
+
+
+def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
+  """Registers a factory `fn(context: SamplerContext) -> NegativeSampler`."""
+  def decorator(fn: SamplerFactory) -> SamplerFactory:
+    if name in _REGISTRY:
+      raise ValueError("sampler %r registered twice" % name)
+    _REGISTRY[name] = fn
+    return fn
+  return decorator
+
+
+def available_samplers() -> List[str]:
+  return sorted(_REGISTRY)
+
+
+def create_sampler(name: str, context: "SamplerContext") -> NegativeSampler:
+  """Builds the sampler registered as `name`; unknown names list valid ones."""
+  if name not in _REGISTRY:
+    raise ValueError("unknown sampler %r; valid samplers: %s"
+                     % (name, ", ".join(available_samplers())))
+  return _REGISTRY[name](context)
+
+
+class SamplerContext(NamedTuple):
+  """What a factory may need to build a sampler.
+
+  Attributes:
+    item_counts: `[N + 1]` training counts per model item index (index 0 is
+      the out-of-vocabulary slot, count 0).
+    item_model: callable mapping `[...]` int64 item indices to embeddings.
+    global_batch_size: `G`, the number of in-batch candidates per step.
+    seed: base seed for stateless randomness.
+    options: sampler-specific options (from flags), e.g. `memory_size`.
+  """
+  item_counts: Any
+  item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+  global_batch_size: int = 128
+  seed: int = 0
+  options: Dict[str, Any] = {}

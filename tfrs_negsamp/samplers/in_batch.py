@@ -1,0 +1,88 @@
+"""In-batch softmax, optionally with the logQ correction (Yi et al. 2019).
+
+The negatives of row `i` are the other rows' positives (of the whole global
+batch under tf.distribute). Logits, for all columns `j` including `j = i`:
+
+    z_ij = <u_i, v_j> / tau - log Q_j
+
+where `log Q_j` is the log expected number of columns showing item `j` (from
+a `FrequencySource`), or 0 without correction. Accidental hits (`id_j == id_i`,
+`j != i`) are masked. Loss: `sum_i r_i (-z_ii + logsumexp_j z_ij)`. Serving
+uses the uncorrected `<u, v>`.
+
+References:
+  Yi et al. Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+  Recommendations. RecSys 2019.
+"""
+
+import tensorflow as tf
+
+from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp.samplers import base
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class InBatchSampler(base.NegativeSampler):
+  """In-batch negatives; `frequency` enables the logQ correction.
+
+  Keeps no state of its own; the frequency source (if any) keeps its sketch.
+  All corrections go through TFRS's own arguments: `column_log_q` becomes the
+  `candidate_sampling_probability` correction and accidental hits are removed
+  by `tfrs.layers.loss.RemoveAccidentalHits`.
+  """
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del query_embeddings, candidate_embeddings, positive_ids, user_history
+    return [base.CandidateGroup(
+        column_log_q=self.in_batch_log_q(candidate_ids, training),
+        remove_accidental_hits=self.remove_accidental_hits)]
+
+
+@base.register_sampler("in_batch")
+def _in_batch(context: base.SamplerContext) -> InBatchSampler:
+  del context
+  return InBatchSampler()
+
+
+@base.register_sampler("in_batch_logq")
+def _in_batch_logq(context: base.SamplerContext) -> InBatchSampler:
+  return InBatchSampler(frequency=streaming_estimator(context))
+
+
+@base.register_sampler("in_batch_logq_static")
+def _in_batch_logq_static(context: base.SamplerContext) -> InBatchSampler:
+  return InBatchSampler(frequency=static_probability(context))
+
+
+def streaming_estimator(
+    context: base.SamplerContext) -> frequency_lib.StreamingFrequencyEstimator:
+  """The streaming estimator configured from `context.options`."""
+  opts = context.options
+  return frequency_lib.StreamingFrequencyEstimator(
+      num_buckets=opts.get("num_buckets") or frequency_lib.auto_num_buckets(
+          len(context.item_counts)),
+      num_hashes=opts.get("num_hashes", 2),
+      alpha=opts.get("estimator_alpha", 0.01),
+      update_rule=opts.get("estimator_rule", "debiased"),
+      seed=context.seed)
+
+
+def static_probability(
+    context: base.SamplerContext) -> frequency_lib.StaticItemProbability:
+  """Fixed probabilities from the training counts in `context`."""
+  return frequency_lib.StaticItemProbability(context.item_counts,
+                                             smoothing=1.0)
+
+
+def frequency_from_options(context: base.SamplerContext):
+  """`options["logq"]` in {"streaming", "static", "none"} -> source or None."""
+  kind = context.options.get("logq", "streaming")
+  if kind == "streaming":
+    return streaming_estimator(context)
+  if kind == "static":
+    return static_probability(context)
+  if kind == "none":
+    return None
+  raise ValueError("unknown logq source %r; valid: streaming, static, none"
+                   % kind)

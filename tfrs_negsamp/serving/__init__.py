@@ -1,0 +1,1 @@
+"""Export and serving of trained retrievers (see `serving.export`)."""

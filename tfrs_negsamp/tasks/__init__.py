@@ -1,0 +1,2 @@
+"""Loss tasks."""
+from tfrs_negsamp.tasks.retrieval import SampledRetrieval

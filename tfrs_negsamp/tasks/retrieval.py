@@ -1,0 +1,159 @@
+"""`SampledRetrieval`: `tfrs.tasks.Retrieval` fed by sampler candidate groups.
+
+For each `CandidateGroup` the task builds one logits matrix and reuses TFRS's
+own pieces, in TFRS's order (SAMPLERS.md 1.6):
+
+1. scores `Q C^T` over `C = [in-batch | extra]` (or `[positive | extra]`
+   with `drop_in_batch`), then per-query columns `einsum(Q, E_b)`;
+2. `/ temperature`;
+3. `- log Q` (`column_log_q`, per-query `log_q`) and `+ logit_offset`;
+4. accidental hits removed (TFRS `RemoveAccidentalHits` on the shared
+   columns; the same rule on per-query ids);
+5. `score_mask` / per-query masks with `tf.where(mask, z, MIN_FLOAT)`;
+6. optional `HardNegativeMining`;
+7. TFRS's `CategoricalCrossentropy(from_logits=True, reduction=SUM)`.
+
+Step 3 departs from `SamplingProbablityCorrection` on purpose: TFRS clips the
+probability at 1e-6, which saturates the correction at 13.8 nats and breaks the
+"log expected count" unit when sources are mixed (SAMPLERS.md 1.6, 9.2). The
+correction is otherwise identical (a test checks it against stock
+`Retrieval` with `candidate_sampling_probability`). The total loss is
+`sum_g weight_g * CE_g`.
+"""
+
+from typing import List, Optional
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_negsamp.samplers import base
+
+MIN_FLOAT = tfrs.layers.loss.MIN_FLOAT
+
+
+class SampledRetrieval(tfrs.tasks.Retrieval):
+  """Retrieval task whose columns and corrections come from a sampler.
+
+  Args:
+    temperature: softmax temperature `tau` (None = 1).
+    loss: optional Keras loss; defaults to TFRS's summed softmax CE.
+    name: layer name.
+  """
+
+  def __init__(self, temperature: Optional[float] = None,
+               loss: Optional[tf.keras.losses.Loss] = None,
+               name: Optional[str] = None) -> None:
+    super().__init__(loss=loss, temperature=temperature, name=name)
+    self._hit_remover = tfrs.layers.loss.RemoveAccidentalHits()
+
+  def group_logits(self, query_embeddings: tf.Tensor,
+                   candidate_embeddings: tf.Tensor,
+                   candidate_ids: tf.Tensor,
+                   group: base.CandidateGroup):
+    """Returns `(logits [B, C'], labels [B, C'])` of one group."""
+    num_queries = tf.shape(query_embeddings)[0]
+    if group.drop_in_batch:
+      shared = candidate_embeddings[:num_queries]
+      shared_ids = candidate_ids[:num_queries]
+    else:
+      shared, shared_ids = candidate_embeddings, candidate_ids
+    if group.extra_embeddings is not None:
+      shared = tf.concat([shared, tf.cast(group.extra_embeddings,
+                                          shared.dtype)], axis=0)
+      shared_ids = tf.concat(
+          [shared_ids, tf.cast(group.extra_ids, shared_ids.dtype)], axis=0)
+
+    if group.drop_in_batch:
+      # Row i keeps only its own positive among the in-batch columns.
+      scores = tf.linalg.matmul(query_embeddings, shared[num_queries:],
+                                transpose_b=True)
+      positive = tf.reduce_sum(query_embeddings * shared[:num_queries],
+                               axis=1, keepdims=True)
+      scores = tf.concat([positive, scores], axis=1)
+      shared_ids = tf.concat([tf.zeros([1], shared_ids.dtype),
+                              shared_ids[num_queries:]], axis=0)
+      labels = tf.one_hot(tf.zeros([num_queries], tf.int32),
+                          tf.shape(scores)[1])
+    else:
+      scores = tf.linalg.matmul(query_embeddings, shared, transpose_b=True)
+      labels = tf.eye(num_queries, tf.shape(scores)[1])
+    scores = self._scale(scores)
+    if group.column_log_q is not None:
+      scores -= tf.stop_gradient(tf.cast(group.column_log_q, scores.dtype))
+    if group.logit_offset is not None:
+      scores += tf.stop_gradient(tf.cast(group.logit_offset, scores.dtype))
+    if group.remove_accidental_hits:
+      if group.drop_in_batch:
+        hits = tf.equal(tf.expand_dims(candidate_ids[:num_queries], 1),
+                        tf.expand_dims(shared_ids, 0))
+        hits = tf.logical_and(hits, tf.equal(labels, 0.0))
+        scores = tf.where(hits, MIN_FLOAT, scores)
+      else:
+        scores = self._hit_remover(labels, scores, shared_ids)
+    if group.score_mask is not None:
+      scores = tf.where(tf.cast(group.score_mask, tf.bool), scores, MIN_FLOAT)
+
+    if group.per_query is not None:
+      pq_scores = self._per_query_logits(
+          query_embeddings, candidate_ids[:num_queries], group.per_query,
+          group.remove_accidental_hits)
+      scores = tf.concat([scores, pq_scores], axis=1)
+      labels = tf.concat([labels, tf.zeros_like(pq_scores)], axis=1)
+    if group.num_hard_negatives is not None:
+      scores, labels = tfrs.layers.loss.HardNegativeMining(
+          group.num_hard_negatives)(scores, labels)
+    return scores, labels
+
+  def _scale(self, scores: tf.Tensor) -> tf.Tensor:
+    if self._temperature is not None:
+      return scores / self._temperature
+    return scores
+
+  def _per_query_logits(self, query_embeddings, positive_ids,
+                        per_query: base.PerQuery, remove_hits: bool):
+    logits = tf.einsum("bd,bkd->bk", query_embeddings,
+                       tf.cast(per_query.embeddings, query_embeddings.dtype))
+    logits = self._scale(logits)
+    if per_query.log_q is not None:
+      logits -= tf.stop_gradient(per_query.log_q)
+    if per_query.logit_offset is not None:
+      logits += tf.stop_gradient(per_query.logit_offset)
+    keep = tf.ones_like(logits, tf.bool)
+    if remove_hits:
+      keep = tf.not_equal(tf.cast(per_query.ids, positive_ids.dtype),
+                          tf.expand_dims(positive_ids, 1))
+    if per_query.mask is not None:
+      keep = tf.logical_and(keep, tf.cast(per_query.mask, tf.bool))
+    return tf.where(keep, logits, MIN_FLOAT)
+
+  def call(self,
+           query_embeddings: tf.Tensor,
+           candidate_embeddings: tf.Tensor,
+           groups: List[base.CandidateGroup],
+           candidate_ids: tf.Tensor,
+           sample_weight: Optional[tf.Tensor] = None,
+           compute_metrics: bool = False) -> tf.Tensor:
+    """Summed softmax cross-entropy over the groups (per-replica sum).
+
+    Args:
+      query_embeddings: `[B, d]`.
+      candidate_embeddings: `[G, d]` in-batch candidates, local block first.
+      groups: the sampler's `CandidateGroup`s.
+      candidate_ids: `[G]` int64 ids of the in-batch candidates.
+      sample_weight: optional `[B]` example weights.
+      compute_metrics: unused (factorized metrics over extra columns are
+        undefined, see SAMPLERS.md 1.6); evaluate with the full-corpus
+        evaluator instead.
+    """
+    del compute_metrics
+    if not groups:
+      raise ValueError("the sampler returned no candidate group.")
+    total = tf.constant(0.0)
+    for group in groups:
+      logits, labels = self.group_logits(query_embeddings,
+                                         candidate_embeddings,
+                                         candidate_ids, group)
+      loss = self._loss(y_true=labels, y_pred=logits,
+                        sample_weight=sample_weight)
+      total += group.weight * tf.cast(loss, tf.float32)
+    return total

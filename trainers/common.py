@@ -1,0 +1,99 @@
+"""Flags shared by the trainers and their conversion to `ExperimentConfig`."""
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def _ints(value: str):
+  return tuple(int(v) for v in value.split(",") if v.strip())
+
+
+def define_flags() -> None:
+  """Defines the training flags (once per process)."""
+  flags.DEFINE_enum("dataset", "synthetic", ["synthetic", "movielens", "csv"],
+                    "Data set: the embedded synthetic generator, MovieLens "
+                    "(TFDS, or a local folder with --data_path) or a CSV "
+                    "file with user_id,item_id,timestamp columns.")
+  flags.DEFINE_string("data_path", None, "Folder (movielens) or file (csv).")
+  flags.DEFINE_enum("split", "leave_last_out", ["leave_last_out", "temporal"],
+                    "Train/test split.")
+  flags.DEFINE_string("sampler", "in_batch_logq",
+                      "Negative sampler name (see the README), or "
+                      "popularity_baseline.")
+  flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+  flags.DEFINE_integer("epochs", 5, "Training epochs.")
+  flags.DEFINE_float("learning_rate", 0.01, "Adam learning rate.")
+  flags.DEFINE_integer("embedding_dim", 64, "Embedding dimension.")
+  flags.DEFINE_float("temperature", 0.05, "Softmax temperature.")
+  flags.DEFINE_boolean("normalize", True, "L2-normalise both towers.")
+  flags.DEFINE_boolean("item_features", True,
+                       "Use item titles/genres in the item tower.")
+  flags.DEFINE_string("query_hidden", "", "Query MLP widths, e.g. 128,64.")
+  flags.DEFINE_string("item_hidden", "", "Item MLP widths, e.g. 128.")
+  flags.DEFINE_integer("seed", 0, "Seed (data generator, init, shuffling).")
+  flags.DEFINE_string("output_dir", None, "Where metrics.json goes.")
+  flags.DEFINE_string("export_dir", None,
+                      "If set, export a SavedModel with a top-k index.")
+  flags.DEFINE_enum("index", "scann", ["scann", "brute_force"],
+                    "Index of the exported SavedModel.")
+  flags.DEFINE_integer("top_k", 100, "k of the exported index.")
+  flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
+                    "tf.distribute strategy.")
+  flags.DEFINE_integer("cpu_replicas", 2,
+                       "Logical CPU devices for --strategy=mirrored.")
+  flags.DEFINE_string("backup_dir", None,
+                      "Keras BackupAndRestore folder: a killed run restarted "
+                      "with the same flags resumes from it.")
+  flags.DEFINE_integer("backup_freq", 50, "Back up every N steps.")
+  flags.DEFINE_integer("verbose", 1, "Keras verbosity (0, 1 bar, 2 lines).")
+  # Sampler options.
+  flags.DEFINE_enum("logq", "streaming", ["streaming", "static", "none"],
+                    "Source of log Q for samplers that take one.")
+  flags.DEFINE_integer("num_buckets", 0,
+                       "Streaming estimator buckets (0: 16x catalog).")
+  flags.DEFINE_integer("num_hashes", 2, "Streaming estimator hashes.")
+  flags.DEFINE_float("estimator_alpha", 0.01, "Streaming estimator rate.")
+  flags.DEFINE_enum("estimator_rule", "debiased",
+                    ["paper", "first_gap", "debiased"],
+                    "Streaming estimator update rule.")
+  # Synthetic generator.
+  flags.DEFINE_integer("synthetic_users", 2000, "Synthetic: users.")
+  flags.DEFINE_integer("synthetic_items", 1000, "Synthetic: items.")
+  flags.DEFINE_integer("synthetic_interactions", 40,
+                       "Synthetic: mean interactions per user.")
+
+
+SAMPLER_OPTION_FLAGS = ("logq", "num_buckets", "num_hashes",
+                        "estimator_alpha", "estimator_rule")
+
+
+def config_from_flags(**overrides):
+  """An `ExperimentConfig` from the parsed flags."""
+  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  config = experiment.ExperimentConfig(
+      dataset=FLAGS.dataset, data_path=FLAGS.data_path, split=FLAGS.split,
+      sampler=FLAGS.sampler, batch_size=FLAGS.batch_size,
+      epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
+      embedding_dim=FLAGS.embedding_dim, temperature=FLAGS.temperature,
+      normalize=FLAGS.normalize, item_features=FLAGS.item_features,
+      query_hidden=_ints(FLAGS.query_hidden),
+      item_hidden=_ints(FLAGS.item_hidden), seed=FLAGS.seed,
+      strategy=FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas,
+      output_dir=FLAGS.output_dir, export_dir=FLAGS.export_dir,
+      index=FLAGS.index, top_k=FLAGS.top_k, backup_dir=FLAGS.backup_dir,
+      backup_freq=FLAGS.backup_freq, verbose=FLAGS.verbose,
+      sampler_options={name: FLAGS[name].value
+                       for name in SAMPLER_OPTION_FLAGS},
+      synthetic=({"num_users": FLAGS.synthetic_users,
+                  "num_items": FLAGS.synthetic_items,
+                  "interactions_per_user": FLAGS.synthetic_interactions}
+                 if FLAGS.dataset == "synthetic" else {}))
+  for key, value in overrides.items():
+    setattr(config, key, value)
+  try:
+    config.validate()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  return config

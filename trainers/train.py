@@ -1,0 +1,39 @@
+r"""Trains a two-tower retriever with a negative sampler, evaluates, exports.
+
+  python -m trainers.train --dataset=movielens \
+      --data_path=../shared/data/movielens-100k --sampler=in_batch_logq \
+      --output_dir=/tmp/run --export_dir=/tmp/run/export
+
+Writes OUTPUT_DIR/metrics.json (full-corpus metrics, cohorts, balance,
+timings, flags). `--sampler=popularity_baseline` ranks by training
+popularity in the same format. `--strategy=mirrored --cpu_replicas=N` splits
+the CPU into N logical devices so MirroredStrategy runs as on N GPUs.
+`--backup_dir` makes a killed run resume where it stopped (model, optimizer
+and sampler state).
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
+
+FLAGS = flags.FLAGS
+common.define_flags()
+
+
+def main(argv):
+  del argv
+  config = common.config_from_flags()
+  # Imported here so that the CPU split of `make_strategy` comes first.
+  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  experiment.run(config, strategy=strategy)
+
+
+if __name__ == "__main__":
+  app.run(main)

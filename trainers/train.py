@@ -19,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 
 from trainers import common  # noqa: E402
 
@@ -28,11 +29,16 @@ common.define_flags()
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   config = common.config_from_flags()
   # Imported here so that the CPU split of `make_strategy` comes first.
   from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from tfrs_negsamp.data import DataError  # pylint: disable=g-import-not-at-top
   strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
-  experiment.run(config, strategy=strategy)
+  try:
+    experiment.run(config, strategy=strategy)
+  except DataError as e:
+    raise app.UsageError("data error: %s" % e) from e
 
 
 if __name__ == "__main__":

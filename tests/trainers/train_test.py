@@ -36,6 +36,17 @@ def test_unknown_sampler_lists_the_valid_ones(tmp_path):
   assert "in_batch_logq" in out.stderr
 
 
+def test_malformed_data_file_is_a_clear_error(tmp_path):
+  bad = tmp_path / "log.csv"
+  bad.write_text("user_id,item_id,timestamp\n1,2,100\n1,3,yesterday\n")
+  out = _train(["--dataset=csv", "--data_path=%s" % bad,
+                "--output_dir=%s" % tmp_path])
+  assert out.returncode != 0
+  assert "data error" in out.stderr
+  assert "log.csv" in out.stderr and "line 3" in out.stderr
+  assert "yesterday" in out.stderr
+
+
 def test_metrics_json_and_query_from_the_export(tmp_path):
   out = _train(SMALL + ["--epochs=1", "--output_dir=%s" % tmp_path,
                         "--export_dir=%s" % (tmp_path / "export")])

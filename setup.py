@@ -20,9 +20,14 @@ setuptools.setup(
         "tensorflow-recommenders==0.7.7",
         "scann==1.4.2",
         "tensorflow-datasets",
+        # TFDS's download path imports it (through etils) without declaring
+        # it; without it `tfds.load` fails before any download is tried.
+        "importlib_resources",
         "absl-py",
         # Benchmark and evaluation plots (PNG).
         "matplotlib",
+        # The REST server (trainers.serve); see tfrs_negsamp/serving/server.py.
+        "aiohttp>=3.9,<4",
     ],
     extras_require={"test": ["pytest"]},
 )

@@ -30,3 +30,35 @@ def first_batch(dataset, batch_size, offset=0):
 def copy_weights(src: tf.keras.Model, dst: tf.keras.Model):
   for a, b in zip(src.weights, dst.weights):
     b.assign(a.read_value())
+
+
+def single_device_step(model, batch):
+  """Loss and dense gradients of one training-mode call on one device."""
+  with tf.GradientTape() as tape:
+    loss = model.compute_loss(batch, training=True)
+  return loss, [tf.convert_to_tensor(g) for g in tape.gradient(
+      loss, model.trainable_variables)]
+
+
+def mirrored_step(strategy, model):
+  """A `tf.function(batch)` returning the replica-summed loss and gradients.
+
+  The batch is split over the replicas as Keras would (in order); the sums
+  are what the optimizer applies, so they must equal `single_device_step`
+  on the whole batch.
+  """
+  @tf.function
+  def step(inputs):
+    def fn(x):
+      with tf.GradientTape() as tape:
+        loss = model.compute_loss(x, training=True)
+      g = tape.gradient(loss, model.trainable_variables)
+      return loss, [tf.convert_to_tensor(v) for v in g]
+    losses, per_grads = strategy.run(fn, args=(inputs,))
+    return (strategy.reduce("SUM", losses, axis=None),
+            [strategy.reduce("SUM", g, axis=None) for g in per_grads])
+
+  def run(batch):
+    return step(next(iter(strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensors(batch)))))
+  return run

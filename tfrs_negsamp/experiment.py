@@ -50,6 +50,8 @@ class ExperimentConfig:
   export_dir: Optional[str] = None
   index: str = "scann"
   top_k: int = 100
+  # ScaNN overrides (keys of export.SCANN_PARAMETERS; missing/0: derived).
+  scann_overrides: Dict[str, int] = dataclasses.field(default_factory=dict)
   backup_dir: Optional[str] = None
   backup_freq: int = 50
   verbose: int = 1
@@ -74,6 +76,11 @@ class ExperimentConfig:
     if self.index not in export_lib.INDEX_KINDS:
       raise ValueError("unknown index %r; valid: %s"
                        % (self.index, ", ".join(export_lib.INDEX_KINDS)))
+    for name, value in self.scann_overrides.items():
+      if name not in export_lib.SCANN_PARAMETERS or (value or 0) < 0:
+        raise ValueError(
+            "bad ScaNN override %s=%r; valid: %s (>= 0)"
+            % (name, value, ", ".join(export_lib.SCANN_PARAMETERS)))
 
 
 def load_data(config: ExperimentConfig) -> data_lib.Dataset:
@@ -135,7 +142,10 @@ def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
   context = samplers_lib.SamplerContext(
       item_counts=counts, item_model=item_model,
       global_batch_size=global_batch_size, seed=config.seed,
-      options=dict(config.sampler_options))
+      # Samplers that resample by score (BIR/XIR) need the task's scale.
+      options=dict(config.sampler_options,
+                   temperature=config.temperature if config.normalize
+                   else None))
   sampler = samplers_lib.create_sampler(config.sampler, context)
   return two_tower.TwoTowerModel(
       query_model, item_model, catalog.item_ids, sampler,
@@ -250,13 +260,18 @@ def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
 
 
 def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
-                 path: str, kind: str = "scann", k: int = 100) -> str:
+                 path: str, kind: str = "scann", k: int = 100,
+                 scann_overrides: Optional[Dict[str, int]] = None) -> str:
   k = min(k, dataset.catalog.num_items)
   index = export_lib.build_index(model.query_model, dataset.catalog.item_ids,
-                                 model.catalog_embeddings(), kind=kind, k=k)
-  return export_lib.export(index, path, dataset.users[:1], metadata={
-      "index": kind, "dataset": dataset.name,
-      "num_items": dataset.catalog.num_items})
+                                 model.catalog_embeddings(), kind=kind, k=k,
+                                 scann_overrides=scann_overrides)
+  metadata = {"index": kind, "dataset": dataset.name,
+              "num_items": dataset.catalog.num_items}
+  if kind == "scann":
+    metadata["scann"] = export_lib.scann_parameters(
+        dataset.catalog.num_items, k, scann_overrides)
+  return export_lib.export(index, path, dataset.users[:1], metadata=metadata)
 
 
 def _jsonable(value):
@@ -292,7 +307,7 @@ def run(config: ExperimentConfig,
     metrics = protocol.evaluate_model(model, sets, progress=progress)
     if config.export_dir:
       export_model(model, dataset, config.export_dir, config.index,
-                   config.top_k)
+                   config.top_k, config.scann_overrides)
   metrics.update(stats)
   metrics["dataset_summary"] = dataset.summary()
   metrics["num_replicas"] = strategy.num_replicas_in_sync

@@ -39,6 +39,14 @@ def define_flags() -> None:
   flags.DEFINE_enum("index", "scann", ["scann", "brute_force"],
                     "Index of the exported SavedModel.")
   flags.DEFINE_integer("top_k", 100, "k of the exported index.")
+  flags.DEFINE_integer("scann_leaves", 0,
+                       "ScaNN partitions (0: ~sqrt of the catalog size).")
+  flags.DEFINE_integer("scann_leaves_to_search", 0,
+                       "ScaNN partitions searched per query (0: ~10% of "
+                       "the leaves, at least 8).")
+  flags.DEFINE_integer("scann_reorder", 0,
+                       "ScaNN candidates re-scored exactly (0: max(4k, 256)"
+                       ", capped by the catalog size).")
   flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
                     "tf.distribute strategy.")
   flags.DEFINE_integer("cpu_replicas", 2,
@@ -58,6 +66,47 @@ def define_flags() -> None:
   flags.DEFINE_enum("estimator_rule", "debiased",
                     ["paper", "first_gap", "debiased"],
                     "Streaming estimator update rule.")
+  # Cross-batch negative sampling (CBNS).
+  flags.DEFINE_integer("memory_size", 0,
+                       "CBNS queue size M (0: 4x the global batch).")
+  flags.DEFINE_integer("warmup_steps", 0,
+                       "CBNS: steps before the queue is used as negatives.")
+  # BIR / XIR importance resampling.
+  flags.DEFINE_integer("num_resampled", 0,
+                       "BIR/XIR draws per query K (0: the global batch).")
+  flags.DEFINE_integer("cache_size", 0,
+                       "XIR cache size C (0: the global batch).")
+  flags.DEFINE_float("xir_lambda", 0.2,
+                     "XIR weight of the cache group (1 - lambda: batch).")
+  flags.DEFINE_float("cache_decay", 0.0,
+                     "XIR: occurrence counts decay by (1 - decay) per step.")
+  # Catalog samplers, MNS / ANS / AMNS and two-stage (issue 6).
+  flags.DEFINE_integer("num_negatives", 0,
+                       "uniform/popularity/inverse_popularity/balanced: "
+                       "negatives per row K (0: 32).")
+  flags.DEFINE_float("popularity_alpha", 1.0,
+                     "popularity: exponent of the training counts.")
+  flags.DEFINE_boolean("catalog_logq", False,
+                       "Catalog samplers and two_stage: subtract the log "
+                       "expected count (off, as in the studies).")
+  flags.DEFINE_integer("num_uniform", 0,
+                       "mixed/adaptive_mixed: shared uniform columns B' "
+                       "(0: the global batch for mixed, 100 for "
+                       "adaptive_mixed).")
+  flags.DEFINE_boolean("mixed_logq", None,
+                       "MNS mixture correction log(G f + B'/N) (unset: on "
+                       "for mixed, off for adaptive_mixed).")
+  flags.DEFINE_integer("adaptive_pool", 0,
+                       "adaptive/adaptive_mixed: random in-batch pool per "
+                       "row (0: 100 for adaptive, 10 for adaptive_mixed).")
+  flags.DEFINE_integer("num_hard_negatives", 0,
+                       "adaptive/adaptive_mixed/two_stage: negatives kept "
+                       "per row (0: 20, 20, 32).")
+  flags.DEFINE_integer("two_stage_pool", 0,
+                       "two_stage: stage-1 pool size C (0: 512).")
+  flags.DEFINE_float("two_stage_beta", 1.0,
+                     "two_stage: stage-1 popularity exponent beta.")
+  flags.DEFINE_float("cml_margin", 1.0, "two_stage_triplet: hinge margin.")
   # Synthetic generator.
   flags.DEFINE_integer("synthetic_users", 2000, "Synthetic: users.")
   flags.DEFINE_integer("synthetic_items", 1000, "Synthetic: items.")
@@ -66,7 +115,12 @@ def define_flags() -> None:
 
 
 SAMPLER_OPTION_FLAGS = ("logq", "num_buckets", "num_hashes",
-                        "estimator_alpha", "estimator_rule")
+                        "estimator_alpha", "estimator_rule", "memory_size",
+                        "warmup_steps", "num_resampled", "cache_size",
+                        "xir_lambda", "cache_decay", "num_negatives",
+                        "popularity_alpha", "catalog_logq", "num_uniform",
+                        "mixed_logq", "adaptive_pool", "num_hard_negatives",
+                        "two_stage_pool", "two_stage_beta", "cml_margin")
 
 
 def config_from_flags(**overrides):
@@ -83,6 +137,10 @@ def config_from_flags(**overrides):
       strategy=FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas,
       output_dir=FLAGS.output_dir, export_dir=FLAGS.export_dir,
       index=FLAGS.index, top_k=FLAGS.top_k, backup_dir=FLAGS.backup_dir,
+      scann_overrides={
+          "num_leaves": FLAGS.scann_leaves,
+          "num_leaves_to_search": FLAGS.scann_leaves_to_search,
+          "num_reordering_candidates": FLAGS.scann_reorder},
       backup_freq=FLAGS.backup_freq, verbose=FLAGS.verbose,
       sampler_options={name: FLAGS[name].value
                        for name in SAMPLER_OPTION_FLAGS},

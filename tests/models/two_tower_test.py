@@ -58,29 +58,11 @@ class TwoTowerModelTest(tf.test.TestCase):
     mirrored = experiment.create_model(dataset, config, strategy)
     helpers.copy_weights(single, mirrored)
 
-    batches = [helpers.first_batch(dataset, 8, offset=8 * i)
-               for i in range(3)]
-    for batch in batches:
-      with tf.GradientTape() as tape:
-        loss = single.compute_loss(batch, training=True)
-      grads = [tf.convert_to_tensor(g) for g in tape.gradient(
-          loss, single.trainable_variables)]
-
-      dist = next(iter(strategy.experimental_distribute_dataset(
-          tf.data.Dataset.from_tensors(batch))))
-
-      @tf.function
-      def step(inputs):
-        def fn(x):
-          with tf.GradientTape() as tape:
-            loss = mirrored.compute_loss(x, training=True)
-          g = tape.gradient(loss, mirrored.trainable_variables)
-          return loss, [tf.convert_to_tensor(v) for v in g]
-        losses, per_grads = strategy.run(fn, args=(inputs,))
-        return (strategy.reduce("SUM", losses, axis=None),
-                [strategy.reduce("SUM", g, axis=None) for g in per_grads])
-
-      m_loss, m_grads = step(dist)
+    step = helpers.mirrored_step(strategy, mirrored)
+    for i in range(3):
+      batch = helpers.first_batch(dataset, 8, offset=8 * i)
+      loss, grads = helpers.single_device_step(single, batch)
+      m_loss, m_grads = step(batch)
       self.assertAllClose(m_loss, loss, rtol=1e-5)
       for a, b in zip(m_grads, grads):
         # Summation order differs across replicas: float32 tolerance.

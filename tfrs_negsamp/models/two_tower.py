@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.tasks import retrieval
 
@@ -39,7 +40,10 @@ class TwoTowerModel(tfrs.Model):
     self.item_lookup = tf.keras.layers.StringLookup(
         vocabulary=list(item_vocabulary), mask_token=None, num_oov_indices=1)
     self.sampler = sampler
-    self.task = retrieval.SampledRetrieval(temperature=temperature)
+    # A sampler with `loss="triplet"` (two-stage CML) gets the hinge loss.
+    self.task = retrieval.SampledRetrieval(
+        temperature=temperature,
+        pairwise_loss=losses.pairwise_loss_for(sampler))
     self.global_negatives = global_negatives
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
 

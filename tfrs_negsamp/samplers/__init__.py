@@ -4,4 +4,15 @@ from tfrs_negsamp.samplers.base import (CandidateGroup, NegativeSampler,
                                         PerQuery, SamplerContext,
                                         available_samplers, create_sampler,
                                         register_sampler)
+from tfrs_negsamp.samplers.adaptive import AdaptiveSampler
+from tfrs_negsamp.samplers.adaptive_mixed import AdaptiveMixedSampler
+from tfrs_negsamp.samplers.balanced import BalancedSampler
+from tfrs_negsamp.samplers.bir import BIRSampler
+from tfrs_negsamp.samplers.cross_batch import CrossBatchSampler
 from tfrs_negsamp.samplers.in_batch import InBatchSampler
+from tfrs_negsamp.samplers.inverse_popularity import InversePopularitySampler
+from tfrs_negsamp.samplers.mixed import MixedSampler
+from tfrs_negsamp.samplers.popularity import PopularitySampler
+from tfrs_negsamp.samplers.two_stage import TwoStageSampler
+from tfrs_negsamp.samplers.uniform import UniformSampler
+from tfrs_negsamp.samplers.xir import XIRSampler

@@ -126,6 +126,9 @@ class NegativeSampler(tf.keras.layers.Layer):
     Returns:
       A list of `CandidateGroup`.
     """
+    query_embeddings = tf.convert_to_tensor(query_embeddings)
+    candidate_embeddings = tf.convert_to_tensor(candidate_embeddings)
+    candidate_ids = tf.convert_to_tensor(candidate_ids)
     _check_rank(query_embeddings, 2, "query_embeddings")
     _check_rank(candidate_embeddings, 2, "candidate_embeddings")
     _check_rank(candidate_ids, 1, "candidate_ids")

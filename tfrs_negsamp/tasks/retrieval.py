@@ -18,7 +18,8 @@ probability at 1e-6, which saturates the correction at 13.8 nats and breaks the
 "log expected count" unit when sources are mixed (SAMPLERS.md 1.6, 9.2). The
 correction is otherwise identical (a test checks it against stock
 `Retrieval` with `candidate_sampling_probability`). The total loss is
-`sum_g weight_g * CE_g`.
+`sum_g weight_g * CE_g`. With `pairwise_loss` (CML, SAMPLERS.md 6.2) each
+group's CE is replaced by the triplet hinge over the same negatives.
 """
 
 from typing import List, Optional
@@ -26,6 +27,7 @@ from typing import List, Optional
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import base
 
 MIN_FLOAT = tfrs.layers.loss.MIN_FLOAT
@@ -38,13 +40,19 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
     temperature: softmax temperature `tau` (None = 1).
     loss: optional Keras loss; defaults to TFRS's summed softmax CE.
     name: layer name.
+    pairwise_loss: optional `losses.CMLTripletLoss`; when set, each group's
+      loss is the CML hinge over its negatives instead of the softmax
+      (`losses.triplet_group_loss`; the temperature does not apply).
   """
 
   def __init__(self, temperature: Optional[float] = None,
                loss: Optional[tf.keras.losses.Loss] = None,
-               name: Optional[str] = None) -> None:
+               name: Optional[str] = None,
+               pairwise_loss: Optional[losses.CMLTripletLoss] = None
+               ) -> None:
     super().__init__(loss=loss, temperature=temperature, name=name)
     self._hit_remover = tfrs.layers.loss.RemoveAccidentalHits()
+    self.pairwise_loss = pairwise_loss
 
   def group_logits(self, query_embeddings: tf.Tensor,
                    candidate_embeddings: tf.Tensor,
@@ -74,6 +82,17 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
                               shared_ids[num_queries:]], axis=0)
       labels = tf.one_hot(tf.zeros([num_queries], tf.int32),
                           tf.shape(scores)[1])
+    elif group.extra_embeddings is not None:
+      # Two products: stop-gradient extra columns (e.g. the CBNS queue)
+      # then get no [E, d] gradient computed only to be discarded.
+      scores = tf.concat([
+          tf.linalg.matmul(query_embeddings, candidate_embeddings,
+                           transpose_b=True),
+          tf.linalg.matmul(query_embeddings,
+                           tf.cast(group.extra_embeddings,
+                                   query_embeddings.dtype),
+                           transpose_b=True)], axis=1)
+      labels = tf.eye(num_queries, tf.shape(scores)[1])
     else:
       scores = tf.linalg.matmul(query_embeddings, shared, transpose_b=True)
       labels = tf.eye(num_queries, tf.shape(scores)[1])
@@ -150,6 +169,11 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
       raise ValueError("the sampler returned no candidate group.")
     total = tf.constant(0.0)
     for group in groups:
+      if self.pairwise_loss is not None:
+        total += group.weight * losses.triplet_group_loss(
+            self.pairwise_loss, query_embeddings, candidate_embeddings,
+            candidate_ids, group, sample_weight=sample_weight)
+        continue
       logits, labels = self.group_logits(query_embeddings,
                                          candidate_embeddings,
                                          candidate_ids, group)

@@ -1,0 +1,179 @@
+"""REST request rules without a socket: routes, parsing, response shapes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tfrs_negsamp.serving import rest
+
+
+def _parse(body, index_k=20, max_instances=None):
+  if not isinstance(body, bytes):
+    body = json.dumps(body).encode()
+  return rest.parse_predict(body, index_k, max_instances)
+
+
+def _error(body, **kw):
+  with pytest.raises(rest.RestError) as info:
+    _parse(body, **kw)
+  return info.value
+
+
+class RouteTest:
+
+  @pytest.mark.parametrize("method,path,kind", [
+      ("POST", "/v1/models/default:predict", rest.PREDICT),
+      ("post", "/v1/models/default:predict", rest.PREDICT),
+      ("GET", "/v1/models/default", rest.STATUS),
+      ("GET", "/v1/models/default/", rest.STATUS),
+      ("GET", "/v1/models/default/metadata", rest.METADATA),
+      ("GET", "/healthz", rest.HEALTH),
+  ])
+  def test_known_routes(self, method, path, kind):
+    assert rest.route(method, path, "default") == kind
+
+  @pytest.mark.parametrize("path,status,message", [
+      ("/v1/models/other:predict", 404, "unknown model 'other'"),
+      ("/v1/models/other", 404, "unknown model 'other'"),
+      ("/v1/models/default:classify", 404, "unsupported verb ':classify'"),
+      ("/v1/models/default/versions/1", 404, "unknown path"),
+      ("/", 404, "unknown path '/'"),
+      ("/v1/models", 404, "unknown path"),
+  ])
+  def test_unknown_routes_are_404(self, path, status, message):
+    with pytest.raises(rest.RestError) as info:
+      rest.route("POST" if ":" in path else "GET", path, "default")
+    assert info.value.status == status
+    assert message in info.value.message
+
+  @pytest.mark.parametrize("method,path,allow", [
+      ("GET", "/v1/models/default:predict", "POST"),
+      ("PUT", "/v1/models/default:predict", "POST"),
+      ("POST", "/v1/models/default", "GET"),
+      ("DELETE", "/healthz", "GET"),
+  ])
+  def test_wrong_method_is_405_with_allow(self, method, path, allow):
+    with pytest.raises(rest.RestError) as info:
+      rest.route(method, path, "default")
+    assert info.value.status == 405
+    assert info.value.headers == {"Allow": allow}
+    assert "method %s not allowed" % method in info.value.message
+
+  def test_custom_model_name(self):
+    assert rest.route("POST", "/v1/models/movies:predict",
+                      "movies") == rest.PREDICT
+    with pytest.raises(rest.RestError, match="serves 'movies'"):
+      rest.route("POST", "/v1/models/default:predict", "movies")
+
+
+class ParsePredictTest:
+
+  def test_row_format(self):
+    request = _parse({"instances": [{"user_id": "42"}, {"user_id": "7"}],
+                      "k": 5})
+    assert request == rest.PredictRequest(("42", "7"), 5, columnar=False)
+
+  def test_row_shorthand_and_default_k(self):
+    request = _parse({"instances": ["42", ""]})
+    assert request.user_ids == ("42", "")
+    assert request.k == 20  # the index's k
+
+  def test_columnar_format(self):
+    assert _parse({"inputs": {"user_id": ["1", "2"]}, "k": 20}) == (
+        rest.PredictRequest(("1", "2"), 20, columnar=True))
+    assert _parse({"inputs": ["3"]}).user_ids == ("3",)
+
+  def test_signature_name(self):
+    body = {"instances": ["1"], "signature_name": "serving_default"}
+    assert _parse(body).user_ids == ("1",)
+    assert "unknown signature_name 'other'" in _error(
+        dict(body, signature_name="other")).message
+
+  @pytest.mark.parametrize("body,message", [
+      (b"", "empty request body"),
+      (b"  \n", "empty request body"),
+      (b'{"instances": [', "malformed JSON"),
+      (b"{'instances': []}", "malformed JSON"),
+      (b"\xff\xfe", "not UTF-8"),
+      (b"[" * 100_000, "nested too deeply"),
+      ([{"user_id": "1"}], "must be a JSON object"),
+      ("42", "must be a JSON object"),
+      ({}, "exactly one of 'instances' or 'inputs' (got neither)"),
+      ({"instances": ["1"], "inputs": ["1"]}, "(got both)"),
+      ({"instances": ["1"], "user": "1"}, "unknown field 'user'"),
+      # Missing user_id.
+      ({"instances": [{}]}, "instances[0] is missing 'user_id'"),
+      ({"instances": ["1", {"id": "2"}]}, "instances[1] has unknown input "
+       "'id'"),
+      ({"inputs": {}}, "'inputs' is missing 'user_id'"),
+      # Wrong types.
+      ({"instances": [{"user_id": 42}]}, "instances[0].user_id must be a "
+       "string such as \"42\", got number 42"),
+      ({"instances": [{"user_id": None}]}, "got null"),
+      ({"instances": [{"user_id": ["1"]}]}, "got list"),
+      ({"instances": [7]}, "instances[0] (an object with 'user_id' or a user "
+       "id string) must be a string"),
+      ({"instances": {"user_id": "1"}}, "'instances' must be a list"),
+      ({"instances": "1"}, "'instances' must be a list"),
+      ({"inputs": {"user_id": "1"}}, "inputs.user_id must be a list of user "
+       "id strings (rank 1), got string"),
+      ({"inputs": {"user_id": [1.5]}}, "inputs.user_id[0] must be a string"),
+      ({"instances": ["1"], "k": "5"}, "'k' must be an integer, got string"),
+      ({"instances": ["1"], "k": 2.0}, "'k' must be an integer, got number"),
+      ({"instances": ["1"], "k": True}, "'k' must be an integer, got boolean"),
+      ({"instances": ["1"], "k": None}, "'k' must be an integer, got null"),
+      # Empty instance lists.
+      ({"instances": []}, "'instances' is empty"),
+      ({"inputs": {"user_id": []}}, "inputs.user_id is empty"),
+      # k out of range.
+      ({"instances": ["1"], "k": 0}, "'k' must be in [1, 20] (the index's "
+       "k), got 0"),
+      ({"instances": ["1"], "k": -3}, "got -3"),
+      ({"instances": ["1"], "k": 21}, "'k' must be in [1, 20] (the index's "
+       "k), got 21"),
+  ])
+  def test_bad_bodies_are_400(self, body, message):
+    error = _error(body)
+    assert error.status == 400
+    assert message in error.message, error.message
+
+  def test_too_many_instances(self):
+    assert _parse({"instances": ["1"] * 3}, max_instances=3).user_ids
+    error = _error({"instances": ["1"] * 4}, max_instances=3)
+    assert error.status == 400
+    assert "too many users in one request: 4 > 3" in error.message
+
+
+class FormatTest:
+
+  def test_rows_sliced_to_k_and_decoded(self):
+    request = rest.PredictRequest(("a", "b"), k=2)
+    scores = np.array([[0.5, 0.25, 0.0], [1.0, 0.5, 0.25]], np.float32)
+    ids = np.array([[b"1", b"2", b"3"], [b"4", b"5", b"6"]])
+    body = rest.format_predict(request, scores, ids)
+    assert body == {"predictions": [
+        {"item_ids": ["1", "2"], "scores": [0.5, 0.25]},
+        {"item_ids": ["4", "5"], "scores": [1.0, 0.5]}]}
+    assert json.loads(json.dumps(body)) == body
+
+  def test_columns(self):
+    request = rest.PredictRequest(("a",), k=1, columnar=True)
+    body = rest.format_predict(request, [[0.5, 0.1]], [["x", "y"]])
+    assert body == {"outputs": {"item_ids": [["x"]], "scores": [[0.5]]}}
+
+  def test_row_count_mismatch(self):
+    with pytest.raises(ValueError, match="1/1 rows for 2 users"):
+      rest.format_predict(rest.PredictRequest(("a", "b"), k=1), [[0.5]],
+                          [["x"]])
+
+  def test_status_metadata_health_error(self):
+    status = rest.status_body()["model_version_status"][0]
+    assert status["state"] == "AVAILABLE"
+    meta = rest.metadata_body("m", 20, {"index": "scann"})
+    assert meta["model_spec"]["name"] == "m"
+    assert meta["metadata"]["signature_def"]["outputs"]["item_ids"][
+        "shape"] == [-1, 20]
+    assert meta["metadata"]["export"] == {"index": "scann"}
+    assert rest.health_body("m") == {"status": "ok", "model": "m"}
+    assert rest.error_body("boom") == {"error": "boom"}

@@ -1,0 +1,91 @@
+"""Adaptive negative sampling with mixed pool (AMNS).
+
+The pool of row `i` is `P_b` random in-batch columns (as in `adaptive`)
+plus `B'` uniform catalog items shared by every row (as in `mixed`), and the
+`k` highest-scoring pool columns are kept (TFRS `HardNegativeMining`); the
+rest are dropped:
+
+    pool_i = P_b random in-batch columns  +  B' uniform columns (shared)
+    S_i    = top-k_{j in pool_i} z_ij
+    l_i    = -z_ii + logsumexp_{j in {i} + S_i} z_ij
+
+By default the logits carry no correction (`logq=False`), so the selection
+is on raw scores as in the reference code; `logq=True` subtracts the MNS
+mixture `log(G f_j + B'/N)` before the selection.
+
+Departure from the reference code (choice): the uniform part is one shared
+pool of `B'` items per step (MNS of Yang et al.) instead of per-row uniform
+draws, which costs `B'` item-tower forwards per step instead of `B B'`.
+
+References:
+  Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
+  Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,
+  2024 (AMNS, code name `adaptive`).
+  Yang et al. Mixed Negative Sampling for Learning Two-tower Neural Networks
+  in Recommendations. WWW 2020.
+"""
+
+from typing import Any, Dict
+
+import tensorflow as tf
+
+from tfrs_negsamp.samplers import adaptive
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
+from tfrs_negsamp.samplers import mixed
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class AdaptiveMixedSampler(mixed.MixedSampler):
+  """Top-`k` out of `P_b` in-batch plus `B'` shared uniform negatives.
+
+  Args:
+    item_counts: `[N + 1]` training counts per model index (0 = OOV).
+    pool_size: `P_b`, random in-batch columns per row.
+    num_uniform: `B'`, shared uniform columns per step.
+    num_hard_negatives: `k`, kept per row.
+    logq: subtract the MNS mixture correction before selecting.
+    **kwargs: see `mixed.MixedSampler`.
+  """
+
+  def __init__(self, item_counts, pool_size: int = 10,
+               num_uniform: int = 100, num_hard_negatives: int = 20,
+               logq: bool = False, **kwargs) -> None:
+    super().__init__(item_counts, num_uniform=num_uniform, logq=logq,
+                     **kwargs)
+    if int(pool_size) < 1 or int(num_hard_negatives) < 1:
+      raise ValueError("pool_size and num_hard_negatives must be >= 1, got "
+                       "%r, %r." % (pool_size, num_hard_negatives))
+    self.pool_size = int(pool_size)
+    self.num_hard_negatives = int(num_hard_negatives)
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del candidate_embeddings, positive_ids, training, user_history
+    extra_ids, extra, log_q = self.uniform_columns(candidate_ids)
+    num_in_batch = tf.shape(candidate_ids)[0]
+    mask = adaptive.batch_pool_mask(
+        tf.shape(query_embeddings)[0], num_in_batch + self.num_uniform,
+        self.pool_size, num_in_batch=num_in_batch)
+    return [base.CandidateGroup(
+        extra_embeddings=extra, extra_ids=extra_ids, column_log_q=log_q,
+        score_mask=mask, num_hard_negatives=self.num_hard_negatives,
+        remove_accidental_hits=self.remove_accidental_hits)]
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({"pool_size": self.pool_size,
+                   "num_hard_negatives": self.num_hard_negatives})
+    return config
+
+
+@base.register_sampler("adaptive_mixed")
+def _adaptive_mixed(context: base.SamplerContext) -> AdaptiveMixedSampler:
+  return AdaptiveMixedSampler(
+      item_counts=context.item_counts,
+      pool_size=int(catalog.option(context, "adaptive_pool", 10)),
+      num_uniform=int(catalog.option(context, "num_uniform", 100)),
+      num_hard_negatives=int(catalog.option(context, "num_hard_negatives",
+                                            20)),
+      logq=bool(context.options.get("mixed_logq") or False),
+      item_model=context.item_model)

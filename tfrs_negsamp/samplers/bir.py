@@ -1,0 +1,233 @@
+"""BIR: in-batch importance resampling (Chen et al., NeurIPS 2022).
+
+The in-batch items are a popularity sample, so a plain in-batch softmax pushes
+popular items down too hard. BIR resamples, for each query `i`, `K` negatives
+with replacement from the `G` in-batch candidates (the global batch under
+tf.distribute) with probability
+
+    w_ij = softmax_j(a_ij),   a_ij = stop_gradient(s_ij) - log q_j,
+
+where `s_ij = <u_i, v_j> / tau` is the model's logit and `q_j` the items'
+popularity (a `FrequencySource`). This is sampling-importance-resampling of
+the model's own softmax: as `G -> inf` a draw follows `P(j | i)` (the paper
+proves asymptotic unbiasedness), and every query gets its own negatives.
+
+Loss, per row (SAMPLERS.md 5.3 step 4, through the count trick of 1.3):
+
+    l_i = -s_ii + log(exp(s_ii) + sum_j n_ij exp(s_ij))
+
+with `n_ij` the number of times row `i` drew column `j`. It is one
+`CandidateGroup` with `logit_offset = log n_ij` (where `n_ij > 0`) and
+`score_mask = (n_ij > 0) | diagonal`; the positive keeps its plain logit. No
+logQ term enters the loss (`column_log_q=None`): the official loss subtracts
+one constant from every term, which cancels.
+
+Draws never pick the row's own positive (the diagonal) and, with
+`remove_accidental_hits=True` (default), never pick a column whose id equals
+the row's positive id: `a = -inf` there (choice, not in the official code,
+SAMPLERS.md 5.3 step 2). A row without any valid column has only its positive
+left, hence loss 0. With `remove_accidental_hits=False`, accidental hits may
+be drawn and keep their logits, as in the official code; the diagonal is
+always excluded because its column is the label.
+
+Gradients (SAMPLERS.md 1.5, 5.3 step 5) flow through `s_ii` and the drawn
+`s_ij` into both towers; the resampling logits, weights, indices and counts
+are constants (`stop_gradient`; the draws are integers).
+
+State: `step` int64 `[]`, the stateless-RNG step counter, plus the frequency
+source's own state. It is non-trainable, ON_WRITE / ONLY_FIRST_REPLICA
+(SAMPLERS.md D1) and advances once per training call.
+
+Distribution: the candidates are the global batch, local block first (as the
+model gathers them). The resampling runs over the columns in replica order
+with uniforms generated for the whole global batch (see
+`importance_resampling.resample_with_replacement`), so a row draws the same
+negatives whatever the number of replicas: two replicas with `B` rows each
+give the loss and gradients of one device with `2B` rows.
+
+References:
+  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
+  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+"""
+
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import distribute
+from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import importance_resampling as ir
+from tfrs_negsamp.samplers import in_batch
+
+# The trainer's default temperature (`--temperature`), used by the factories
+# only when `context.options` carries no "temperature".
+DEFAULT_TEMPERATURE = 0.05
+
+
+def check_int(value, name: str, minimum: int = 1,
+              allow_none: bool = False) -> Optional[int]:
+  """Returns `int(value)`; a clear ValueError for anything else."""
+  if value is None and allow_none:
+    return None
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+      or value < minimum):
+    raise ValueError("%s must be an integer >= %d%s, got %r."
+                     % (name, minimum, " (or None)" if allow_none else "",
+                        value))
+  return int(value)
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class BIRSampler(base.NegativeSampler):
+  """Per-query negatives resampled from the batch by `exp(s - log q)`.
+
+  Args:
+    num_resampled: `K`, draws per query with replacement; None = the number
+      of in-batch candidates `G` (the official default).
+    temperature: the softmax temperature of the task (None = 1). The
+      resampling logits are `<u, v> / temperature - log q`, so this must equal
+      the `SampledRetrieval` temperature, otherwise the draws target another
+      softmax than the loss.
+    seed: base seed of the stateless draws.
+    frequency: `FrequencySource` of `log q` (updated once per training step);
+      None resamples by `exp(s)` alone (no popularity correction).
+    remove_accidental_hits: never draw a column whose id equals the row's
+      positive id (the diagonal is never drawn in any case).
+
+  Raises:
+    ValueError: `num_resampled < 1` or `temperature <= 0`.
+  """
+
+  def __init__(self, num_resampled: Optional[int] = None,
+               temperature: Optional[float] = None, seed: int = 0,
+               frequency: Optional[frequency_lib.FrequencySource] = None,
+               remove_accidental_hits: bool = True, **kwargs) -> None:
+    super().__init__(frequency=frequency,
+                     remove_accidental_hits=remove_accidental_hits, **kwargs)
+    self.num_resampled = check_int(num_resampled, "num_resampled",
+                                   allow_none=True)
+    if temperature is not None and not float(temperature) > 0:
+      raise ValueError("temperature must be > 0 or None, got %r."
+                       % (temperature,))
+    self.temperature = None if temperature is None else float(temperature)
+    self.seed = check_int(seed, "seed", minimum=0)
+
+  def build(self, input_shape=None):
+    self.step = distribute.add_state(self, "step", [], tf.int64)
+    super().build(input_shape)
+
+  def num_samples(self, candidate_ids: tf.Tensor):
+    """`K`: `num_resampled`, or the number of in-batch candidates."""
+    if self.num_resampled is not None:
+      return self.num_resampled
+    if candidate_ids.shape[0] is not None:
+      return int(candidate_ids.shape[0])
+    return tf.shape(candidate_ids)[0]
+
+  def resampling_scores(self, query_embeddings: tf.Tensor,
+                        candidate_embeddings: tf.Tensor) -> tf.Tensor:
+    """`stop_gradient(<u_i, c_j>) / temperature`, `[B, C]` float32."""
+    scores = tf.matmul(tf.cast(query_embeddings, tf.float32),
+                       tf.cast(candidate_embeddings, tf.float32),
+                       transpose_b=True)
+    scores = tf.stop_gradient(scores)
+    if self.temperature is not None:
+      scores /= self.temperature
+    return scores
+
+  def resample_batch(self, query_embeddings, candidate_embeddings,
+                     candidate_ids, positive_ids, log_q, num_samples,
+                     step) -> Tuple[base.CandidateGroup, tf.Tensor]:
+    """The in-batch group of one step and its draw counts.
+
+    Returns:
+      `(group, counts)`: the count-trick `CandidateGroup` over the `G`
+      in-batch columns (local block first) and the `[B, G]` float32 counts
+      `n_ij` of this replica's rows.
+    """
+    batch = tf.shape(query_embeddings)[0]
+    num_cols = tf.shape(candidate_embeddings)[0]
+    logits = self.resampling_scores(query_embeddings, candidate_embeddings)
+    if log_q is not None:
+      logits -= tf.cast(log_q, tf.float32)[None, :]
+    diagonal = tf.cast(tf.eye(batch, num_cols), tf.bool)
+    valid = tf.logical_not(diagonal)
+    if self.remove_accidental_hits:
+      valid = tf.logical_and(valid, tf.not_equal(positive_ids[:, None],
+                                                 candidate_ids[None, :]))
+    replica_id, num_replicas = distribute.replica_info()
+    # Columns in replica order: the same on every replica and on one device.
+    order = None
+    if num_replicas > 1:
+      order = distribute.to_replica_order(
+          tf.range(num_cols, dtype=tf.int64), batch)
+      logits = tf.gather(logits, order, axis=1)
+      valid = tf.gather(valid, order, axis=1)
+    indices, drawn = ir.resample_with_replacement(
+        logits, valid, num_samples,
+        ir.step_seed(self.seed, step, ir.STREAM_BATCH),
+        row_start=replica_id * batch, num_rows=num_replicas * batch)
+    if order is not None:
+      indices = tf.gather(order, indices)
+    counts = ir.draw_counts(indices, drawn, num_cols)
+    offset, mask = ir.count_offsets(counts, keep=diagonal)
+    group = base.CandidateGroup(
+        logit_offset=offset, score_mask=mask,
+        remove_accidental_hits=self.remove_accidental_hits)
+    return group, counts
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del user_history
+    step = self.step.read_value()
+    log_q = self.in_batch_log_q(candidate_ids, training)
+    group, _ = self.resample_batch(
+        query_embeddings, candidate_embeddings, candidate_ids, positive_ids,
+        log_q, self.num_samples(candidate_ids), step)
+    if training:
+      self.step.assign_add(1)
+    return [group]
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({"num_resampled": self.num_resampled,
+                   "temperature": self.temperature,
+                   "seed": self.seed})
+    return config
+
+
+def num_resampled_from_options(context: base.SamplerContext
+                               ) -> Optional[int]:
+  """`options["num_resampled"]`: 0 or missing -> None (= the batch)."""
+  value = context.options.get("num_resampled", 0)
+  return None if value in (0, None) else value
+
+
+def temperature_from_options(context: base.SamplerContext
+                             ) -> Optional[float]:
+  """The task's temperature for the resampling logits.
+
+  `options["temperature"]` when present. Otherwise the model's rule with the
+  trainer's default: `DEFAULT_TEMPERATURE` for normalised towers, None (no
+  scaling) without normalisation, with a warning, since a different
+  `--temperature` would then not reach the sampler.
+  """
+  if "temperature" in context.options:
+    return context.options["temperature"]
+  normalize = getattr(context.item_model, "normalize", True)
+  temperature = DEFAULT_TEMPERATURE if normalize else None
+  logging.warning("No 'temperature' in the sampler options: BIR/XIR "
+                  "resample with temperature %s; it must equal the task's.",
+                  temperature)
+  return temperature
+
+
+@base.register_sampler("bir")
+def _bir(context: base.SamplerContext) -> BIRSampler:
+  return BIRSampler(num_resampled=num_resampled_from_options(context),
+                    temperature=temperature_from_options(context),
+                    seed=context.seed,
+                    frequency=in_batch.frequency_from_options(context))

@@ -1,0 +1,422 @@
+"""Shared mechanics of the samplers that draw negatives from the catalog.
+
+Every catalog sampler (uniform, popularity, inverse popularity, balanced,
+the uniform part of MNS / AMNS, the two-stage pool) draws model item indices
+from a fixed proposal `q` over the catalog and embeds them with the item
+tower. This module holds that machinery once:
+
+* `catalog_weights(counts, kind, ...)`: unnormalised weights `w [N + 1]`
+  over model indices (index 0, the out-of-vocabulary slot, always has weight
+  0):
+
+      uniform:    w_j = 1                      for every real item 1..N
+      popularity: w_j = count_j^alpha          (count_j > 0; alpha = 0 gives
+                                                uniform over seen items)
+      inverse:    w_j = 1 / count_j            for count_j > 0, else 0
+
+  and `cohort_weights(counts, pmf)` for the popularity-cohort sampler: one
+  row per cohort `a` of the positive, `w_a(j) = pmf[a, c(j)] / |c(j)|`, so a
+  draw picks cohort `c` with probability `pmf[a, c]` and then an item
+  uniformly inside it.
+* `CatalogDistribution`: a Keras layer keeping the normalised CDFs of `R`
+  such rows as one non-trainable float64 state `cdf [R * (N + 1)]`
+  (`distribute.add_state`: ON_WRITE / ONLY_FIRST_REPLICA, checkpointed,
+  identical on every replica). Row `r` is stored as `r + F_r(j)`, so the
+  concatenation is sorted and one 1-D `tf.searchsorted` serves every row.
+  A draw is `j = searchsorted(cdf, r + u, side="right")` with `u ~ U[0, 1)`:
+  `j` is the first index with `F_r(j) > u`, so `P(j) = F_r(j) - F_r(j - 1)
+  = q_r(j)`, and zero-weight indices (the OOV slot among them) are never
+  drawn. Cost: `O(B K log N)`.
+* **Excluding the positive exactly** (SAMPLERS.md 7.2, "excluding the
+  positive"): with the positive `p` occupying `[F(p - 1), F(p))`, draw
+  `u ~ U[0, 1 - q(p))` and skip its interval (`u += q(p)` when
+  `u >= F(p - 1)`). This samples `q(j) / (1 - q(p))` for `j != p` in one pass,
+  with no rejection loop. If the positive holds all the mass, the draw is
+  masked instead.
+* `CatalogSampler`: the per-row sampler built on it (per-query path,
+  `drop_in_batch=True`): `K` negatives per row, embedded by
+  `item_model(ids)` **with gradient** (SAMPLERS.md 1.5 rule 4), the user's
+  history masked when given, and an optional log expected count
+  `log(K q_r(j))` (off by default, as in Prakash et al.; option `logq`).
+
+Randomness: per-row draws use stateful `tf.random.uniform` (SAMPLERS.md D6
+allows it for per-row negatives; each replica draws its own rows). Runs are
+reproducible through the global seed (`tf.keras.utils.set_random_seed`,
+which `experiment.create_model` calls with the run's seed).
+
+References:
+  Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
+  Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,
+  2024.
+"""
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import distribute
+from tfrs_negsamp.evaluation import cohorts as cohorts_lib
+from tfrs_negsamp.samplers import base
+
+WEIGHTINGS = ("uniform", "popularity", "inverse")
+# PCNS (Prakash et al. 2024), intended rule: 0.8 for the positive's own
+# cohort, 0.1 for each other one. Rows: positive cohort; columns: drawn one.
+DEFAULT_COHORT_PMF = ((0.8, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.1, 0.8))
+
+
+def check_counts(counts) -> np.ndarray:
+  counts = np.asarray(counts, np.float64)
+  if counts.ndim != 1 or counts.size < 2:
+    raise ValueError("item_counts must be 1-D [N + 1] (index 0 = OOV), got "
+                     "shape %s." % (counts.shape,))
+  if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+    raise ValueError("item_counts must be finite and non-negative.")
+  return counts
+
+
+def catalog_weights(counts: Sequence[float], kind: str,
+                    alpha: float = 1.0) -> np.ndarray:
+  """Unnormalised weights `[N + 1]` over model indices (index 0 gets 0).
+
+  Args:
+    counts: `[N + 1]` training counts per model index (index 0 = OOV).
+    kind: "uniform" (all real items), "popularity" (`count^alpha` over items
+      with a count) or "inverse" (`1 / count` over items with a count).
+    alpha: popularity exponent.
+
+  Returns:
+    float64 `[N + 1]` weights.
+
+  Raises:
+    ValueError: unknown kind, bad counts, or no item with positive weight.
+  """
+  counts = check_counts(counts)
+  seen = counts > 0
+  if kind == "uniform":
+    weights = np.ones_like(counts)
+  elif kind == "popularity":
+    weights = np.where(seen, np.power(np.where(seen, counts, 1.0), alpha),
+                       0.0)
+  elif kind == "inverse":
+    weights = np.where(seen, 1.0 / np.where(seen, counts, 1.0), 0.0)
+  else:
+    raise ValueError("unknown weighting %r; valid: %s"
+                     % (kind, ", ".join(WEIGHTINGS)))
+  weights[0] = 0.0
+  if not np.any(weights > 0):
+    raise ValueError("no catalog item has a positive %s weight." % kind)
+  return weights
+
+
+def item_cohorts(counts: Sequence[float]) -> np.ndarray:
+  """Cohort `[N + 1]` (0 head, 1 mid, 2 tail) of every model index.
+
+  Uses `evaluation.cohorts.popularity_cohorts` (equal-mass tertiles of the
+  training counts, the cohorts of the evaluation) on the real items; the OOV
+  slot is tail.
+  """
+  counts = check_counts(counts)
+  return np.concatenate([[cohorts_lib.TAIL],
+                         cohorts_lib.popularity_cohorts(counts[1:])]).astype(
+                             np.int32)
+
+
+def cohort_weights(counts: Sequence[float],
+                   pmf: Sequence[Sequence[float]] = DEFAULT_COHORT_PMF
+                   ) -> np.ndarray:
+  """Weights `[3, N + 1]`: row `a` = proposal when the positive is in `a`.
+
+  `w_a(j) = pmf[a][c(j)] / |c(j)|` for real items `j`, so cohort `c` gets
+  mass `pmf[a][c]` and items are uniform inside it. An empty cohort loses
+  its mass, which the normalisation spreads over the others in proportion.
+  """
+  pmf = np.asarray(pmf, np.float64)
+  if pmf.shape != (3, 3) or np.any(pmf < 0):
+    raise ValueError("pmf must be a non-negative 3x3 table, got %r." % (pmf,))
+  cohort = item_cohorts(counts)
+  sizes = np.bincount(cohort[1:], minlength=3).astype(np.float64)
+  weights = pmf[:, cohort] / np.maximum(sizes[cohort], 1.0)[None, :]
+  weights[:, 0] = 0.0
+  if np.any(weights.sum(axis=1) <= 0):
+    raise ValueError("a cohort row of pmf has no mass on a non-empty cohort.")
+  return weights
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class CatalogDistribution(tf.keras.layers.Layer):
+  """`R` fixed proposals over model indices, drawn by inverse-CDF search.
+
+  State: `cdf` float64 `[R * (N + 1)]`, non-trainable, ON_WRITE /
+  ONLY_FIRST_REPLICA (it never changes after construction, so it is the same
+  on every replica). See the module docstring for the layout.
+
+  Args:
+    weights: `[N + 1]` or `[R, N + 1]` non-negative weights (index 0 must be
+      0); each row is normalised.
+  """
+
+  def __init__(self, weights: Sequence[Any], **kwargs) -> None:
+    super().__init__(**kwargs)
+    w = np.asarray(weights, np.float64)
+    if w.ndim == 1:
+      w = w[None, :]
+    if w.ndim != 2 or w.shape[1] < 2:
+      raise ValueError("weights must be [N + 1] or [R, N + 1], got shape %s."
+                       % (w.shape,))
+    if np.any(w < 0) or not np.all(np.isfinite(w)):
+      raise ValueError("weights must be finite and non-negative.")
+    if np.any(w[:, 0] != 0):
+      raise ValueError("index 0 (OOV) must have weight 0.")
+    if np.any(w.sum(axis=1) <= 0):
+      raise ValueError("every row of weights needs positive mass.")
+    self._weights = w
+    self.num_rows, self.size = w.shape  # size = N + 1
+    cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
+    cdf[:, -1] = 1.0  # exact, so that r + u (u < 1) stays inside row r
+    self._cdf_init = (cdf + np.arange(self.num_rows)[:, None]).reshape(-1)
+
+  @property
+  def num_items(self) -> int:
+    return self.size - 1
+
+  def probabilities(self) -> np.ndarray:
+    """`[R, N + 1]` normalised proposals (NumPy; for tests and docs)."""
+    return self._weights / self._weights.sum(axis=1, keepdims=True)
+
+  def build(self, input_shape=None):
+    self.cdf = distribute.add_state(
+        self, "cdf", [self._cdf_init.shape[0]], tf.float64,
+        tf.keras.initializers.Constant(self._cdf_init))
+    super().build(input_shape)
+
+  def _bounds(self, rows: tf.Tensor, ids: tf.Tensor):
+    """`(F_r(j - 1), F_r(j))` for ids >= 1, without the row offset."""
+    if not self.built:
+      self.build()
+    base_pos = tf.cast(rows, tf.int64) * self.size
+    ids = tf.cast(ids, tf.int64)
+    offset = tf.cast(rows, tf.float64)
+    hi = tf.gather(self.cdf, base_pos + ids) - offset
+    lo = tf.gather(self.cdf, base_pos + tf.maximum(ids - 1, 0)) - offset
+    return tf.where(ids > 0, lo, 0.0), tf.where(ids > 0, hi, 0.0)
+
+  def prob(self, ids: tf.Tensor, rows: Optional[tf.Tensor] = None
+           ) -> tf.Tensor:
+    """`q_r(ids)` (float32, same shape as `ids`); `rows` broadcasts."""
+    ids = tf.cast(ids, tf.int64)
+    if rows is None:
+      rows = tf.zeros_like(ids)
+    rows = tf.broadcast_to(tf.cast(rows, tf.int64), tf.shape(ids))
+    lo, hi = self._bounds(rows, ids)
+    return tf.cast(hi - lo, tf.float32)
+
+  def sample(self, shape, rows: Optional[tf.Tensor] = None,
+             exclude: Optional[tf.Tensor] = None):
+    """Draws ids with replacement.
+
+    Args:
+      shape: `[B, K]` (or any shape) of the draw.
+      rows: optional int `[B]` proposal row per leading index (default 0).
+      exclude: optional int64 `[B]` id excluded exactly from row `b`'s draws
+        (the draw is from `q(j) / (1 - q(exclude_b))`, `j != exclude_b`).
+
+    Returns:
+      `(ids int64 shape, valid bool shape)`; `valid` is False only where
+      the excluded id held all the mass of its row.
+    """
+    if not self.built:
+      self.build()
+    shape = tf.convert_to_tensor(shape, tf.int32)
+    u = tf.random.uniform(shape, dtype=tf.float64)
+    ones = tf.ones_like(u)
+    lead = shape[0]
+    if rows is None:
+      rows = tf.zeros([lead], tf.int64)
+    rows = tf.cast(rows, tf.int64)
+    row_b = tf.reshape(rows, [-1] + [1] * (u.shape.rank - 1)) * tf.cast(
+        ones, tf.int64)
+    valid = tf.ones_like(u, tf.bool)
+    if exclude is not None:
+      exclude = tf.cast(exclude, tf.int64)
+      lo, hi = self._bounds(rows, exclude)
+      width = hi - lo
+      shp = [-1] + [1] * (u.shape.rank - 1)
+      lo, width = tf.reshape(lo, shp), tf.reshape(width, shp)
+      u = u * (1.0 - width)
+      u = tf.where(u >= lo, u + width, u)
+      valid = tf.logical_and(valid, tf.broadcast_to(width < 1.0, tf.shape(u)))
+      u = tf.minimum(u, 1.0 - 1e-12)
+    values = tf.cast(row_b, tf.float64) + u
+    pos = tf.searchsorted(self.cdf, tf.reshape(values, [-1]), side="right",
+                          out_type=tf.int64)
+    ids = tf.reshape(pos, tf.shape(u)) - row_b * self.size
+    ids = tf.clip_by_value(ids, 1, self.num_items)
+    return tf.stop_gradient(ids), valid
+
+  def sample_unique(self, num: int) -> tf.Tensor:
+    """`num` distinct ids of row 0, drawn without replacement.
+
+    Gumbel-top-k over `log q` (`O(N)`): the same law as drawing one id at a
+    time from `q` renormalised over the ids not yet drawn (SAMPLERS.md 6.6).
+    `num` must not exceed the number of ids with positive weight.
+    """
+    if not self.built:
+      self.build()
+    cdf = self.cdf[:self.size]
+    q = cdf[1:] - cdf[:-1]  # [N], ids 1..N
+    log_q = tf.where(q > 0, tf.math.log(tf.maximum(q, 1e-300)),
+                     tf.constant(-np.inf, tf.float64))
+    gumbel = -tf.math.log(-tf.math.log(tf.random.uniform(
+        tf.shape(q), minval=1e-300, maxval=1.0, dtype=tf.float64)))
+    _, idx = tf.math.top_k(log_q + gumbel, k=num)
+    return tf.stop_gradient(tf.cast(idx, tf.int64) + 1)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({"weights": self._weights.tolist()})
+    return config
+
+
+class _Untracked:
+  """Holds the item tower without making it a tracked sublayer.
+
+  The tower belongs to the model; tracking it again under the sampler would
+  list its weights twice and give them a second checkpoint path.
+  """
+  __slots__ = ("fn",)
+
+  def __init__(self, fn):
+    self.fn = fn
+
+
+def get_item_model(layer):
+  holder = getattr(layer, "_item_model_ref", None)
+  return None if holder is None else holder.fn
+
+
+def set_item_model(layer, fn) -> None:
+  """Stores `fn` on `layer` untracked (see `_Untracked`)."""
+  setattr(layer, "_item_model_ref", _Untracked(fn))
+
+
+def embed(layer, ids: tf.Tensor) -> tf.Tensor:
+  """`layer.item_model(ids)`, with gradient; a clear error without one."""
+  fn = get_item_model(layer)
+  if fn is None:
+    raise ValueError("%s needs item_model to embed sampled ids (it is not "
+                     "part of the config: pass it again after "
+                     "deserialisation)." % type(layer).__name__)
+  return fn(ids)
+
+
+def history_mask(ids: tf.Tensor, user_history: Optional[tf.Tensor]
+                 ) -> Optional[tf.Tensor]:
+  """`[B, K]` bool, False where `ids[b, k]` is in row `b`'s history."""
+  if user_history is None:
+    return None
+  hist = tf.cast(user_history, tf.int64)
+  hit = tf.reduce_any(tf.equal(tf.expand_dims(ids, -1),
+                               tf.expand_dims(hist, 1)), axis=-1)
+  return tf.logical_not(hit)
+
+
+class CatalogSampler(base.NegativeSampler):
+  """Base of the per-row catalog samplers (uniform, popularity, ...).
+
+  Row `i` (positive `p_i`) gets `K` negatives `j ~ q_{r(i)}(j | j != p_i)`
+  drawn with replacement, embedded by `item_model` with gradient. Its logits
+  over `[positive | K negatives]` (the in-batch columns are dropped):
+
+      z_i0 = <u_i, v_{p_i}> / tau
+      z_ik = <u_i, item_model(j_ik)> / tau - [logq] log(K q(j_ik))
+      l_i  = -z_i0 + logsumexp_k z_ik
+
+  Subclasses choose the proposal (`_distribution_weights`) and the row of
+  each positive (`_rows`). The item tower is not part of the config: it is
+  the model's, and the registry factories pass it from the
+  `SamplerContext`; a deserialised sampler needs `item_model=` again.
+
+  Args:
+    item_counts: `[N + 1]` training counts per model index (0 = OOV).
+    num_negatives: `K`, negatives per row.
+    logq: subtract `log(K q(j))` (the log expected count) from the negatives.
+    item_model: callable int64 ids `[...]` -> `[..., d]` embeddings.
+    remove_accidental_hits: also mask negatives equal to the positive (they
+      are already excluded from the draw; this is a guard).
+  """
+
+  def __init__(self, item_counts: Sequence[float], num_negatives: int = 32,
+               logq: bool = False,
+               item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+               remove_accidental_hits: bool = True, **kwargs) -> None:
+    kwargs.pop("frequency", None)
+    super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
+    if int(num_negatives) < 1:
+      raise ValueError("num_negatives must be >= 1, got %r." % num_negatives)
+    self._counts = check_counts(item_counts)
+    self.num_negatives = int(num_negatives)
+    self.logq = bool(logq)
+    self.item_model = item_model
+    self.distribution = CatalogDistribution(self._distribution_weights(),
+                                            name="distribution")
+
+  item_model = property(lambda self: get_item_model(self),
+                        lambda self, fn: set_item_model(self, fn))
+
+  def build(self, input_shape=None):
+    self.distribution.build()
+    super().build(input_shape)
+
+  def _distribution_weights(self) -> np.ndarray:
+    raise TypeError("%s must define its proposal." % type(self).__name__)
+
+  def _rows(self, positive_ids: tf.Tensor) -> Optional[tf.Tensor]:
+    del positive_ids
+    return None
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del candidate_embeddings, candidate_ids, training
+    batch = tf.shape(query_embeddings)[0]
+    rows = self._rows(positive_ids)
+    ids, valid = self.distribution.sample([batch, self.num_negatives],
+                                          rows=rows, exclude=positive_ids)
+    hist = history_mask(ids, user_history)
+    if hist is not None:
+      valid = tf.logical_and(valid, hist)
+    log_q = None
+    if self.logq:
+      row_b = None if rows is None else tf.expand_dims(rows, 1)
+      log_q = tf.stop_gradient(tf.math.log(
+          float(self.num_negatives) * self.distribution.prob(ids, row_b)))
+    per_query = base.PerQuery(embeddings=embed(self, ids), ids=ids,
+                              log_q=log_q, mask=valid)
+    return [base.CandidateGroup(per_query=per_query, drop_in_batch=True,
+                                remove_accidental_hits=(
+                                    self.remove_accidental_hits))]
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.pop("frequency", None)
+    config.update({"item_counts": self._counts.tolist(),
+                   "num_negatives": self.num_negatives, "logq": self.logq})
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+def option(context: base.SamplerContext, name: str, default):
+  """`context.options[name]`, or `default` when missing, None or 0."""
+  value = context.options.get(name)
+  return default if value in (None, 0, 0.0, "") else value
+
+
+def catalog_kwargs(context: base.SamplerContext) -> Dict[str, Any]:
+  """The arguments every per-row catalog factory passes."""
+  return {"item_counts": context.item_counts,
+          "num_negatives": int(option(context, "num_negatives", 32)),
+          "logq": bool(context.options.get("catalog_logq", False)),
+          "item_model": context.item_model}

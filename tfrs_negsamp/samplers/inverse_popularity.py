@@ -1,0 +1,39 @@
+"""Inverse popularity negative sampling (IPNS): rare items as negatives.
+
+Row `i` (positive `p_i`) gets `K` negatives drawn with replacement from
+
+    q(j) = (1 / count_j) / sum_{k: count_k > 0} (1 / count_k)   (count_j > 0)
+
+conditioned on `j != p_i`; items unseen in training get 0 (Prakash et al.).
+Per-query softmax over `[positive | K negatives]`, embedded by the item
+tower with gradient; optional correction `log(K q(j))`. Mechanics:
+`catalog.py`.
+
+References:
+  Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
+  Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,
+  2024 (IPNS; the released code has no results for it).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class InversePopularitySampler(catalog.CatalogSampler):
+  """`K` negatives per row with `q ~ 1 / count`, excluding the positive.
+
+  Args: see `catalog.CatalogSampler`.
+  """
+
+  def _distribution_weights(self) -> np.ndarray:
+    return catalog.catalog_weights(self._counts, "inverse")
+
+
+@base.register_sampler("inverse_popularity")
+def _inverse_popularity(
+    context: base.SamplerContext) -> InversePopularitySampler:
+  return InversePopularitySampler(**catalog.catalog_kwargs(context))

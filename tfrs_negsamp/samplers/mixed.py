@@ -1,0 +1,129 @@
+"""Mixed negative sampling (MNS; Yang et al., WWW 2020).
+
+The in-batch negatives are past positives, so never-clicked and fresh items
+are never pushed down. MNS adds `B'` items drawn uniformly from the whole
+catalog, shared by every row, to the `G` in-batch columns. Both sources are
+corrected with one unit, the expected number of columns showing item `j`
+per step (SAMPLERS.md 1.2, 7.2):
+
+    log Q_j = log(G f_j + B' / N)        on every column, positive included,
+
+with `f_j = count_j / sum_k count_k` the per-example training frequency
+(`G f_j` expected in-batch copies, `B' / N` expected uniform copies).
+Logits of row `i` over `[v_1 .. v_G | e_1 .. e_B']`:
+
+    z_ij = <u_i, c_j> / tau - log Q_j,   MASK for accidental hits (j != i)
+    l_i  = -z_ii + logsumexp_j z_ij
+
+The uniform columns are drawn with replacement by
+`catalog.CatalogDistribution` (per replica, stateful RNG) and embedded by
+the item tower with gradient; their `B'` tower forwards per step are the
+price of the method and show in the benchmark's step time.
+
+State: the uniform CDF `[N + 1]` and `log_f` float32 `[N + 1]`, constant,
+non-trainable, identical on every replica.
+
+References:
+  Yang, Yi, Chen, Hong, Cheng, Hua, Ahmed, Chi. Mixed Negative Sampling for
+  Learning Two-tower Neural Networks in Recommendations. WWW 2020.
+  Prakash, Bermperidis, Chennu. arXiv 2410.17276, 2024 (MNS as studied).
+"""
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import distribute
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class MixedSampler(base.NegativeSampler):
+  """In-batch columns plus `B'` shared uniform catalog columns.
+
+  The item tower is not part of the config (it is the model's); pass it as
+  `item_model=` when deserialising.
+
+  Args:
+    item_counts: `[N + 1]` training counts per model index (0 = OOV).
+    num_uniform: `B'`, shared uniform columns per step.
+    logq: apply the mixture correction `log(G f_j + B'/N)`.
+    item_model: callable int64 ids `[...]` -> `[..., d]`.
+    remove_accidental_hits: mask columns equal to the row's positive.
+  """
+
+  def __init__(self, item_counts: Sequence[float], num_uniform: int = 128,
+               logq: bool = True,
+               item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+               remove_accidental_hits: bool = True, **kwargs) -> None:
+    kwargs.pop("frequency", None)
+    super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
+    if int(num_uniform) < 1:
+      raise ValueError("num_uniform must be >= 1, got %r." % num_uniform)
+    self._counts = catalog.check_counts(item_counts)
+    self.num_uniform = int(num_uniform)
+    self.logq = bool(logq)
+    self.item_model = item_model
+    self.distribution = catalog.CatalogDistribution(
+        catalog.catalog_weights(self._counts, "uniform"), name="uniform")
+    total = self._counts.sum()
+    freq = self._counts / total if total > 0 else np.zeros_like(self._counts)
+    self._freq_init = freq.astype(np.float32)
+
+  item_model = property(lambda self: catalog.get_item_model(self),
+                        lambda self, fn: catalog.set_item_model(self, fn))
+
+  def build(self, input_shape=None):
+    self.distribution.build()
+    self.freq = distribute.add_state(
+        self, "freq", [self._freq_init.shape[0]], tf.float32,
+        tf.keras.initializers.Constant(self._freq_init))
+    super().build(input_shape)
+
+  def uniform_columns(self, candidate_ids: tf.Tensor):
+    """`(extra_ids [B'], extra_embeddings [B', d], column_log_q or None)`."""
+    if not self.built:
+      self.build(None)
+    extra_ids, _ = self.distribution.sample([self.num_uniform])
+    extra = catalog.embed(self, extra_ids)
+    log_q = None
+    if self.logq:
+      ids = tf.concat([candidate_ids, extra_ids], axis=0)
+      g = tf.cast(tf.shape(candidate_ids)[0], tf.float32)
+      expected = (g * tf.gather(self.freq, ids) +
+                  self.num_uniform / float(self.distribution.num_items))
+      log_q = tf.stop_gradient(tf.math.log(expected))
+    return extra_ids, extra, log_q
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del query_embeddings, candidate_embeddings, positive_ids, training
+    del user_history
+    extra_ids, extra, log_q = self.uniform_columns(candidate_ids)
+    return [base.CandidateGroup(
+        extra_embeddings=extra, extra_ids=extra_ids, column_log_q=log_q,
+        remove_accidental_hits=self.remove_accidental_hits)]
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.pop("frequency", None)
+    config.update({"item_counts": self._counts.tolist(),
+                   "num_uniform": self.num_uniform, "logq": self.logq})
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(**config)
+
+
+@base.register_sampler("mixed")
+def _mixed(context: base.SamplerContext) -> MixedSampler:
+  logq = context.options.get("mixed_logq")
+  return MixedSampler(
+      item_counts=context.item_counts,
+      num_uniform=int(catalog.option(context, "num_uniform",
+                                     context.global_batch_size)),
+      logq=True if logq is None else bool(logq),
+      item_model=context.item_model)

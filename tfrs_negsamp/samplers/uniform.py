@@ -1,0 +1,40 @@
+"""Random negative sampling (RNS): uniform negatives from the catalog.
+
+Row `i` (positive `p_i`) gets `K` negatives drawn with replacement from
+
+    q(j) = 1 / N            for every real item j = 1..N,
+
+conditioned on `j != p_i` (so `q(j | j != p_i) = 1 / (N - 1)`), embedded by
+the item tower with gradient. Per-query softmax over `[positive | K
+negatives]`; the optional correction is `log(K q(j)) = log(K / N)`, a
+constant per row that leaves the softmax unchanged (it is offered for
+symmetry with the other catalog samplers). Mechanics: `catalog.py`.
+
+References:
+  Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
+  Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,
+  2024 (RNS).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class UniformSampler(catalog.CatalogSampler):
+  """`K` uniform catalog negatives per row, excluding the positive.
+
+  Args: see `catalog.CatalogSampler`. State: the (constant) CDF of
+  `catalog.CatalogDistribution`.
+  """
+
+  def _distribution_weights(self) -> np.ndarray:
+    return catalog.catalog_weights(self._counts, "uniform")
+
+
+@base.register_sampler("uniform")
+def _uniform(context: base.SamplerContext) -> UniformSampler:
+  return UniformSampler(**catalog.catalog_kwargs(context))

@@ -1,0 +1,272 @@
+"""XIR: BIR plus a cache of frequently resampled items (Chen et al. 2022).
+
+BIR (`bir.py`) can only draw items that are in the current batch, a bias that
+grows as the batch shrinks. XIR keeps a cache of `C` items that resampling
+picked often in the past and resamples from it too (SAMPLERS.md 5.4-5.5, the
+official code `Cache.update_pool`). Per step, with `K = num_resampled`:
+
+1. Batch group: BIR's draws, `K_b = K // 2` per row from the `G` in-batch
+   columns with `a_ij = stop_gradient(s_ij) - log q_j`.
+2. Cache group: `E_c = item_model(cache_ids)` `[C, d]`, recomputed every step
+   with gradient; `K_c = K - K_b` draws per row from the `C` cache slots with
+   `a_ic = stop_gradient(<u_i, e_c> / tau) - log q(cache_id_c)`. Cache items
+   are scored with their global popularity `q`, as if they were a popularity
+   sample (a heuristic of the official code). A slot holds one item; an item
+   in several slots is drawn in proportion to its number of slots, as in the
+   official code.
+3. Loss: `lambda * CE(positive, cache draws) + (1 - lambda) * CE(positive,
+   batch draws)`, two softmaxes, each through the count trick (`log n` offsets,
+   mask where `n = 0`, no logQ in the loss; see `bir.py`). The cache group
+   uses `drop_in_batch=True`, so its columns are `[positive | cache slots]`.
+4. Cache refresh (training only; it does not change this step's loss):
+   `D` = all ids drawn in both groups by all rows of the global batch;
+   `(vals, cnts) = unique_with_counts(D)`, computed from the per-column draw
+   totals (`G + C` entries, not the `G K` draws; same multiset);
+   `occurrence <- (1 - cache_decay) * occurrence` (skipped when 0, the
+   official rule), then `occurrence[vals] += cnts`;
+   `cache_ids <- C draws with replacement from vals, p ~ occurrence[vals]`.
+   An item enters the cache only if it was resampled in this step, and stays
+   more likely when its long-run resampling count is high.
+
+State (non-trainable, ON_WRITE / ONLY_FIRST_REPLICA, SAMPLERS.md D1), all
+checkpointed with the model:
+* `cache_ids` int64 `[C]`: initialised with `C` ids uniform on `[1, N]` from
+  `numpy.random.RandomState(seed)`, as the official code (index 0 is the
+  out-of-vocabulary slot); replaced by resampled items after the first step;
+* `occurrence` float32 `[N + 1]`, init 1: cumulative (optionally decayed)
+  resampling counts per model item index (dense ids);
+* `step` int64 `[]`: the stateless-RNG step counter (from `BIRSampler`);
+* the frequency source's state.
+
+Distribution (SAMPLERS.md 5.9): each replica's per-column draw totals are
+all-gathered (`distribute.all_gather`) and summed, over columns listed in the
+same order on every replica (in-batch columns in replica order, then the
+cache slots); `tf.unique` keeps first-occurrence order, and the new cache is
+drawn with stateless uniforms seeded by `(seed, step)`. So every replica
+computes the same `occurrence` and `cache_ids` (and replica 0's write would
+win anyway, D1). Every replica
+encodes the identical cache; the optimizer sums the item-tower gradients.
+As in BIR, a row's draws depend only on its global index, so the run on two
+replicas equals one device on the global batch.
+
+Cost per step: one item-tower pass over the distinct cache ids (`<= C`,
+`encode_unique`), `O(B C d)` scoring, `O(B (G + C))` resampling, and a
+unique over `G + C` ids.
+
+References:
+  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
+  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+"""
+
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import distribute
+from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import bir
+from tfrs_negsamp.samplers import importance_resampling as ir
+from tfrs_negsamp.samplers import in_batch
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class XIRSampler(bir.BIRSampler):
+  """BIR's in-batch draws plus draws from a cache of often-resampled items.
+
+  Args:
+    num_items: `N`, catalog size; model item indices are `0..N` (0 = OOV).
+    item_model: int64 item indices `[n]` -> embeddings `[n, d]` (the item
+      tower, with gradient). Not part of `get_config` (it is a model, not
+      configuration): a sampler rebuilt by `from_config` has none, and
+      `sampler.item_model` must be set before its first call.
+    cache_size: `C`, cached items.
+    cache_weight: `lambda`, weight of the cache group's cross-entropy
+      (`1 - lambda` for the batch group); the official comparison runs use
+      0.2 (`--xir_lambda`).
+    cache_decay: `rho` in `[0, 1)`; `occurrence` is multiplied by `1 - rho`
+      every training step (0 = never decays, the official rule).
+    num_resampled: `K >= 2`, draws per query, half from the batch and half
+      from the cache (`K // 2` and `K - K // 2`); None = the number of
+      in-batch candidates `G` (the official `C/2 + C/2` with `C = G`).
+    temperature, seed, frequency, remove_accidental_hits: as `BIRSampler`.
+
+  Raises:
+    ValueError: for invalid hyperparameters.
+  """
+
+  def __init__(self, num_items: int,
+               item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+               cache_size: int = 128, cache_weight: float = 0.2,
+               cache_decay: float = 0.0,
+               num_resampled: Optional[int] = None,
+               temperature: Optional[float] = None, seed: int = 0,
+               frequency: Optional[frequency_lib.FrequencySource] = None,
+               remove_accidental_hits: bool = True, **kwargs) -> None:
+    super().__init__(num_resampled=num_resampled, temperature=temperature,
+                     seed=seed, frequency=frequency,
+                     remove_accidental_hits=remove_accidental_hits, **kwargs)
+    if self.num_resampled is not None and self.num_resampled < 2:
+      raise ValueError("num_resampled must be >= 2 for XIR (half of the "
+                       "draws go to each group), got %r." % num_resampled)
+    self.num_items = bir.check_int(num_items, "num_items")
+    self.cache_size = bir.check_int(cache_size, "cache_size")
+    if not 0.0 <= float(cache_weight) <= 1.0:
+      raise ValueError("cache_weight (lambda) must be in [0, 1], got %r."
+                       % (cache_weight,))
+    self.cache_weight = float(cache_weight)
+    if not 0.0 <= float(cache_decay) < 1.0:
+      raise ValueError("cache_decay must be in [0, 1), got %r."
+                       % (cache_decay,))
+    self.cache_decay = float(cache_decay)
+    if item_model is not None and not callable(item_model):
+      raise TypeError("item_model must be callable (ids -> embeddings), got "
+                      "%r." % (item_model,))
+    self.item_model = item_model
+
+  def build(self, input_shape=None):
+    initial = np.random.RandomState(self.seed).randint(
+        1, self.num_items + 1, size=self.cache_size).astype(np.int64)
+    self.cache_ids = distribute.add_state(
+        self, "cache_ids", [self.cache_size], tf.int64,
+        tf.keras.initializers.Constant(initial))
+    self.occurrence = distribute.add_state(
+        self, "occurrence", [self.num_items + 1], tf.float32, "ones")
+    super().build(input_shape)
+
+  def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
+             positive_ids, training, user_history):
+    del user_history
+    if self.item_model is None:
+      raise ValueError(
+          "XIRSampler needs an item_model to encode the cache ids: pass "
+          "item_model= or set sampler.item_model before the first call (it "
+          "is not part of get_config).")
+    step = self.step.read_value()
+    cache_ids = self.cache_ids.read_value()
+    num_samples = self.num_samples(candidate_ids)
+    num_batch = num_samples // 2
+    num_cache = num_samples - num_batch
+
+    log_q = self.in_batch_log_q(candidate_ids, training)
+    batch_group, batch_counts = self.resample_batch(
+        query_embeddings, candidate_embeddings, candidate_ids, positive_ids,
+        log_q, num_batch, step)
+
+    cache_embeddings = ir.encode_unique(self.item_model, cache_ids)
+    logits = self.resampling_scores(query_embeddings, cache_embeddings)
+    if self.frequency is not None:
+      logits -= tf.stop_gradient(self.frequency.log_q(
+          cache_ids, num_draws=tf.size(candidate_ids)))[None, :]
+    batch = tf.shape(query_embeddings)[0]
+    if self.remove_accidental_hits:
+      valid = tf.not_equal(positive_ids[:, None], cache_ids[None, :])
+    else:
+      valid = tf.ones(tf.shape(logits), tf.bool)
+    replica_id, num_replicas = distribute.replica_info()
+    indices, drawn = ir.resample_with_replacement(
+        logits, valid, num_cache,
+        ir.step_seed(self.seed, step, ir.STREAM_CACHE),
+        row_start=replica_id * batch, num_rows=num_replicas * batch)
+    counts = ir.draw_counts(indices, drawn, self.cache_size)
+    # Columns [positive | cache]: the positive is kept with offset 0.
+    counts = tf.concat([tf.zeros([batch, 1]), counts], axis=1)
+    keep = tf.concat([tf.ones([batch, 1], tf.bool),
+                      tf.zeros(tf.shape(valid), tf.bool)], axis=1)
+    offset, mask = ir.count_offsets(counts, keep=keep)
+    cache_group = base.CandidateGroup(
+        weight=self.cache_weight, extra_embeddings=cache_embeddings,
+        extra_ids=cache_ids, logit_offset=offset, score_mask=mask,
+        drop_in_batch=True,
+        remove_accidental_hits=self.remove_accidental_hits)
+
+    if training:
+      # The step's drawn multiset as (id, draws) per column: the in-batch
+      # columns in replica order (identical on every replica), then the
+      # cache slots. Same multiset as the B x K drawn ids, 256 entries
+      # instead of 16384 at B = G = K = C = 128.
+      column_draws = tf.concat([
+          distribute.to_replica_order(tf.reduce_sum(batch_counts, 0), batch),
+          tf.reduce_sum(counts[:, 1:], 0)], axis=0)
+      column_ids = tf.concat(
+          [distribute.to_replica_order(candidate_ids, batch), cache_ids],
+          axis=0)
+      self.refresh_cache(column_ids, column_draws, step)
+      self.step.assign_add(1)
+    return [cache_group,
+            batch_group._replace(weight=1.0 - self.cache_weight)]
+
+  def refresh_cache(self, ids: tf.Tensor, draws: tf.Tensor,
+                    step: tf.Tensor) -> None:
+    """Updates `occurrence` and redraws `cache_ids` (SAMPLERS.md 5.5 step 5).
+
+    The step's drawn multiset `D` is given per column: `ids[m]` was drawn
+    `sum over replicas of draws[m]` times (summed here across replicas).
+
+    Args:
+      ids: `[M]` int64 column ids, in the same order on every replica.
+      draws: `[M]` float32 draws of those columns by this replica's rows.
+      step: the step counter's value at the start of the step.
+    """
+    _, num_replicas = distribute.replica_info()
+    if num_replicas > 1:
+      draws = tf.reduce_sum(tf.reshape(distribute.all_gather(draws),
+                                       [num_replicas, -1]), axis=0)
+    with tf.control_dependencies([tf.debugging.assert_less(
+        ids, tf.constant(self.num_items + 1, tf.int64),
+        message="XIR: an item index exceeds num_items")]):
+      ids = tf.identity(ids)
+    # Distinct ids in first-occurrence order, then those drawn at least once.
+    vals, segments = tf.unique(ids)
+    counts = tf.math.unsorted_segment_sum(draws, segments, tf.size(vals))
+    drawn = counts > 0
+    vals = tf.boolean_mask(vals, drawn)
+    counts = tf.boolean_mask(counts, drawn)
+    if self.cache_decay > 0.0:
+      occurrence = tf.tensor_scatter_nd_add(
+          self.occurrence * (1.0 - self.cache_decay), vals[:, None], counts)
+      self.occurrence.assign(occurrence)
+      weights = tf.gather(occurrence, vals)
+    else:
+      weights = tf.gather(self.occurrence, vals) + counts
+      self.occurrence.scatter_update(tf.IndexedSlices(weights, vals))
+
+    def redraw():
+      logits = tf.math.log(weights)[None, :]
+      index, _ = ir.resample_with_replacement(
+          logits, tf.ones(tf.shape(logits), tf.bool), self.cache_size,
+          ir.step_seed(self.seed, step, ir.STREAM_REFRESH))
+      return tf.gather(vals, index[0])
+
+    new_cache = tf.cond(tf.size(vals) > 0, redraw,
+                        lambda: self.cache_ids.read_value())
+    self.cache_ids.assign(new_cache)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.update({"num_items": self.num_items,
+                   "cache_size": self.cache_size,
+                   "cache_weight": self.cache_weight,
+                   "cache_decay": self.cache_decay})
+    return config
+
+
+@base.register_sampler("xir")
+def _xir(context: base.SamplerContext) -> XIRSampler:
+  if context.item_model is None:
+    raise ValueError("the xir sampler needs context.item_model to encode its "
+                     "cache ids.")
+  opts = context.options
+  cache_size = opts.get("cache_size", 0)
+  return XIRSampler(
+      num_items=len(context.item_counts) - 1,
+      item_model=context.item_model,
+      cache_size=context.global_batch_size if cache_size in (0, None)
+      else cache_size,
+      cache_weight=opts.get("xir_lambda", 0.2),
+      cache_decay=opts.get("cache_decay", 0.0),
+      num_resampled=bir.num_resampled_from_options(context),
+      temperature=bir.temperature_from_options(context),
+      seed=context.seed,
+      frequency=in_batch.frequency_from_options(context))

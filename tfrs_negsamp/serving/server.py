@@ -1,0 +1,282 @@
+"""REST server in the TF Serving shape for an exported SavedModel + ScaNN.
+
+    predictor = SavedModelPredictor("/tmp/run/export")   # tf + scann only
+    with ModelServer(predictor, port=0).start() as server:  # background thread
+      print(server.url)
+    ModelServer(predictor, port=8501).serve_forever()        # until SIGTERM
+
+The request rules (routes, validation, response shapes) live in `rest.py`;
+this module reads bodies, calls the model and writes JSON. It needs neither
+TFRS nor this package's training code: the SavedModel is loaded with
+`tf.saved_model.load` after `import scann` (which registers the ScaNN ops).
+
+Library: aiohttp (the aio-libs asyncio HTTP server), chosen over Flask +
+waitress and Starlette + uvicorn for three reasons:
+
+- Threading model vs the blocking TF call. One asyncio event loop owns every
+  connection (keep-alive, slow clients, bodies read incrementally) and never
+  runs the model; each model call (a `ConcreteFunction` call that blocks,
+  releasing the GIL inside its kernels; ScaNN's batched search uses its own
+  threads) runs in a bounded `ThreadPoolExecutor` (`threads`). A slow call
+  never stalls I/O and the number of concurrent TF calls is set on its own.
+  With a WSGI server (waitress) one worker thread both reads a request and
+  makes the TF call, so slow clients and model calls share one pool.
+- Body-size limit. `client_max_size` is enforced while the body streams in:
+  `request.read()` raises 413 as soon as the limit is passed, without
+  buffering the rest, and we answer it as JSON like every other error.
+  waitress buffers a whole body (spilling to a temporary file) before the
+  application sees it and answers its own limit with a plain-text 413;
+  Starlette has no body limit at all.
+- Maturity. aiohttp has been maintained by aio-libs since 2013
+  (Apache-2.0, the 3.x API stable since 2018, frequent releases, binary
+  wheels with a C HTTP parser for current CPython versions), a single
+  dependency with small aio-libs helpers and nothing that pins TensorFlow's
+  own dependencies.
+
+Each request's users go to the model in one call (`[B]` strings in, `[B, k]`
+out). The model returns the index's k items; a request's `k` slices them.
+"""
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from aiohttp import web
+
+from tfrs_negsamp.serving import rest
+
+# Same file name as `export.METADATA_FILE` (not imported from there: export
+# needs TensorFlow Recommenders, which serving does not).
+METADATA_FILE = "tfrs_negsamp.json"
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_MAX_INSTANCES = 1024
+DEFAULT_THREADS = 4
+
+_LOG = logging.getLogger(__name__)
+
+
+class SavedModelPredictor:
+  """An exported retriever: a batch of user ids -> top-k scores and item ids.
+
+  Loads the SavedModel with only TensorFlow and ScaNN imported and calls its
+  `serving_default` signature. Thread-safe: concurrent calls share the model.
+
+  Attributes:
+    index_k: the k of the exported index (columns of every answer).
+    metadata: the export's `tfrs_negsamp.json` (empty if it has none).
+  """
+
+  def __init__(self, model_dir: str):
+    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+      raise FileNotFoundError("no SavedModel at %r (saved_model.pb missing)"
+                              % model_dir)
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      # pylint: disable-next=g-import-not-at-top,unused-import
+      import scann  # noqa: F401
+    except ImportError:
+      scann = None  # a brute-force export loads without it
+    self._tf = tf
+    try:
+      loaded = tf.saved_model.load(model_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      if scann is None and "Scann" in str(e):
+        raise RuntimeError("the SavedModel at %r holds a ScaNN index; "
+                           "install scann (pip install scann==1.4.2)"
+                           % model_dir) from e
+      raise
+    if rest.SIGNATURE_NAME not in loaded.signatures:
+      raise ValueError("the SavedModel at %r has no %r signature (it has %s)"
+                       % (model_dir, rest.SIGNATURE_NAME,
+                          sorted(loaded.signatures)))
+    self._loaded = loaded  # keeps the signature's variables alive
+    self._signature = loaded.signatures[rest.SIGNATURE_NAME]
+    self.metadata: Dict[str, Any] = {}
+    meta_path = os.path.join(model_dir, METADATA_FILE)
+    if os.path.exists(meta_path):
+      with open(meta_path) as f:
+        self.metadata = json.load(f)
+    # One warm-up call loads the searcher and gives the index's k.
+    _, ids = self.predict([""])
+    self.index_k = int(ids.shape[1])
+
+  def predict(self, user_ids: Sequence[str]) -> Tuple[Any, Any]:
+    """`[B]` user ids -> (scores float32 `[B, k]`, item_ids bytes `[B, k]`)."""
+    out = self._signature(user_id=self._tf.constant(list(user_ids),
+                                                    dtype=self._tf.string))
+    return out["scores"].numpy(), out["item_ids"].numpy()
+
+
+class ModelServer:
+  """Serves one predictor under `/v1/models/<model_name>` (aiohttp).
+
+  Args:
+    predictor: has `index_k`, `metadata` and `predict(user_ids)` like
+      `SavedModelPredictor`.
+    model_name: the `<name>` of the routes (TF Serving's default: `default`).
+    host, port: where to listen (`port=0`: a free port, see `port` after
+      `start`).
+    max_body_bytes: larger bodies are answered 413.
+    max_instances: requests with more users are answered 400.
+    threads: concurrent model calls.
+    access_log: log one line per request (aiohttp's access logger).
+  """
+
+  def __init__(self, predictor, model_name: str = rest.DEFAULT_MODEL_NAME,
+               host: str = "127.0.0.1", port: int = 8501,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_instances: int = DEFAULT_MAX_INSTANCES,
+               threads: int = DEFAULT_THREADS, access_log: bool = False):
+    for name, value in (("max_body_bytes", max_body_bytes),
+                        ("max_instances", max_instances),
+                        ("threads", threads)):
+      if value < 1:
+        raise ValueError("%s must be >= 1, got %r" % (name, value))
+    if not model_name or "/" in model_name or ":" in model_name:
+      raise ValueError("model_name must be non-empty without '/' or ':', "
+                       "got %r" % model_name)
+    self.predictor = predictor
+    self.model_name = model_name
+    self.host = host
+    self.port = port
+    self.max_body_bytes = max_body_bytes
+    self.max_instances = max_instances
+    self.threads = threads
+    self.access_log = access_log
+    self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+    self._loop: Optional[asyncio.AbstractEventLoop] = None
+    self._stop: Optional[asyncio.Event] = None
+    self._thread: Optional[threading.Thread] = None
+
+  @property
+  def url(self) -> str:
+    host = "[%s]" % self.host if ":" in self.host else self.host
+    return "http://%s:%d" % (host, self.port)
+
+  # Request handling.
+
+  def make_app(self) -> web.Application:
+    app = web.Application(client_max_size=self.max_body_bytes)
+    app.router.add_route("*", "/{tail:.*}", self._handle)
+    return app
+
+  async def _handle(self, request: web.Request) -> web.Response:
+    try:
+      kind = rest.route(request.method, request.path, self.model_name)
+      if kind == rest.HEALTH:
+        body = rest.health_body(self.model_name)
+      elif kind == rest.STATUS:
+        body = rest.status_body()
+      elif kind == rest.METADATA:
+        body = rest.metadata_body(self.model_name, self.predictor.index_k,
+                                  self.predictor.metadata)
+      else:
+        body = await self._predict(request)
+      return web.json_response(body)
+    except rest.RestError as e:
+      return web.json_response(rest.error_body(e.message), status=e.status,
+                               headers=e.headers)
+    except Exception as e:  # pylint: disable=broad-except
+      _LOG.exception("error answering %s %s", request.method, request.path)
+      return web.json_response(
+          rest.error_body("internal error: %s: %s" % (type(e).__name__, e)),
+          status=500)
+
+  def _too_large(self, size: Optional[int]) -> rest.RestError:
+    return rest.RestError(413, "request body %sexceeds the limit of %d bytes "
+                          "(--max_body_bytes)"
+                          % ("of %d bytes " % size if size else "",
+                             self.max_body_bytes))
+
+  async def _predict(self, request: web.Request) -> Dict[str, Any]:
+    size = request.content_length
+    if size is not None and size > self.max_body_bytes:
+      raise self._too_large(size)  # answered without reading the body
+    try:
+      body = await request.read()
+    except web.HTTPRequestEntityTooLarge as e:  # chunked, no Content-Length
+      raise self._too_large(None) from e
+    parsed = rest.parse_predict(body, self.predictor.index_k,
+                                self.max_instances)
+    loop = asyncio.get_running_loop()
+    scores, ids = await loop.run_in_executor(
+        self._pool, self.predictor.predict, parsed.user_ids)
+    return rest.format_predict(parsed, scores.tolist(), ids.tolist())
+
+  # Life cycle.
+
+  async def _serve(self, on_ready: Callable[["ModelServer"], None]) -> None:
+    self._loop = asyncio.get_running_loop()
+    self._stop = asyncio.Event()
+    self._pool = concurrent.futures.ThreadPoolExecutor(
+        self.threads, thread_name_prefix="model")
+    runner = web.AppRunner(
+        self.make_app(), handle_signals=False, shutdown_timeout=5.0,
+        access_log=logging.getLogger("aiohttp.access")
+        if self.access_log else None)
+    await runner.setup()
+    try:
+      await web.TCPSite(runner, self.host, self.port).start()
+      self.port = int(runner.addresses[0][1])
+      on_ready(self)
+      await self._stop.wait()
+    finally:
+      await runner.cleanup()
+      self._pool.shutdown(wait=True)
+
+  def start(self, timeout: float = 60.0) -> "ModelServer":
+    """Serves in a background thread; returns once listening (`self.port`)."""
+    ready = threading.Event()
+    failure = []
+
+    def run():
+      try:
+        asyncio.run(self._serve(lambda _: ready.set()))
+      except BaseException as e:  # pylint: disable=broad-except
+        failure.append(e)
+        ready.set()
+
+    self._thread = threading.Thread(target=run, name="model-server",
+                                    daemon=True)
+    self._thread.start()
+    if not ready.wait(timeout):
+      raise TimeoutError("the server did not start within %.0f s" % timeout)
+    if failure:
+      raise failure[0]
+    return self
+
+  def stop(self, timeout: float = 30.0) -> None:
+    """Stops a server started with `start` (waits for in-flight requests)."""
+    if self._loop is not None and self._stop is not None:
+      self._loop.call_soon_threadsafe(self._stop.set)
+    if self._thread is not None:
+      self._thread.join(timeout)
+      self._thread = None
+
+  def serve_forever(self, on_ready: Optional[
+      Callable[["ModelServer"], None]] = None) -> None:
+    """Serves in this thread until SIGINT or SIGTERM."""
+
+    async def main():
+      loop = asyncio.get_running_loop()
+
+      def ready(server):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+          loop.add_signal_handler(sig, self._stop.set)
+        if on_ready is not None:
+          on_ready(server)
+
+      await self._serve(ready)
+
+    asyncio.run(main())
+
+  def __enter__(self) -> "ModelServer":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.stop()

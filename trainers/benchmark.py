@@ -1,0 +1,128 @@
+r"""Benchmarks samplers side by side: every variant x seed in one process.
+
+  python -m trainers.benchmark --dataset=movielens \
+      --data_path=../shared/data/movielens-100k --suite=cbns --seeds=3 \
+      --output_dir=runs/bench_cbns
+
+  python -m trainers.benchmark --samplers=in_batch,in_batch_logq --seeds=3
+
+Writes OUTPUT_DIR/results.csv (one row per variant x seed, the metrics.json
+keys as columns), results.md (mean ± std per variant, step-time ratio to the
+reference variant, plus the popularity baseline) and PNG plots (balance vs
+HR@10, per-cohort HR@10 bars, recall@50 vs step time). Finished runs are
+kept under OUTPUT_DIR/runs and skipped when the command is run again.
+"""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
+
+common.define_flags()
+flags.DEFINE_list("samplers", [],
+                  "Samplers to compare (default: every registered sampler).")
+flags.DEFINE_list("variants", [],
+                  "Variants `label=sampler:key=value:...` (override "
+                  "--samplers), e.g. cbns_4B=cross_batch:memory_size=512.")
+flags.DEFINE_string("suite", None,
+                    "A preset comparison: %s." % ", ".join(
+                        ["cbns", "xir"]))
+flags.DEFINE_list("seeds", ["3"],
+                  "A count N (seeds 0..N-1) or an explicit list of seeds.")
+flags.DEFINE_string("reference", None,
+                    "Variant the step-time ratio refers to (default: the "
+                    "first).")
+flags.DEFINE_boolean("baseline", True, "Add the popularity_baseline row.")
+FLAGS = flags.FLAGS
+
+B = 128
+# Each suite: config overrides for all variants, and the variants.
+SUITES = {
+    # Issue 4: CBNS at batch B with memory M in {B, 4B, 16B} vs in-batch at
+    # B and at larger batches. The item tower has a real encoding cost
+    # (titles, genres, MLP). All variants correct with the streaming logQ
+    # estimator (`--logq`, default streaming). Labels may not contain "=".
+    # The CBNS variants fix their own warm-up (200 steps, about a quarter of
+    # an ML-100K epoch at B), overriding --warmup_steps.
+    "cbns": {
+        "base": {"batch_size": B, "item_hidden": (256, 128),
+                 "item_features": True},
+        "variants": [
+            "inbatch_B=in_batch_logq",
+            "cbns_B_M1B=cross_batch:memory_size=%d:warmup_steps=200" % B,
+            "cbns_B_M4B=cross_batch:memory_size=%d:warmup_steps=200"
+            % (4 * B),
+            "cbns_B_M16B=cross_batch:memory_size=%d:warmup_steps=200"
+            % (16 * B),
+            "inbatch_4B=in_batch_logq:batch_size=%d" % (4 * B),
+            "inbatch_16B=in_batch_logq:batch_size=%d" % (16 * B),
+        ],
+    },
+    # Issue 5: in-batch + logQ vs BIR vs XIR at the same batch B, all with
+    # the streaming logQ estimator (--logq). BIR: K = B draws per query;
+    # XIR: K/2 batch + K/2 cache draws, cache C = B, lambda = --xir_lambda.
+    # The item tower has a real cost, which XIR pays again on its cache.
+    "xir": {
+        "base": {"batch_size": B, "item_hidden": (256, 128),
+                 "item_features": True},
+        "variants": ["inbatch_logq=in_batch_logq", "bir=bir", "xir=xir"],
+    },
+}
+
+
+def _seeds(values):
+  if len(values) == 1:
+    return list(range(int(values[0])))
+  return [int(v) for v in values]
+
+
+def main(argv):
+  del argv
+  # Imported after flag parsing so that the CPU split comes first.
+  from tfrs_negsamp import benchmarking  # pylint: disable=g-import-not-at-top
+  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
+  if not FLAGS.output_dir:
+    raise app.UsageError("--output_dir is required")
+  base = common.config_from_flags(export_dir=None, backup_dir=None,
+                                  verbose=min(FLAGS.verbose, 2))
+  specs = list(FLAGS.variants)
+  if FLAGS.suite:
+    if FLAGS.suite not in SUITES:
+      raise app.UsageError("unknown suite %r; valid: %s"
+                           % (FLAGS.suite, ", ".join(sorted(SUITES))))
+    for key, value in SUITES[FLAGS.suite]["base"].items():
+      setattr(base, key, value)
+    specs = specs or SUITES[FLAGS.suite]["variants"]
+  if not specs:
+    specs = FLAGS.samplers or samplers.available_samplers()
+  try:
+    variants = [benchmarking.parse_variant(s) for s in specs]
+    for v in variants:
+      benchmarking.apply_variant(base, v, 0)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  if FLAGS.baseline:
+    variants.append(benchmarking.Variant("popularity_baseline",
+                                         "popularity_baseline", {}))
+  experiment.make_strategy(base.strategy, base.cpu_replicas)
+  rows = benchmarking.run_grid(base, variants, _seeds(FLAGS.seeds),
+                               FLAGS.output_dir)
+  reference = FLAGS.reference or variants[0].label
+  title = "%s on %s, %s epochs, seeds %s" % (
+      FLAGS.suite or "samplers", base.dataset if not base.data_path
+      else os.path.basename(os.path.normpath(base.data_path)), base.epochs,
+      ",".join(str(s) for s in _seeds(FLAGS.seeds)))
+  benchmarking.write_report(rows, FLAGS.output_dir, title=title,
+                            reference=reference)
+  with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
+    print(f.read())
+
+
+if __name__ == "__main__":
+  app.run(main)

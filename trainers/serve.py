@@ -1,0 +1,66 @@
+r"""Serves an exported SavedModel (query tower + ScaNN) over TF Serving REST.
+
+  python -m trainers.serve --model_dir=/tmp/run/export --port=8501
+
+  curl -s localhost:8501/v1/models/default:predict \
+      -d '{"instances": [{"user_id": "42"}], "k": 10}'
+
+Routes: POST /v1/models/<name>:predict, GET /v1/models/<name>,
+GET /v1/models/<name>/metadata, GET /healthz (see
+`tfrs_negsamp/serving/rest.py`). The process imports TensorFlow, ScaNN and
+aiohttp, not TFRS or the training code. `--port=0` picks a free port; the
+"Serving ..." line printed once listening names it. SIGINT/SIGTERM stop the
+server after the requests in flight.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "Exported SavedModel folder.")
+flags.DEFINE_string("host", "127.0.0.1",
+                    "Address to listen on (0.0.0.0: every interface).")
+flags.DEFINE_integer("port", 8501, "Port (0: any free port).")
+flags.DEFINE_string("model_name", "default",
+                    "The <name> in /v1/models/<name> (TF Serving's default).")
+flags.DEFINE_integer("max_body_bytes", 1 << 20,
+                     "Larger request bodies are answered 413.")
+flags.DEFINE_integer("max_instances", 1024,
+                     "Requests with more users are answered 400.")
+flags.DEFINE_integer("threads", 4, "Concurrent model calls.")
+flags.DEFINE_boolean("access_log", False, "Log one line per request.")
+flags.mark_flag_as_required("model_dir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  # pylint: disable-next=g-import-not-at-top
+  from tfrs_negsamp.serving import server as server_lib
+  if FLAGS.access_log:
+    import logging  # pylint: disable=g-import-not-at-top
+    logging.basicConfig(level=logging.INFO)
+  try:
+    predictor = server_lib.SavedModelPredictor(FLAGS.model_dir)
+    server = server_lib.ModelServer(
+        predictor, model_name=FLAGS.model_name, host=FLAGS.host,
+        port=FLAGS.port, max_body_bytes=FLAGS.max_body_bytes,
+        max_instances=FLAGS.max_instances, threads=FLAGS.threads,
+        access_log=FLAGS.access_log)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+
+  def ready(s):
+    print("Serving model %r (index %s, k=%d) on %s/v1/models/%s"
+          % (s.model_name, predictor.metadata.get("index", "?"),
+             predictor.index_k, s.url, s.model_name), flush=True)
+
+  server.serve_forever(on_ready=ready)
+  print("Server stopped.", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -46,20 +46,41 @@ def _direct(path, users):
   return out["item_ids"].numpy().astype(str), out["scores"].numpy()
 
 
+def _assert_same_ids_up_to_ties(got, want, scores, tol=1e-5):
+  """Same ids at every rank, except among scores tied within `tol`.
+
+  A float near-tie (the query tower's last bits can depend on the batch
+  shape) may swap two items or, at rank k, pick either; nothing else may
+  differ.
+  """
+  for row, (g, w, s) in enumerate(zip(got, want, scores)):
+    tied = np.abs(s[:, None] - s[None, :]) < tol
+    np.fill_diagonal(tied, False)
+    at_cut = np.abs(s - s[-1]) < tol
+    for pos in range(len(w)):
+      if not tied[pos].any():
+        assert g[pos] == w[pos], (row, pos, g, w)
+      elif not at_cut[pos]:
+        group = tied[pos] | (np.arange(len(w)) == pos)
+        assert sorted(np.array(g)[group]) == sorted(np.array(w)[group])
+
+
 def test_predict_matches_the_savedmodel(tiny_export, served):
   users = tiny_export.users + ["never-seen-user"]
   ids, scores = _direct(tiny_export.path, users)
   status, _, body = _call(served, "POST", PREDICT, {
       "instances": [{"user_id": u} for u in users]})
   assert status == 200
-  assert [p["item_ids"] for p in body["predictions"]] == ids.tolist()
-  np.testing.assert_allclose([p["scores"] for p in body["predictions"]],
-                             scores, atol=1e-6)
+  got_scores = np.array([p["scores"] for p in body["predictions"]])
+  np.testing.assert_allclose(got_scores, scores, atol=1e-5)
+  _assert_same_ids_up_to_ties(
+      [p["item_ids"] for p in body["predictions"]], ids, scores)
   # k slices the index's top-k; the columnar form answers in columns.
   status, _, body = _call(served, "POST", PREDICT, {
       "inputs": {"user_id": users[:3]}, "k": 5})
   assert status == 200
-  assert body["outputs"]["item_ids"] == ids[:3, :5].tolist()
+  _assert_same_ids_up_to_ties(body["outputs"]["item_ids"], ids[:3, :5],
+                              scores[:3, :5])
   assert np.shape(body["outputs"]["scores"]) == (3, 5)
 
 

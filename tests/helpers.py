@@ -62,3 +62,12 @@ def mirrored_step(strategy, model):
     return step(next(iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(batch)))))
   return run
+
+
+def single_and_mirrored(dataset, config, strategy):
+  """The same model on one device and under `strategy`, equal weights."""
+  single = experiment.create_model(dataset, config,
+                                   tf.distribute.get_strategy())
+  mirrored = experiment.create_model(dataset, config, strategy)
+  copy_weights(single, mirrored)
+  return single, mirrored

@@ -52,11 +52,8 @@ class TwoTowerModelTest(tf.test.TestCase):
     # each replica's negatives are the whole global batch.
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="in_batch_logq")
-    single = experiment.create_model(dataset, config,
-                                     tf.distribute.get_strategy())
     strategy = _mirrored()
-    mirrored = experiment.create_model(dataset, config, strategy)
-    helpers.copy_weights(single, mirrored)
+    single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
     step = helpers.mirrored_step(strategy, mirrored)
     for i in range(3):

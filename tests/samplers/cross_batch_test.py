@@ -367,12 +367,9 @@ class ModelTest(tf.test.TestCase):
     # of G = 8, so writes wrap mid-batch; warm-up 1 step.
     dataset = helpers.tiny_dataset()
     config = _cbns_config()
-    single = experiment.create_model(dataset, config,
-                                     tf.distribute.get_strategy())
     strategy = experiment.make_strategy("mirrored", 2)
     self.assertEqual(strategy.num_replicas_in_sync, 2)
-    mirrored = experiment.create_model(dataset, config, strategy)
-    helpers.copy_weights(single, mirrored)
+    single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
     step = helpers.mirrored_step(strategy, mirrored)
 

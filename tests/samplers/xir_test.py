@@ -242,11 +242,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.tiny_config(sampler=name)
     config.sampler_options.update(num_resampled=6, cache_size=5,
                                   temperature=config.temperature)
-    single = experiment.create_model(dataset, config,
-                                     tf.distribute.get_strategy())
     strategy = _mirrored()
-    mirrored = experiment.create_model(dataset, config, strategy)
-    helpers.copy_weights(single, mirrored)
+    single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
     step = helpers.mirrored_step(strategy, mirrored)
 

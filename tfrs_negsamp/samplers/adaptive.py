@@ -59,6 +59,14 @@ def batch_pool_mask(num_queries, num_columns, pool_size: int,
   return tf.concat([keep, tf.ones([num_queries, rest], tf.bool)], axis=1)
 
 
+def check_pool_arguments(pool_size, num_hard_negatives):
+  """Validates `(P, k)` of the adaptive samplers; returns them as ints."""
+  if int(pool_size) < 1 or int(num_hard_negatives) < 1:
+    raise ValueError("pool_size and num_hard_negatives must be >= 1, got "
+                     "%r, %r." % (pool_size, num_hard_negatives))
+  return int(pool_size), int(num_hard_negatives)
+
+
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
 class AdaptiveSampler(base.NegativeSampler):
   """Top-`k` by current score out of `P` random in-batch negatives per row.
@@ -73,11 +81,8 @@ class AdaptiveSampler(base.NegativeSampler):
                remove_accidental_hits: bool = True, **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
-    if int(pool_size) < 1 or int(num_hard_negatives) < 1:
-      raise ValueError("pool_size and num_hard_negatives must be >= 1, got "
-                       "%r, %r." % (pool_size, num_hard_negatives))
-    self.pool_size = int(pool_size)
-    self.num_hard_negatives = int(num_hard_negatives)
+    self.pool_size, self.num_hard_negatives = check_pool_arguments(
+        pool_size, num_hard_negatives)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
              positive_ids, training, user_history):

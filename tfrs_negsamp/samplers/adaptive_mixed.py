@@ -53,11 +53,8 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
                logq: bool = False, **kwargs) -> None:
     super().__init__(item_counts, num_uniform=num_uniform, logq=logq,
                      **kwargs)
-    if int(pool_size) < 1 or int(num_hard_negatives) < 1:
-      raise ValueError("pool_size and num_hard_negatives must be >= 1, got "
-                       "%r, %r." % (pool_size, num_hard_negatives))
-    self.pool_size = int(pool_size)
-    self.num_hard_negatives = int(num_hard_negatives)
+    self.pool_size, self.num_hard_negatives = adaptive.check_pool_arguments(
+        pool_size, num_hard_negatives)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
              positive_ids, training, user_history):

@@ -34,5 +34,10 @@ test: venv
 test-all: venv
 	$(PY) -m pytest tests -q
 
+# The suite as Bazel py_test targets (Bazel from apt: see the README).
+.PHONY: bazel-test
+bazel-test: venv
+	tools/bazel_test.sh
+
 clean:
 	rm -rf $(RUN) .pytest_cache

@@ -29,5 +29,10 @@ setuptools.setup(
         # The REST server (trainers.serve); see tfrs_negsamp/serving/server.py.
         "aiohttp>=3.9,<4",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": [
+        "pytest",
+        # tests/colab executes the notebooks (nbclient + an ipykernel of
+        # the venv's python).
+        "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+    ]},
 )

@@ -21,9 +21,25 @@ except RuntimeError:  # already initialised by an earlier import
 
 import pytest  # noqa: E402
 
-SHARED_ML100K = os.path.abspath(
-    os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                 "movielens-100k"))
+
+def _ml100k_dir():
+  """$TFRS_NEGSAMP_ML100K, else ../shared/data/movielens-100k of the checkout.
+
+  Bazel runs the tests from its runfiles tree, which has no ../shared beside
+  it: tools/bazel_test.sh passes the directory with --test_env, and without it
+  the runfiles' symlinks still lead back to the checkout.
+  """
+  if os.environ.get("TFRS_NEGSAMP_ML100K"):
+    return os.path.abspath(os.environ["TFRS_NEGSAMP_ML100K"])
+  rel = os.path.join("..", "..", "shared", "data", "movielens-100k")
+  here = os.path.abspath(os.path.join(os.path.dirname(__file__), rel))
+  real = os.path.join(os.path.dirname(os.path.realpath(__file__)), rel)
+  if os.path.exists(here) or not os.path.exists(real):
+    return here
+  return os.path.abspath(real)
+
+
+SHARED_ML100K = _ml100k_dir()
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,61 @@ gradient and the optimizer's cross-replica sum gives the exact gradient of the
 global-batch loss.
 """
 
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
+
+_GATHER_LOGS: List["GatherLog"] = []
+
+
+class GatherLog:
+  """Records the all-gathers of the functions traced while it is active.
+
+  For communication accounting (`trainers/bench_scaling.py`): each gather
+  traced in a replica context is logged with the bytes of its gathered
+  result (`R x` the local block), each `all_sum` with the bytes of its
+  reduced tensor, per traced graph. Tracing happens once per
+  `tf.function`, so this costs nothing per step.
+
+    with distribute.GatherLog() as log:
+      model.fit(...)
+    log.bytes_per_step(local_replicas)
+  """
+
+  def __init__(self):
+    self.entries: List[Tuple[int, Optional[int]]] = []
+
+  def __enter__(self) -> "GatherLog":
+    _GATHER_LOGS.append(self)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    _GATHER_LOGS.remove(self)
+
+  def bytes_per_step(self, local_replicas: int = 1) -> Optional[int]:
+    """Gathered bytes of one step (the first traced graph), or None.
+
+    A graph traces the replica function once per local replica, so its sum
+    is divided by `local_replicas`. None if nothing was gathered (one
+    replica) or a shape was not static.
+    """
+    if not self.entries:
+      return None
+    first = self.entries[0][0]
+    sizes = [b for g, b in self.entries if g == first]
+    if any(b is None for b in sizes):
+      return None
+    return sum(sizes) // max(1, local_replicas)
+
+
+def _log_gather(x: tf.Tensor, num_replicas: int) -> None:
+  if not _GATHER_LOGS:
+    return
+  n = x.shape.num_elements()
+  size = None if n is None else n * x.dtype.size * num_replicas
+  graph = id(tf.compat.v1.get_default_graph())
+  for log in _GATHER_LOGS:
+    log.entries.append((graph, size))
 
 
 def replica_info() -> Tuple[tf.Tensor, int]:
@@ -38,7 +90,7 @@ def all_gather_local_first(x: tf.Tensor) -> tf.Tensor:
   replica_id, num_replicas = replica_info()
   if num_replicas == 1:
     return x
-  gathered = tf.distribute.get_replica_context().all_gather(x, axis=0)
+  gathered = _gather(x, num_replicas)
   shift = replica_id * tf.shape(x)[0]
   return tf.roll(gathered, shift=-shift, axis=0)
 
@@ -51,12 +103,44 @@ def to_replica_order(local_first: tf.Tensor, local_batch_size) -> tf.Tensor:
   return tf.roll(local_first, shift=replica_id * local_batch_size, axis=0)
 
 
+def to_local_first(replica_order: tf.Tensor, local_batch_size) -> tf.Tensor:
+  """The inverse of `to_replica_order`: this replica's block first."""
+  replica_id, num_replicas = replica_info()
+  if num_replicas == 1:
+    return replica_order
+  return tf.roll(replica_order, shift=-replica_id * local_batch_size, axis=0)
+
+
 def all_gather(x: tf.Tensor) -> tf.Tensor:
   """Gathers `x` in replica-id order (identical on every replica)."""
   _, num_replicas = replica_info()
   if num_replicas == 1:
     return x
-  return tf.distribute.get_replica_context().all_gather(x, axis=0)
+  return _gather(x, num_replicas)
+
+
+def all_sum(x: tf.Tensor) -> tf.Tensor:
+  """The sum of `x` over replicas (an all-reduce), identical on every one.
+
+  For counts: `R` times less traffic than gathering and summing, and exact
+  for integer-valued floats whatever the reduction order.
+  """
+  _, num_replicas = replica_info()
+  if num_replicas == 1:
+    return x
+  _log_gather(x, 1)
+  return tf.distribute.get_replica_context().all_reduce(
+      tf.distribute.ReduceOp.SUM, x)
+
+
+def _gather(x: tf.Tensor, num_replicas: int) -> tf.Tensor:
+  """The replica-order all-gather, keeping a static leading dimension."""
+  _log_gather(x, num_replicas)
+  gathered = tf.distribute.get_replica_context().all_gather(x, axis=0)
+  if x.shape.rank and x.shape[0] is not None:
+    gathered = tf.ensure_shape(
+        gathered, [x.shape[0] * num_replicas] + x.shape[1:].as_list())
+  return gathered
 
 
 def add_state(layer: tf.keras.layers.Layer, name: str, shape, dtype=tf.float32,

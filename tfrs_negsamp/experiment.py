@@ -14,7 +14,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from tfrs_negsamp import cluster
 from tfrs_negsamp import data as data_lib
+from tfrs_negsamp import distribute
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.models import features as features_lib
@@ -23,7 +25,7 @@ from tfrs_negsamp.models import two_tower
 from tfrs_negsamp.serving import export as export_lib
 
 BASELINES = ("popularity_baseline",)
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 _STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
 
 
@@ -44,6 +46,8 @@ class ExperimentConfig:
   query_hidden: Tuple[int, ...] = ()
   item_hidden: Tuple[int, ...] = ()
   seed: int = 0
+  # default | mirrored (cpu_replicas logical CPUs, or the GPUs) |
+  # multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).
   strategy: str = "default"
   cpu_replicas: int = 2
   output_dir: Optional[str] = None
@@ -91,13 +95,18 @@ def load_data(config: ExperimentConfig) -> data_lib.Dataset:
 
 def make_strategy(name: str, cpu_replicas: int = 2
                   ) -> tf.distribute.Strategy:
-  """`default` or `mirrored` over `cpu_replicas` logical CPUs (or GPUs).
+  """`default`, `mirrored` or `multi_worker`.
 
-  The CPU split must happen before TensorFlow initialises its devices; call
-  this first thing in a program.
+  `mirrored` runs over the GPUs, or over `cpu_replicas` logical CPUs when
+  there is none; `multi_worker` is `MultiWorkerMirroredStrategy` over the
+  cluster of `TF_CONFIG` (validated first, `cluster.ClusterError`). The CPU
+  split and the collective set-up must happen before TensorFlow initialises
+  its devices: call this first thing in a program.
   """
   if name == "default":
     return tf.distribute.get_strategy()
+  if name == "multi_worker":
+    return _multi_worker_strategy()
   if name != "mirrored":
     raise ValueError("unknown strategy %r; valid: %s"
                      % (name, ", ".join(STRATEGIES)))
@@ -105,16 +114,21 @@ def make_strategy(name: str, cpu_replicas: int = 2
     return _STRATEGIES.setdefault(("mirrored", "gpu"),
                                   tf.distribute.MirroredStrategy())
   cpus = tf.config.list_physical_devices("CPU")
-  logical = tf.config.list_logical_devices("CPU")
-  if len(logical) < cpu_replicas:
+  # Read the configuration, not `list_logical_devices`, which would
+  # initialise the runtime and freeze the split.
+  configured = tf.config.get_logical_device_configuration(cpus[0])
+  if configured is None:
     try:
       tf.config.set_logical_device_configuration(
           cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
-    except RuntimeError as e:
-      raise RuntimeError(
-          "cannot split the CPU into %d logical devices after TensorFlow "
-          "initialised them (%d exist); create the strategy first." %
-          (cpu_replicas, len(logical))) from e
+    except RuntimeError:
+      pass  # initialised already: the device count below says if it fits
+  logical = tf.config.list_logical_devices("CPU")
+  if len(logical) < cpu_replicas:
+    raise RuntimeError(
+        "cannot split the CPU into %d logical devices after TensorFlow "
+        "initialised them (%d exist); create the strategy first." %
+        (cpu_replicas, len(logical)))
   key = ("mirrored", cpu_replicas)
   if key not in _STRATEGIES:
     # One strategy per device set and process: two MirroredStrategy objects
@@ -122,6 +136,57 @@ def make_strategy(name: str, cpu_replicas: int = 2
     _STRATEGIES[key] = tf.distribute.MirroredStrategy(
         ["/cpu:%d" % i for i in range(cpu_replicas)])
   return _STRATEGIES[key]
+
+
+def _multi_worker_strategy() -> tf.distribute.Strategy:
+  """One `MultiWorkerMirroredStrategy` per process, from `TF_CONFIG`."""
+  cluster.read_tf_config()  # a clear error before TensorFlow's own parsing
+  key = ("multi_worker",)
+  if key not in _STRATEGIES:
+    # RING collectives run on any device; NCCL would need GPUs on every
+    # worker. AUTO picks NCCL for GPU workers and RING otherwise.
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation
+        .AUTO)
+    _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=options)
+  return _STRATEGIES[key]
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes outputs (always, but in a multi-worker job)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not getattr(resolver, "task_type", None):
+    return True
+  spec = resolver.cluster_spec().as_dict()
+  return cluster.is_chief({"cluster": spec,
+                           "task": {"type": resolver.task_type,
+                                    "index": resolver.task_id or 0}})
+
+
+def train_dataset(dataset: data_lib.Dataset, config: ExperimentConfig,
+                  shuffle: bool = True) -> tf.data.Dataset:
+  """The training pipeline: shuffled (seeded), global batches.
+
+  Every worker builds the same pipeline (same seed, same order); tf.distribute
+  splits each global batch into one contiguous block per replica (replica
+  `r` gets rows `[r B/R, (r+1) B/R)`) and, across workers, keeps only the
+  blocks of this worker's replicas (`AutoShardPolicy.DATA`). So every example
+  is seen once per epoch across workers, and the gathered global batch is the
+  same as under `MirroredStrategy` with as many replicas.
+  """
+  ds = data_lib.to_tf_dataset(
+      dataset.train, batch_size=config.batch_size, shuffle=shuffle,
+      seed=config.seed, drop_remainder=True)
+  return _shard_by_data(ds).prefetch(tf.data.AUTOTUNE)
+
+
+def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
+  # The rows come from memory, not files: shard the (re)batched elements.
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return ds.with_options(options)
 
 
 def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
@@ -213,9 +278,8 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   if global_batch % replicas:
     raise ValueError("batch_size %d is not divisible by the %d replicas."
                      % (global_batch, replicas))
-  train_ds = data_lib.to_tf_dataset(
-      dataset.train, batch_size=global_batch, shuffle=True, seed=config.seed,
-      drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  train_ds = train_dataset(dataset, config)
+  model.local_batch_size = global_batch // replicas
   timer = StepTimer()
   resume = ResumeReporter()
   callbacks = []
@@ -224,8 +288,9 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
         config.backup_dir, save_freq=config.backup_freq,
         delete_checkpoint=True))
   callbacks += [resume, timer] + list(extra_callbacks)
-  history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
-                      verbose=config.verbose)
+  with distribute.GatherLog() as gathers:
+    history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
+                        verbose=config.verbose)
   steps = timer.steps
   seconds = timer.end - timer.start
   return {
@@ -235,6 +300,10 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
       "step_seconds": timer.step_seconds,
       "examples_per_second": (steps * global_batch / seconds
                               if seconds > 0 else float("nan")),
+      # Bytes of the samplers' and the model's all-gathers per step (the
+      # gathered results, R x the local blocks), from the traced step.
+      "gathered_bytes_per_step": gathers.bytes_per_step(
+          strategy.num_replicas_in_sync // _num_workers(strategy)),
       "final_loss_per_example": float(
           history.history["loss_per_example"][-1])
           if history.history.get("loss_per_example") else float("nan"),
@@ -251,11 +320,13 @@ def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
     # Create every variable (sampler state included) before fit, so that
     # BackupAndRestore can restore it: one forward pass, no state update.
     first = next(iter(strategy.experimental_distribute_dataset(
-        data_lib.to_tf_dataset(dataset.train, batch_size=config.batch_size,
-                               drop_remainder=True))))
+        train_dataset(dataset, config, shuffle=False))))
     strategy.run(lambda x: model.compute_loss(x, training=False),
                  args=(first,))
     model.loss_per_example.reset_state()
+    # Keras's BackupAndRestore still warns that the model is "unbuilt" (a
+    # tfrs.Model has no `call`); its variables exist, so it does restore
+    # them. Marking it built would break `tf.keras` SavedModel export.
   return model
 
 
@@ -285,18 +356,24 @@ def _jsonable(value):
 def run(config: ExperimentConfig,
         strategy: Optional[tf.distribute.Strategy] = None,
         dataset: Optional[data_lib.Dataset] = None) -> Dict[str, Any]:
-  """Trains (or ranks by popularity), evaluates, exports; returns metrics."""
+  """Trains (or ranks by popularity), evaluates, exports; returns metrics.
+
+  In a multi-worker job every worker trains; only the chief evaluates and
+  writes `metrics.json` and the export (the other workers export to a
+  temporary folder that is removed, since a save may need every worker).
+  """
   config.validate()
   if strategy is None:
     strategy = make_strategy(config.strategy, config.cpu_replicas)
   if dataset is None:
     dataset = load_data(config)
-  sets = protocol.evaluation_sets(dataset)
+  chief = is_chief(strategy)
   progress = config.verbose > 0
   if config.sampler in BASELINES:
     stats = {"train_seconds": 0.0, "examples_per_second": float("nan"),
              "step_seconds": float("nan"), "steps": 0}
-    metrics = protocol.evaluate_popularity(sets, progress=progress)
+    metrics = protocol.evaluate_popularity(protocol.evaluation_sets(dataset),
+                                           progress=progress)
   else:
     model = create_model(dataset, config, strategy)
     stats = train(model, dataset, config, strategy)
@@ -304,19 +381,35 @@ def run(config: ExperimentConfig,
     estimator = getattr(model.sampler, "frequency", None)
     if estimator is not None and hasattr(estimator, "step"):
       stats["estimator_step"] = int(estimator.step.numpy())
-    metrics = protocol.evaluate_model(model, sets, progress=progress)
+    metrics = (protocol.evaluate_model(
+        model, protocol.evaluation_sets(dataset), progress=progress)
+               if chief else {})
     if config.export_dir:
-      export_model(model, dataset, config.export_dir, config.index,
-                   config.top_k, config.scann_overrides)
+      with cluster.chief_path(config.export_dir, chief) as export_dir:
+        export_model(model, dataset, export_dir, config.index,
+                     config.top_k, config.scann_overrides)
   metrics.update(stats)
   metrics["dataset_summary"] = dataset.summary()
   metrics["num_replicas"] = strategy.num_replicas_in_sync
+  metrics["num_workers"] = _num_workers(strategy)
   metrics["flags"] = {k: _jsonable(v)
                       for k, v in dataclasses.asdict(config).items()}
-  if config.output_dir:
+  if config.output_dir and chief:
     os.makedirs(config.output_dir, exist_ok=True)
     with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, sort_keys=True, default=_jsonable)
-  print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
-        file=sys.stderr, flush=True)
+  if chief:
+    print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
+          file=sys.stderr, flush=True)
+  else:
+    print("%s: trained %d steps; the chief evaluates and writes the outputs."
+          % (config.sampler, stats["steps"]), file=sys.stderr, flush=True)
   return metrics
+
+
+def _num_workers(strategy: tf.distribute.Strategy) -> int:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not getattr(resolver, "task_type", None):
+    return 1
+  spec = resolver.cluster_spec().as_dict()
+  return sum(len(spec.get(job, [])) for job in cluster.JOBS)

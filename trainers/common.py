@@ -47,8 +47,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("scann_reorder", 0,
                        "ScaNN candidates re-scored exactly (0: max(4k, 256)"
                        ", capped by the catalog size).")
-  flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
-                    "tf.distribute strategy.")
+  flags.DEFINE_enum("strategy", "default",
+                    ["default", "mirrored", "multi_worker"],
+                    "tf.distribute strategy: mirrored over local devices, or "
+                    "multi_worker (MultiWorkerMirroredStrategy, cluster from "
+                    "TF_CONFIG; see trainers/launch_local.py).")
   flags.DEFINE_integer("cpu_replicas", 2,
                        "Logical CPU devices for --strategy=mirrored.")
   flags.DEFINE_string("backup_dir", None,

@@ -9,7 +9,10 @@ timings, flags). `--sampler=popularity_baseline` ranks by training
 popularity in the same format. `--strategy=mirrored --cpu_replicas=N` splits
 the CPU into N logical devices so MirroredStrategy runs as on N GPUs.
 `--backup_dir` makes a killed run resume where it stopped (model, optimizer
-and sampler state).
+and sampler state). `--strategy=multi_worker` trains with
+MultiWorkerMirroredStrategy over the cluster in `TF_CONFIG` (one process per
+worker; `python -m trainers.launch_local --workers=N -- FLAGS` starts them on
+this machine); only the chief writes metrics.json and the export.
 """
 
 import os
@@ -34,7 +37,11 @@ def main(argv):
   # Imported here so that the CPU split of `make_strategy` comes first.
   from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp.data import DataError  # pylint: disable=g-import-not-at-top
-  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  from tfrs_negsamp.cluster import ClusterError  # pylint: disable=g-import-not-at-top
+  try:
+    strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  except ClusterError as e:
+    raise app.UsageError(str(e)) from e
   try:
     experiment.run(config, strategy=strategy)
   except DataError as e:

@@ -87,6 +87,31 @@ class TwoTowerModelTest(tf.test.TestCase):
     self.assertEqual(int(est.step.values[0].numpy()), stats["steps"])
     self.assertAllEqual(est.avg_gap.values[0].numpy(),
                         est.avg_gap.values[1].numpy())
+    # The candidates' embeddings (d float32) and ids (int64), global batch.
+    self.assertEqual(stats["gathered_bytes_per_step"],
+                     config.batch_size * (4 * config.embedding_dim + 8))
+
+  def test_gathered_bytes_count_the_xir_draw_sums(self):
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(sampler="xir")
+    config.sampler_options = dict(config.sampler_options, cache_size=6)
+    strategy = _mirrored()
+    model = experiment.create_model(dataset, config, strategy)
+    stats = experiment.train(model, dataset, config, strategy)
+    g, d = config.batch_size, config.embedding_dim
+    # Plus one all-reduce of the float32 draw counts of the G + C columns.
+    self.assertEqual(stats["gathered_bytes_per_step"],
+                     g * (4 * d + 8) + 4 * (g + 6))
+    self.assertAllEqual(model.sampler.cache_ids.values[0].numpy(),
+                        model.sampler.cache_ids.values[1].numpy())
+
+  def test_one_device_gathers_nothing(self):
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(sampler="in_batch_logq")
+    strategy = experiment.make_strategy("default")
+    model = experiment.create_model(dataset, config, strategy)
+    stats = experiment.train(model, dataset, config, strategy)
+    self.assertIsNone(stats["gathered_bytes_per_step"])
 
 
 if __name__ == "__main__":

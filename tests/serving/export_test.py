@@ -72,9 +72,22 @@ class ExportTest(tf.test.TestCase):
         self.model.catalog_embeddings(), kind="brute_force", k=10)
     _, exact = brute(tf.constant(self.users))
     exact = exact.numpy().astype(str)
+    # 8 of 17 leaves searched: approximate, and the partition varies with
+    # the (thread-order dependent) training run, so a loose bound here ...
     overlap = np.mean([len(set(a) & set(b)) / 10.0
                        for a, b in zip(scann_ids, exact)])
-    self.assertGreaterEqual(overlap, 0.9)
+    self.assertGreaterEqual(overlap, 0.7)
+    # ... and exactness when every leaf is searched (re-scoring is exact):
+    # the same top-10 scores as brute force (ids may swap among ties).
+    leaves = export.scann_parameters(self.dataset.catalog.num_items,
+                                     10)["num_leaves"]
+    full = export.build_index(
+        self.model.query_model, self.dataset.catalog.item_ids,
+        self.model.catalog_embeddings(), kind="scann", k=10,
+        scann_overrides={"num_leaves_to_search": leaves})
+    full_scores, _ = full(tf.constant(self.users))
+    exact_scores, _ = brute(tf.constant(self.users))
+    self.assertAllClose(full_scores, exact_scores, atol=1e-4)
 
   def test_brute_force_round_trip_matches_model_scores(self):
     ids = self._round_trip("brute_force")

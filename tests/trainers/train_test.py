@@ -111,3 +111,15 @@ def test_killed_run_resumes_from_its_backup(tmp_path):
 
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__]))
+
+
+def test_mirrored_strategy_from_the_command_line(tmp_path):
+  # The trainer splits the CPU before TensorFlow initialises its devices
+  # (a check with list_logical_devices would initialise them first).
+  out = _train(SMALL + ["--epochs=1", "--strategy=mirrored",
+                        "--cpu_replicas=2", "--sampler=cross_batch",
+                        "--output_dir=%s" % tmp_path])
+  assert out.returncode == 0, out.stderr[-3000:]
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  assert metrics["num_replicas"] == 2 and metrics["num_workers"] == 1
+  assert metrics["gathered_bytes_per_step"] == 32 * (4 * 16 + 8)

@@ -46,6 +46,15 @@ class TwoTowerModel(tfrs.Model):
         pairwise_loss=losses.pairwise_loss_for(sampler))
     self.global_negatives = global_negatives
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
+    # Rows per replica in `fit`, when known (`experiment.train` sets it):
+    # MultiWorkerMirroredStrategy's rebatched input has no static batch size.
+    self.local_batch_size: Optional[int] = None
+
+  def train_step(self, inputs):
+    if self.local_batch_size and isinstance(inputs, dict):
+      inputs = {k: tf.ensure_shape(v, [self.local_batch_size] + v.shape[1:])
+                for k, v in inputs.items()}
+    return super().train_step(inputs)
 
   def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
     return tf.cast(self.item_lookup(item_ids), tf.int64)

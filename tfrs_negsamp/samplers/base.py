@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 import tensorflow as tf
 
+from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
 
 
@@ -155,10 +156,18 @@ class NegativeSampler(tf.keras.layers.Layer):
     """
     if self.frequency is None:
       return None
+    # Update and look up in replica order, identical on every replica (D4):
+    # a transcendental op may round an element differently at another
+    # position (vectorised body vs scalar tail), so a value computed in
+    # local-first order can differ by an ulp between replicas, and state
+    # written from it (the CBNS queue's log Q) would drift between workers.
+    _, num_replicas = distribute.replica_info()
+    local = tf.shape(candidate_ids)[0] // num_replicas
+    ids = distribute.to_replica_order(candidate_ids, local)
     if training:
-      self.frequency.update(candidate_ids)
-    return tf.stop_gradient(
-        self.frequency.log_q(candidate_ids, num_draws=tf.size(candidate_ids)))
+      self.frequency.update(ids)
+    log_q = self.frequency.log_q(ids, num_draws=tf.size(ids))
+    return tf.stop_gradient(distribute.to_local_first(log_q, local))
 
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()

@@ -39,7 +39,7 @@ checkpointed with the model:
 * the frequency source's state.
 
 Distribution (SAMPLERS.md 5.9): each replica's per-column draw totals are
-all-gathered (`distribute.all_gather`) and summed, over columns listed in the
+summed over replicas (`distribute.all_sum`), over columns listed in the
 same order on every replica (in-batch columns in replica order, then the
 cache slots); `tf.unique` keeps first-occurrence order, and the new cache is
 drawn with stateless uniforms seeded by `(seed, step)`. So every replica
@@ -192,6 +192,10 @@ class XIRSampler(bir.BIRSampler):
       column_ids = tf.concat(
           [distribute.to_replica_order(candidate_ids, batch), cache_ids],
           axis=0)
+      if candidate_ids.shape[0] is not None:  # static: G + C columns
+        columns = [candidate_ids.shape[0] + self.cache_size]
+        column_ids = tf.ensure_shape(column_ids, columns)
+        column_draws = tf.ensure_shape(column_draws, columns)
       self.refresh_cache(column_ids, column_draws, step)
       self.step.assign_add(1)
     return [cache_group,
@@ -209,10 +213,7 @@ class XIRSampler(bir.BIRSampler):
       draws: `[M]` float32 draws of those columns by this replica's rows.
       step: the step counter's value at the start of the step.
     """
-    _, num_replicas = distribute.replica_info()
-    if num_replicas > 1:
-      draws = tf.reduce_sum(tf.reshape(distribute.all_gather(draws),
-                                       [num_replicas, -1]), axis=0)
+    draws = distribute.all_sum(draws)
     with tf.control_dependencies([tf.debugging.assert_less(
         ids, tf.constant(self.num_items + 1, tf.int64),
         message="XIR: an item index exceeds num_items")]):

@@ -1,0 +1,103 @@
+"""TF_CONFIG parsing, the chief rule, scratch folders and the launcher's flags."""
+
+import json
+import os
+
+import pytest
+from absl import app
+
+from tfrs_negsamp import cluster
+from trainers import launch_local
+
+
+def _config(**task):
+  return json.dumps({"cluster": {"worker": ["127.0.0.1:1000",
+                                            "127.0.0.1:1001"]},
+                     "task": task or {"type": "worker", "index": 1}})
+
+
+def test_tf_config_for_round_trips_through_the_parser():
+  config = cluster.tf_config_for(["h0:1", "h1:2", "h2:3"], 2)
+  parsed = cluster.parse_tf_config(json.dumps(config))
+  assert parsed["task"] == {"type": "worker", "index": 2}
+  assert cluster.num_workers(parsed) == 3
+  assert not cluster.is_chief(parsed)
+  assert cluster.is_chief(cluster.tf_config_for(["h0:1", "h1:2"], 0))
+  assert cluster.task_name(parsed) == "worker 2"
+
+
+def test_an_explicit_chief_job_is_the_chief():
+  config = {"cluster": {"chief": ["c:1"], "worker": ["w:1"]},
+            "task": {"type": "worker", "index": 0}}
+  assert not cluster.is_chief(config)
+  config["task"] = {"type": "chief", "index": 0}
+  assert cluster.is_chief(config)
+  assert cluster.num_workers(config) == 2
+
+
+@pytest.mark.parametrize("text,message", [
+    (None, "needs the environment variable TF_CONFIG"),
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"task": {"type": "worker", "index": 0}}', 'no "cluster"'),
+    ('{"cluster": {"worker": ["a:1"]}}', 'no "task"'),
+    ('{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}',
+     "host:port"),
+    ('{"cluster": {"worker": ["a:99999"]}, "task": {"type": "worker"}}',
+     "host:port"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "chief"}}',
+     "not a job of the cluster"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+     '"index": 1}}', "outside job 'worker' of 1"),
+    ('{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": '
+     '"worker"}}', "not used by MultiWorkerMirroredStrategy"),
+    ('{"cluster": {"chief": ["a:1", "b:1"]}, "task": {"type": "chief"}}',
+     "at most one chief"),
+])
+def test_bad_tf_config_names_the_problem(text, message):
+  with pytest.raises(cluster.ClusterError, match=message):
+    cluster.parse_tf_config(text)
+
+
+def test_read_tf_config_uses_the_environment():
+  assert cluster.read_tf_config({"TF_CONFIG": _config()})["task"][
+      "index"] == 1
+  with pytest.raises(cluster.ClusterError):
+    cluster.read_tf_config({})
+
+
+def test_free_ports_are_distinct_and_bindable():
+  ports = cluster.free_ports(3)
+  assert len(set(ports)) == 3 and all(p > 0 for p in ports)
+
+
+def test_chief_path_is_real_on_the_chief_and_removed_elsewhere(tmp_path):
+  target = str(tmp_path / "export")
+  with cluster.chief_path(target, chief=True) as path:
+    assert path == target
+  with cluster.chief_path(target, chief=False) as path:
+    assert path != target and not path.startswith(str(tmp_path))
+    os.makedirs(path)
+    open(os.path.join(path, "f"), "w").close()
+    scratch = os.path.dirname(path)
+  assert not os.path.exists(scratch)
+  assert not os.path.exists(target)
+
+
+def test_launcher_adds_the_strategy_and_a_backup_for_restarts(tmp_path):
+  argv = launch_local.worker_flags(["--epochs=1"], 0, str(tmp_path))
+  assert argv == ["--epochs=1", "--strategy=multi_worker"]
+  argv = launch_local.worker_flags(["--strategy=multi_worker"], 2,
+                                   str(tmp_path))
+  assert argv[-1] == "--backup_dir=%s" % (tmp_path / "backup")
+  argv = launch_local.worker_flags(["--backup_dir", "/b"], 2, str(tmp_path))
+  assert argv == ["--backup_dir", "/b", "--strategy=multi_worker"]
+  with pytest.raises(app.UsageError, match="--strategy=default"):
+    launch_local.worker_flags(["--strategy=default"], 0, str(tmp_path))
+
+
+def test_exit_codes_follow_the_shell_convention():
+  assert launch_local._exit_code(0) == 0
+  assert launch_local._exit_code(3) == 3
+  assert launch_local._exit_code(-9) == 137
+  assert "SIGKILL" in launch_local._describe(-9)

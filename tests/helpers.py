@@ -71,3 +71,51 @@ def single_and_mirrored(dataset, config, strategy):
   mirrored = experiment.create_model(dataset, config, strategy)
   copy_weights(single, mirrored)
   return single, mirrored
+
+
+def check_mirrored_matches_single(test, strategy, single, mirrored, dataset,
+                                  steps, global_batch=8, after_step=None):
+  """Feeds `steps` global batches to both models; asserts the same math.
+
+  The replica-summed loss and gradients under `strategy` must equal one
+  device's on the whole global batch (float32 tolerance: the summation
+  order differs). `after_step(i)` runs extra checks after step `i`.
+  """
+  step = mirrored_step(strategy, mirrored)
+  for i in range(steps):
+    batch = first_batch(dataset, global_batch, offset=global_batch * i)
+    loss, grads = single_device_step(single, batch)
+    m_loss, m_grads = step(batch)
+    test.assertAllClose(m_loss, loss, rtol=1e-5, msg="step %d" % i)
+    for a, b in zip(m_grads, grads):
+      test.assertAllClose(a, b, rtol=1e-3, atol=1e-5)
+    if after_step is not None:
+      after_step(i)
+
+
+def check_replicas_match(test, mirrored_owner, single_owner, names,
+                         exact=False):
+  """Each variable `name`: equal on both replicas, and equal to one device.
+
+  `exact` compares with one device bit for bit; otherwise within 1e-6
+  (graph vs eager arithmetic may differ by an ulp).
+  """
+  for name in names:
+    copies = [v.numpy() for v in getattr(mirrored_owner, name).values]
+    test.assertLen(copies, 2)
+    test.assertAllEqual(copies[0], copies[1], msg=name)
+    reference = getattr(single_owner, name).numpy()
+    if exact:
+      test.assertAllEqual(copies[0], reference, msg=name)
+    else:
+      test.assertAllClose(copies[0], reference, rtol=1e-6, atol=1e-6,
+                          msg=name)
+
+
+def check_config_round_trip(test, sampler):
+  """Keras serialize/deserialize gives the same class and config; returns it."""
+  config = sampler.get_config()
+  again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
+  test.assertIsInstance(again, type(sampler))
+  test.assertEqual(again.get_config(), config)
+  return again

@@ -10,6 +10,7 @@ Outputs: `results.csv` (one row per variant x seed), `results.md` (mean ± std
 per variant, step-time ratio to the reference variant) and PNG plots.
 """
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -43,10 +44,8 @@ class Variant:
 
 def _convert(value: str) -> Any:
   for cast in (int, float):
-    try:
+    with contextlib.suppress(ValueError):  # not that type: try the next
       return cast(value)
-    except ValueError:
-      pass
   if value.lower() in ("true", "false"):
     return value.lower() == "true"
   return value

@@ -112,12 +112,6 @@ def is_chief(config: Optional[Mapping[str, Any]]) -> bool:
   return job == "worker" and index == 0
 
 
-def task_name(config: Optional[Mapping[str, Any]]) -> str:
-  if config is None:
-    return "single"
-  return "%s %d" % (config["task"]["type"], config["task"].get("index", 0))
-
-
 def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
   """`count` distinct ports free on `host` now (bound together, then freed)."""
   sockets = []

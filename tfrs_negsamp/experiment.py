@@ -4,6 +4,7 @@ Trainers and benchmarks call `run()` (or its pieces) with an
 `ExperimentConfig`, so every program trains and measures the same way.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -118,11 +119,11 @@ def make_strategy(name: str, cpu_replicas: int = 2
   # initialise the runtime and freeze the split.
   configured = tf.config.get_logical_device_configuration(cpus[0])
   if configured is None:
-    try:
+    # A RuntimeError means TensorFlow initialised its devices already: the
+    # device count below says whether they fit.
+    with contextlib.suppress(RuntimeError):
       tf.config.set_logical_device_configuration(
           cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
-    except RuntimeError:
-      pass  # initialised already: the device count below says if it fits
   logical = tf.config.list_logical_devices("CPU")
   if len(logical) < cpu_replicas:
     raise RuntimeError(
@@ -153,15 +154,24 @@ def _multi_worker_strategy() -> tf.distribute.Strategy:
   return _STRATEGIES[key]
 
 
-def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """Whether this process writes outputs (always, but in a multi-worker job)."""
+def _cluster_of(strategy: tf.distribute.Strategy) -> Optional[Dict[str, Any]]:
+  """The strategy's cluster as a `TF_CONFIG` dict, None for one process."""
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not getattr(resolver, "task_type", None):
-    return True
-  spec = resolver.cluster_spec().as_dict()
-  return cluster.is_chief({"cluster": spec,
-                           "task": {"type": resolver.task_type,
-                                    "index": resolver.task_id or 0}})
+    return None
+  return {"cluster": resolver.cluster_spec().as_dict(),
+          "task": {"type": resolver.task_type,
+                   "index": resolver.task_id or 0}}
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes outputs (always, but in a multi-worker job)."""
+  return cluster.is_chief(_cluster_of(strategy))
+
+
+def num_workers(strategy: tf.distribute.Strategy) -> int:
+  config = _cluster_of(strategy)
+  return cluster.num_workers(config) if config else 1
 
 
 def train_dataset(dataset: data_lib.Dataset, config: ExperimentConfig,
@@ -303,7 +313,7 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
       # Bytes of the samplers' and the model's all-gathers per step (the
       # gathered results, R x the local blocks), from the traced step.
       "gathered_bytes_per_step": gathers.bytes_per_step(
-          strategy.num_replicas_in_sync // _num_workers(strategy)),
+          strategy.num_replicas_in_sync // num_workers(strategy)),
       "final_loss_per_example": float(
           history.history["loss_per_example"][-1])
           if history.history.get("loss_per_example") else float("nan"),
@@ -391,7 +401,7 @@ def run(config: ExperimentConfig,
   metrics.update(stats)
   metrics["dataset_summary"] = dataset.summary()
   metrics["num_replicas"] = strategy.num_replicas_in_sync
-  metrics["num_workers"] = _num_workers(strategy)
+  metrics["num_workers"] = num_workers(strategy)
   metrics["flags"] = {k: _jsonable(v)
                       for k, v in dataclasses.asdict(config).items()}
   if config.output_dir and chief:
@@ -405,11 +415,3 @@ def run(config: ExperimentConfig,
     print("%s: trained %d steps; the chief evaluates and writes the outputs."
           % (config.sampler, stats["steps"]), file=sys.stderr, flush=True)
   return metrics
-
-
-def _num_workers(strategy: tf.distribute.Strategy) -> int:
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not getattr(resolver, "task_type", None):
-    return 1
-  spec = resolver.cluster_spec().as_dict()
-  return sum(len(spec.get(job, [])) for job in cluster.JOBS)

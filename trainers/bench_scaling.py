@@ -32,6 +32,8 @@ import time
 from absl import app
 from absl import flags
 
+from trainers import common
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where results and runs go.")
 flags.DEFINE_list("workers", ["1", "2"], "Worker counts to compare.")
@@ -42,14 +44,6 @@ flags.DEFINE_integer("timeout", 3600, "Seconds per run before it is killed.")
 COLUMNS = ("sampler", "workers", "global_batch", "steps", "step_ms",
            "examples_per_second", "gathered_bytes_per_step", "speedup",
            "train_seconds", "recall@50")
-
-
-def _flag(argv, name, default=None):
-  value = default
-  for arg in argv:
-    if arg.startswith("--%s=" % name):
-      value = arg.split("=", 1)[1]
-  return value
 
 
 def run_one(sampler: str, workers: int, train_flags, run_dir: str) -> dict:
@@ -142,7 +136,7 @@ def main(argv):
   if not workers or min(workers) < 1:
     raise app.UsageError("--workers must be >= 1 each.")
   for name in ("sampler", "output_dir", "strategy", "workers"):
-    if _flag(train_flags, name) is not None:
+    if common.flag_value(train_flags, name) is not None:
       raise app.UsageError("--%s is set by bench_scaling; remove it from "
                            "the training flags." % name)
   total = len(FLAGS.samplers) * len(workers)
@@ -167,10 +161,10 @@ def main(argv):
     writer = csv.DictWriter(f, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
-  data_path = _flag(train_flags, "data_path")
+  data_path = common.flag_value(train_flags, "data_path")
   title = "scaling on %s: %s" % (
       os.path.basename(os.path.normpath(data_path)) if data_path
-      else _flag(train_flags, "dataset", "synthetic"),
+      else (common.flag_value(train_flags, "dataset") or "synthetic"),
       " ".join(a for a in train_flags if not a.startswith(
           ("--data_path", "--dataset"))) or "default flags")
   text = markdown(rows, title)

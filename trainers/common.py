@@ -1,9 +1,22 @@
 """Flags shared by the trainers and their conversion to `ExperimentConfig`."""
 
+from typing import Optional, Sequence
+
 from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
+
+
+def flag_value(argv: Sequence[str], name: str) -> Optional[str]:
+  """The value of `--name=value` / `--name value` in `argv` (last wins)."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith("--%s=" % name):
+      value = arg.split("=", 1)[1]
+    elif arg == "--%s" % name and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
 
 
 def _ints(value: str):

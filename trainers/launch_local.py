@@ -21,6 +21,7 @@ each host runs the same training command with its own `TF_CONFIG` (see the
 README's multi-worker section) and the cluster manager plays this role.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from absl import app
 from absl import flags
 
 from tfrs_negsamp import cluster
+from trainers import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")
@@ -61,28 +63,17 @@ def _say(message: str) -> None:
   print("%s %s" % (_PREFIX, message), flush=True)
 
 
-def _has_flag(argv: Sequence[str], name: str) -> Optional[str]:
-  """The value of `--name=value` / `--name value` in `argv` (last wins)."""
-  value = None
-  for i, arg in enumerate(argv):
-    if arg.startswith("--%s=" % name):
-      value = arg.split("=", 1)[1]
-    elif arg == "--%s" % name and i + 1 < len(argv):
-      value = argv[i + 1]
-  return value
-
-
 def worker_flags(train_flags: Sequence[str], max_restarts: int,
                  scratch: str) -> List[str]:
   """The training flags with `--strategy=multi_worker` (and a backup dir)."""
   argv = list(train_flags)
-  strategy = _has_flag(argv, "strategy")
+  strategy = common.flag_value(argv, "strategy")
   if strategy not in (None, "multi_worker"):
     raise app.UsageError("launch_local runs --strategy=multi_worker jobs; "
                          "the flags ask for --strategy=%s." % strategy)
   if strategy is None:
     argv.append("--strategy=multi_worker")
-  if max_restarts and not _has_flag(argv, "backup_dir"):
+  if max_restarts and not common.flag_value(argv, "backup_dir"):
     backup = os.path.join(scratch, "backup")
     argv.append("--backup_dir=%s" % backup)
     _say("no --backup_dir in the training flags: restarts resume from %s "
@@ -144,10 +135,9 @@ class _Worker:
 
   def signal(self, signum: int) -> None:
     if self.process.poll() is None:
-      try:
+      # ProcessLookupError: it exited between the poll and the kill.
+      with contextlib.suppress(ProcessLookupError):
         os.killpg(self.process.pid, signum)
-      except ProcessLookupError:
-        pass  # exited between the poll and the kill
 
   def wait(self, timeout: float) -> Optional[int]:
     try:

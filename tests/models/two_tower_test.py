@@ -1,6 +1,5 @@
 """The two-tower model: training, checkpoints, MirroredStrategy equivalence."""
 
-import numpy as np
 import tensorflow as tf
 
 from tests import helpers
@@ -55,26 +54,12 @@ class TwoTowerModelTest(tf.test.TestCase):
     strategy = _mirrored()
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
-    step = helpers.mirrored_step(strategy, mirrored)
-    for i in range(3):
-      batch = helpers.first_batch(dataset, 8, offset=8 * i)
-      loss, grads = helpers.single_device_step(single, batch)
-      m_loss, m_grads = step(batch)
-      self.assertAllClose(m_loss, loss, rtol=1e-5)
-      for a, b in zip(m_grads, grads):
-        # Summation order differs across replicas: float32 tolerance.
-        self.assertAllClose(a, b, rtol=1e-3, atol=1e-5)
-
+    helpers.check_mirrored_matches_single(self, strategy, single, mirrored,
+                                          dataset, steps=3)
     est = mirrored.sampler.frequency
-    for name in ("step", "last_step", "avg_gap", "n_updates"):
-      var = getattr(est, name)
-      copies = [v.numpy() for v in var.values]
-      self.assertLen(copies, 2)
-      self.assertAllEqual(copies[0], copies[1], msg=name)
-      # Same state as one device (graph vs eager arithmetic: 1 ulp).
-      self.assertAllClose(copies[0],
-                          getattr(single.sampler.frequency, name).numpy(),
-                          rtol=1e-6, msg=name)
+    helpers.check_replicas_match(self, est, single.sampler.frequency,
+                                 ("step", "last_step", "avg_gap",
+                                  "n_updates"))
     self.assertEqual(int(est.step.values[0].numpy()), 3)
 
   def test_fit_under_mirrored_strategy(self):

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tests import helpers
 from tests.samplers import importance_resampling_test as ir_test
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
@@ -166,9 +167,7 @@ class BIRTest(tf.test.TestCase):
       self.assertIn(key, config)
     clone = bir.BIRSampler.from_config(config)
     self.assertEqual(clone.get_config(), config)
-    again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-    self.assertIsInstance(again, bir.BIRSampler)
-    self.assertEqual(again.get_config(), config)
+    helpers.check_config_round_trip(self, sampler)
 
   def test_invalid_values_are_rejected(self):
     for value in (0, -3, 2.5, True, "8"):

@@ -20,6 +20,7 @@ expected TV of an empirical law, as a readable second criterion.
 import numpy as np
 import tensorflow as tf
 
+from tests import helpers
 from tfrs_negsamp.evaluation import cohorts as cohorts_lib
 from tfrs_negsamp.samplers import balanced
 from tfrs_negsamp.samplers import base
@@ -273,9 +274,7 @@ class CatalogDistributionTest(tf.test.TestCase):
       config = sampler.get_config()
       clone = type(sampler).from_config(config)
       self.assertEqual(clone.get_config(), config)
-      again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-      self.assertIsInstance(again, type(sampler))
-      self.assertEqual(again.get_config(), config)
+      again = helpers.check_config_round_trip(self, sampler)
       self.assertIsNone(again.item_model)  # not config: pass it again
       again.item_model = model
       again(tf.zeros([2, 4]), tf.zeros([2, 4]), tf.constant([1, 2],

@@ -283,9 +283,7 @@ class StateTest(tf.test.TestCase):
       self.assertIn(key, config)
     clone = cross_batch.CrossBatchSampler.from_config(config)
     self.assertEqual(clone.get_config(), config)
-    again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-    self.assertIsInstance(again, cross_batch.CrossBatchSampler)
-    self.assertEqual(again.get_config(), config)
+    again = helpers.check_config_round_trip(self, sampler)
     self.assertEqual(again.frequency.alpha, 0.05)
 
   def test_bad_memory_size_and_warmup_are_rejected(self):
@@ -371,22 +369,10 @@ class ModelTest(tf.test.TestCase):
     self.assertEqual(strategy.num_replicas_in_sync, 2)
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
-    step = helpers.mirrored_step(strategy, mirrored)
-
-    for i in range(4):
-      batch = helpers.first_batch(dataset, 8, offset=8 * i)
-      loss, grads = helpers.single_device_step(single, batch)
-      m_loss, m_grads = step(batch)
-      self.assertAllClose(m_loss, loss, rtol=1e-5, msg="step %d" % i)
-      for a, b in zip(m_grads, grads):
-        self.assertAllClose(a, b, rtol=1e-3, atol=1e-5)
-      s = mirrored.sampler
-      for name in STATE:
-        copies = [v.numpy() for v in getattr(s, name).values]
-        self.assertLen(copies, 2)
-        self.assertAllEqual(copies[0], copies[1], msg=name)
-        self.assertAllClose(copies[0], getattr(single.sampler, name).numpy(),
-                            rtol=1e-6, atol=1e-6, msg=name)
+    helpers.check_mirrored_matches_single(
+        self, strategy, single, mirrored, dataset, steps=4,
+        after_step=lambda i: helpers.check_replicas_match(
+            self, mirrored.sampler, single.sampler, STATE))
     self.assertEqual(int(mirrored.sampler.step.values[0].numpy()), 4)
     self.assertEqual(int(mirrored.sampler.head.values[0].numpy()), 32 % 12)
 

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tests import helpers
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import in_batch
@@ -109,9 +110,7 @@ class InBatchTest(tf.test.TestCase):
     clone = in_batch.InBatchSampler.from_config(sampler.get_config())
     self.assertEqual(clone.get_config(), sampler.get_config())
     self.assertEqual(clone.frequency.num_hashes, 3)
-    again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-    self.assertIsInstance(again, in_batch.InBatchSampler)
-    self.assertEqual(again.get_config(), sampler.get_config())
+    helpers.check_config_round_trip(self, sampler)
 
   def test_registry_names_and_unknown_name(self):
     names = base.available_samplers()

@@ -246,10 +246,7 @@ class TwoStageTest(tf.test.TestCase):
         adaptive_mixed.AdaptiveMixedSampler(COUNTS, pool_size=3,
                                             num_uniform=4,
                                             num_hard_negatives=2)):
-      config = sampler.get_config()
-      again = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-      self.assertIsInstance(again, type(sampler))
-      self.assertEqual(again.get_config(), config)
+      helpers.check_config_round_trip(self, sampler)
 
   def test_two_stage_logq_is_log_inclusion(self):
     emb = table()

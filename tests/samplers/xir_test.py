@@ -245,25 +245,11 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     strategy = _mirrored()
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
-    step = helpers.mirrored_step(strategy, mirrored)
-
-    for i in range(3):
-      batch = helpers.first_batch(dataset, 8, offset=8 * i)
-      loss, grads = helpers.single_device_step(single, batch)
-      m_loss, m_grads = step(batch)
-      self.assertAllClose(m_loss, loss, rtol=1e-5)
-      for a, b in zip(m_grads, grads):
-        self.assertAllClose(a, b, rtol=1e-3, atol=1e-5)
-
+    helpers.check_mirrored_matches_single(self, strategy, single, mirrored,
+                                          dataset, steps=3)
     names = ["step"] + (["cache_ids", "occurrence"] if name == "xir" else [])
-    for var_name in names:
-      copies = [v.numpy() for v in getattr(mirrored.sampler,
-                                           var_name).values]
-      self.assertLen(copies, 2)
-      self.assertAllEqual(copies[0], copies[1], msg=var_name)
-      self.assertAllEqual(copies[0],
-                          getattr(single.sampler, var_name).numpy(),
-                          msg=var_name)
+    helpers.check_replicas_match(self, mirrored.sampler, single.sampler,
+                                 names, exact=True)
     self.assertEqual(int(mirrored.sampler.step.values[0].numpy()), 3)
 
   def test_fit_then_checkpoint_restores_into_every_replica(self):
@@ -314,9 +300,7 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                 "remove_accidental_hits"):
       self.assertIn(key, config)
     self.assertNotIn("item_model", config)
-    clone = tf.keras.layers.deserialize(tf.keras.layers.serialize(sampler))
-    self.assertIsInstance(clone, xir.XIRSampler)
-    self.assertEqual(clone.get_config(), config)
+    clone = helpers.check_config_round_trip(self, sampler)
     q, ids = tf.constant([[1., 0.]]), tf.constant([1], tf.int64)
     with self.assertRaisesRegex(ValueError, "needs an item_model"):
       clone(q, tf.gather(table, ids), ids)

@@ -4,6 +4,7 @@ Every rating is kept as an implicit interaction (the rating value is
 dropped).
 """
 
+import contextlib
 import os
 from typing import Optional
 
@@ -34,15 +35,14 @@ def _read_text(path: str) -> str:
 def _parse_int_table(path: str, text: str, num_fields: int,
                      separator: str) -> np.ndarray:
   """Parses lines of `num_fields` integers into an int64 [n, num_fields]."""
-  try:
+  # Fast path; a ValueError (a non-integer somewhere) falls through to the
+  # slow path, which only locates the bad line.
+  with contextlib.suppress(ValueError):
     values = np.asarray(text.replace(separator, " ").split(), dtype=np.int64)
     if values.size % num_fields == 0:
       table = values.reshape(-1, num_fields)
       if table.shape[0] == sum(1 for l in text.splitlines() if l.strip()):
         return table
-  except ValueError:
-    pass
-  # Slow path, only to locate the bad line.
   for number, line in enumerate(text.splitlines(), start=1):
     if not line.strip():
       continue

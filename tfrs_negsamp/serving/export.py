@@ -13,6 +13,7 @@ strings:
 Serving scores are the uncorrected dot products `<u, v>`.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -152,8 +153,6 @@ def require_scann() -> None:
 
 def load(path: str):
   """Loads an exported index (imports scann first if it is installed)."""
-  try:
+  with contextlib.suppress(ImportError):  # a BruteForce export needs none
     import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    pass
   return tf.saved_model.load(path)

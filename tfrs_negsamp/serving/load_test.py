@@ -13,6 +13,7 @@ whole response.
 """
 
 import collections
+import contextlib
 import dataclasses
 import http.client
 import ipaddress
@@ -34,11 +35,9 @@ def check_loopback(host: str) -> None:
   name = host.strip().strip("[]").lower()
   if name in ("localhost", "localhost."):
     return
-  try:
+  with contextlib.suppress(ValueError):  # a host name, not an address
     if ipaddress.ip_address(name).is_loopback:
       return
-  except ValueError:
-    pass
   raise ValueError(
       "refusing to load-test %r: the load test only targets the loopback "
       "interface (127.0.0.0/8, [::1] or localhost)" % host)

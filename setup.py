@@ -28,6 +28,12 @@ setuptools.setup(
         "matplotlib",
         # The REST server (trainers.serve); see tfrs_negsamp/serving/server.py.
         "aiohttp>=3.9,<4",
+        # trainers.tune: per-sampler hyperparameter search (TPE sampler,
+        # SQLite storage so that an interrupted search resumes).
+        "optuna>=4",
+        # The EASE^R baseline (models/ease.py): in-place Cholesky inverse
+        # (LAPACK spotrf/spotri) and sparse user-item matrices.
+        "scipy",
     ],
     extras_require={"test": [
         "pytest",

@@ -84,6 +84,30 @@ def apply_variant(base: experiment.ExperimentConfig, variant: Variant,
   return config
 
 
+def load_best_settings(path: str) -> Dict[str, Dict[str, Any]]:
+  """`best.json` of `trainers.tune`: {sampler: {"params": {...}, ...}}."""
+  with open(path) as f:
+    best = json.load(f)
+  if not isinstance(best, dict) or not all(
+      isinstance(v, dict) and isinstance(v.get("params"), dict)
+      for v in best.values()):
+    raise ValueError("%s is not a best.json of trainers.tune "
+                     "({sampler: {\"params\": {...}}})." % path)
+  return {sampler: dict(entry["params"]) for sampler, entry in best.items()}
+
+
+def with_best_settings(variants: Sequence[Variant],
+                       best: Dict[str, Dict[str, Any]]) -> List[Variant]:
+  """Each variant with the tuned settings of its sampler underneath.
+
+  A variant's own overrides win over the tuned values (so a suite can still
+  pin, e.g., the batch size); samplers without tuned settings are unchanged.
+  """
+  return [Variant(v.label, v.sampler,
+                  dict(best.get(v.sampler, {}), **v.overrides))
+          for v in variants]
+
+
 def flatten(metrics: Dict[str, Any]) -> Dict[str, Any]:
   """Nested metrics -> flat `a.b.c` keys (lists dropped)."""
   flat = {}

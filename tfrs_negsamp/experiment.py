@@ -6,6 +6,7 @@ Trainers and benchmarks call `run()` (or its pieces) with an
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -18,14 +19,19 @@ import tensorflow as tf
 from tfrs_negsamp import cluster
 from tfrs_negsamp import data as data_lib
 from tfrs_negsamp import distribute
+from tfrs_negsamp import masking
+from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
+from tfrs_negsamp.data import sequences
 from tfrs_negsamp.models import features as features_lib
+from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.models import towers
 from tfrs_negsamp.models import two_tower
 from tfrs_negsamp.serving import export as export_lib
 
-BASELINES = ("popularity_baseline",)
+BASELINES = ("popularity_baseline", "ease_baseline")
+EVAL_SPLITS = ("test", "validation")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
 
@@ -36,16 +42,37 @@ class ExperimentConfig:
   dataset: str = "synthetic"
   data_path: Optional[str] = None
   split: str = "leave_last_out"
+  # Rows per user held out for validation under leave_last_out (1: each
+  # user's second-to-last); under temporal, 0 drops the validation slice
+  # and any other value keeps the split's default validation fraction.
+  num_validation: int = 1
+  # The split the metrics are computed on: "test" or "validation" (tuning).
+  eval_split: str = "test"
   sampler: str = "in_batch_logq"
   batch_size: int = 256
   epochs: int = 5
   learning_rate: float = 0.01
+  # adam | lazy_adam (`optimizers.LazyAdam`: sparse rows-only updates of
+  # embedding tables, issue 17).
+  optimizer: str = "adam"
   embedding_dim: int = 64
   temperature: float = 0.05
+  # Mask each row's user's training items among its negatives (issue 14;
+  # `masking.ConsumedItems`). False reproduces the unmasked samplers.
+  mask_history: bool = True
   normalize: bool = True
   item_features: bool = True
   query_hidden: Tuple[int, ...] = ()
   item_hidden: Tuple[int, ...] = ()
+  # Query tower (query_towers.QUERY_TOWERS): id | mean | gru | sasrec; the
+  # history towers read the last `max_history` items (issue 13).
+  query_tower: str = "id"
+  max_history: int = 50
+  share_item_embeddings: bool = True
+  history_user_id: bool = False
+  num_blocks: int = 2
+  num_heads: int = 1
+  dropout: float = 0.2
   seed: int = 0
   # default | mirrored (cpu_replicas logical CPUs, or the GPUs) |
   # multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).
@@ -61,6 +88,9 @@ class ExperimentConfig:
   backup_freq: int = 50
   verbose: int = 1
   sampler_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # ease_baseline: the L2 weight lambda (0: chosen on the validation split
+  # from `ease.lambda_grid`).
+  ease_lambda: float = 0.0
   synthetic: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def validate(self) -> None:
@@ -68,9 +98,27 @@ class ExperimentConfig:
     if self.sampler not in valid:
       raise ValueError("unknown sampler %r; valid samplers: %s"
                        % (self.sampler, ", ".join(sorted(valid))))
+    if self.eval_split not in EVAL_SPLITS:
+      raise ValueError("unknown eval_split %r; valid: %s"
+                       % (self.eval_split, ", ".join(EVAL_SPLITS)))
+    if self.num_validation < 0:
+      raise ValueError("num_validation must be >= 0, got %r."
+                       % self.num_validation)
+    if self.eval_split == "validation" and self.num_validation == 0:
+      raise ValueError("eval_split=validation needs num_validation >= 1.")
+    if self.ease_lambda < 0:
+      raise ValueError("ease_lambda must be >= 0 (0: chosen on validation)"
+                       ", got %r." % self.ease_lambda)
     if self.strategy not in STRATEGIES:
       raise ValueError("unknown strategy %r; valid: %s"
                        % (self.strategy, ", ".join(STRATEGIES)))
+    query_towers.uses_history(self.query_tower)  # ValueError if unknown
+    for name in ("max_history", "num_blocks", "num_heads"):
+      if getattr(self, name) < 1:
+        raise ValueError("%s must be >= 1, got %r."
+                         % (name, getattr(self, name)))
+    if not 0 <= self.dropout < 1:
+      raise ValueError("dropout must be in [0, 1), got %r." % self.dropout)
     for name in ("batch_size", "epochs", "embedding_dim", "top_k",
                  "cpu_replicas", "backup_freq"):
       if getattr(self, name) < 1:
@@ -78,6 +126,10 @@ class ExperimentConfig:
                          % (name, getattr(self, name)))
     if self.learning_rate <= 0 or self.temperature <= 0:
       raise ValueError("learning_rate and temperature must be > 0.")
+    if self.optimizer not in optimizers_lib.OPTIMIZERS:
+      raise ValueError("unknown optimizer %r; valid: %s"
+                       % (self.optimizer,
+                          ", ".join(optimizers_lib.OPTIMIZERS)))
     if self.index not in export_lib.INDEX_KINDS:
       raise ValueError("unknown index %r; valid: %s"
                        % (self.index, ", ".join(export_lib.INDEX_KINDS)))
@@ -88,9 +140,18 @@ class ExperimentConfig:
             % (name, value, ", ".join(export_lib.SCANN_PARAMETERS)))
 
 
+def split_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
+  """Arguments of the split function that `config.num_validation` implies."""
+  if config.split == "leave_last_out":
+    return {"num_validation": config.num_validation}
+  # temporal: the split's own validation fraction, or none.
+  return {} if config.num_validation else {"validation_fraction": 0.0}
+
+
 def load_data(config: ExperimentConfig) -> data_lib.Dataset:
   return data_lib.load_dataset(config.dataset, data_path=config.data_path,
                                split=config.split, seed=config.seed,
+                               split_kwargs=split_kwargs(config),
                                **config.synthetic)
 
 
@@ -184,7 +245,16 @@ def train_dataset(dataset: data_lib.Dataset, config: ExperimentConfig,
   blocks of this worker's replicas (`AutoShardPolicy.DATA`). So every example
   is seen once per epoch across workers, and the gathered global batch is the
   same as under `MirroredStrategy` with as many replicas.
+
+  History towers get next-item examples (`sequences.next_item_dataset`:
+  `user_id`, `item_id` = target, `history` `[B, max_history]`).
   """
+  if query_towers.uses_history(config.query_tower):
+    ds = sequences.next_item_dataset(
+        dataset.train, dataset.catalog, config.max_history,
+        batch_size=config.batch_size, shuffle=shuffle, seed=config.seed,
+        drop_remainder=True)
+    return _shard_by_data(ds).prefetch(tf.data.AUTOTUNE)
   ds = data_lib.to_tf_dataset(
       dataset.train, batch_size=config.batch_size, shuffle=shuffle,
       seed=config.seed, drop_remainder=True)
@@ -206,13 +276,17 @@ def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
   table = None
   if config.item_features:
     table = features_lib.build_feature_table(catalog.titles, catalog.genres)
-  query_model = towers.QueryTower(dataset.users, config.embedding_dim,
-                                  hidden=config.query_hidden,
-                                  normalize=config.normalize)
   item_model = towers.ItemTower(catalog.num_items, config.embedding_dim,
                                 feature_table=table,
                                 hidden=config.item_hidden,
                                 normalize=config.normalize)
+  query_model = query_towers.create_query_tower(
+      config.query_tower, dataset.users, item_model, config.embedding_dim,
+      hidden=config.query_hidden, normalize=config.normalize,
+      max_history=config.max_history,
+      share_item_embeddings=config.share_item_embeddings,
+      history_user_id=config.history_user_id, num_blocks=config.num_blocks,
+      num_heads=config.num_heads, dropout=config.dropout)
   counts = np.concatenate([[0], dataset.item_counts]).astype(np.float64)
   context = samplers_lib.SamplerContext(
       item_counts=counts, item_model=item_model,
@@ -222,9 +296,35 @@ def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
                    temperature=config.temperature if config.normalize
                    else None))
   sampler = samplers_lib.create_sampler(config.sampler, context)
-  return two_tower.TwoTowerModel(
+  model = two_tower.TwoTowerModel(
       query_model, item_model, catalog.item_ids, sampler,
-      temperature=config.temperature if config.normalize else None)
+      temperature=config.temperature if config.normalize else None,
+      consumed_items=(consumed_items(dataset) if config.mask_history
+                      else None))
+  if query_towers.uses_history(config.query_tower):
+    model.history_source = functools.partial(
+        _evaluation_histories, dataset, config.max_history)
+  return model
+
+
+def consumed_items(dataset: data_lib.Dataset) -> masking.ConsumedItems:
+  """The training (user, item) pairs of `dataset` as a membership table.
+
+  Users: `dataset.users`; items: model indices (catalog position + 1).
+  Only the training split: validation and test items stay possible
+  negatives, as they are unknown at training time.
+  """
+  train = dataset.train
+  item_index = dataset.catalog.index_of(train.item_ids) + 1
+  return masking.ConsumedItems.from_pairs(
+      dataset.users, train.user_ids, item_index, dataset.catalog.num_items,
+      name="consumed_items")
+
+
+def _evaluation_histories(dataset: data_lib.Dataset, max_history: int,
+                          user_ids: np.ndarray, split: str) -> np.ndarray:
+  return sequences.evaluation_histories(dataset, user_ids, split=split,
+                                        max_history=max_history)
 
 
 class StepTimer(tf.keras.callbacks.Callback):
@@ -326,7 +426,8 @@ def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
   tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope():
     model = build_model(dataset, config, config.batch_size)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
+    model.compile(optimizer=optimizers_lib.make_optimizer(
+        config.optimizer, config.learning_rate))
     # Create every variable (sampler state included) before fit, so that
     # BackupAndRestore can restore it: one forward pass, no state update.
     first = next(iter(strategy.experimental_distribute_dataset(
@@ -342,9 +443,34 @@ def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
 
 def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
                  path: str, kind: str = "scann", k: int = 100,
-                 scann_overrides: Optional[Dict[str, int]] = None) -> str:
+                 scann_overrides: Optional[Dict[str, int]] = None,
+                 history_length: Optional[int] = None,
+                 use_user_id: Optional[bool] = None) -> str:
+  """Exports `model`'s query tower and a top-k index over the catalog.
+
+  A history tower (its `uses_history` attribute, or `history_length`
+  given) is wrapped in `export.HistoryQueryModel`, so the signature takes
+  item id strings, compacted to `history_length` (default: the tower's
+  `history_length`, the L it was trained with); `use_user_id` (default: the
+  tower's `use_user_id`, else False) adds the `user_id` input.
+
+  Raises:
+    ValueError: a history tower without a known history length.
+  """
   k = min(k, dataset.catalog.num_items)
-  index = export_lib.build_index(model.query_model, dataset.catalog.item_ids,
+  query_model = model.query_model
+  if history_length is None:
+    history_length = getattr(query_model, "history_length", None)
+  if getattr(query_model, "uses_history", False) and not history_length:
+    raise ValueError("cannot export a history tower without its history "
+                     "length: pass history_length (the training L).")
+  if history_length:
+    if use_user_id is None:
+      use_user_id = bool(getattr(query_model, "use_user_id", False))
+    query_model = export_lib.HistoryQueryModel(
+        query_model, dataset.catalog.item_ids, int(history_length),
+        use_user_id=use_user_id)
+  index = export_lib.build_index(query_model, dataset.catalog.item_ids,
                                  model.catalog_embeddings(), kind=kind, k=k,
                                  scann_overrides=scann_overrides)
   metadata = {"index": kind, "dataset": dataset.name,
@@ -363,6 +489,16 @@ def _jsonable(value):
   return value
 
 
+def evaluate_baseline(config: ExperimentConfig, dataset: data_lib.Dataset,
+                      sets: protocol.EvaluationSets, progress: bool = True
+                      ) -> Dict[str, Any]:
+  """Metrics of a model-free baseline in `BASELINES` on `sets`."""
+  if config.sampler == "popularity_baseline":
+    return protocol.evaluate_popularity(sets, progress=progress)
+  return protocol.evaluate_ease(dataset, sets, config.ease_lambda,
+                                progress=progress)
+
+
 def run(config: ExperimentConfig,
         strategy: Optional[tf.distribute.Strategy] = None,
         dataset: Optional[data_lib.Dataset] = None) -> Dict[str, Any]:
@@ -379,11 +515,11 @@ def run(config: ExperimentConfig,
     dataset = load_data(config)
   chief = is_chief(strategy)
   progress = config.verbose > 0
+  sets = protocol.evaluation_sets(dataset, config.eval_split)
   if config.sampler in BASELINES:
     stats = {"train_seconds": 0.0, "examples_per_second": float("nan"),
              "step_seconds": float("nan"), "steps": 0}
-    metrics = protocol.evaluate_popularity(protocol.evaluation_sets(dataset),
-                                           progress=progress)
+    metrics = evaluate_baseline(config, dataset, sets, progress=progress)
   else:
     model = create_model(dataset, config, strategy)
     stats = train(model, dataset, config, strategy)
@@ -391,14 +527,17 @@ def run(config: ExperimentConfig,
     estimator = getattr(model.sampler, "frequency", None)
     if estimator is not None and hasattr(estimator, "step"):
       stats["estimator_step"] = int(estimator.step.numpy())
-    metrics = (protocol.evaluate_model(
-        model, protocol.evaluation_sets(dataset), progress=progress)
+    metrics = (protocol.evaluate_model(model, sets, progress=progress)
                if chief else {})
     if config.export_dir:
       with cluster.chief_path(config.export_dir, chief) as export_dir:
         export_model(model, dataset, export_dir, config.index,
-                     config.top_k, config.scann_overrides)
+                     config.top_k, config.scann_overrides,
+                     history_length=(
+                         config.max_history if query_towers.uses_history(
+                             config.query_tower) else None))
   metrics.update(stats)
+  metrics["eval_split"] = config.eval_split
   metrics["dataset_summary"] = dataset.summary()
   metrics["num_replicas"] = strategy.num_replicas_in_sync
   metrics["num_workers"] = num_workers(strategy)

@@ -28,6 +28,8 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from tfrs_negsamp import masking
+
 TRIPLET = "triplet"
 SOFTMAX = "softmax"
 LOSS_TYPES = (SOFTMAX, TRIPLET)
@@ -105,15 +107,16 @@ def pairwise_loss_for(sampler) -> Optional[CMLTripletLoss]:
 def triplet_group_loss(loss: CMLTripletLoss, query_embeddings: tf.Tensor,
                        candidate_embeddings: tf.Tensor,
                        candidate_ids: tf.Tensor, group,
-                       sample_weight: Optional[tf.Tensor] = None
-                       ) -> tf.Tensor:
+                       sample_weight: Optional[tf.Tensor] = None,
+                       consumed=None) -> tf.Tensor:
   """The CML loss over the negatives of one `samplers.CandidateGroup`.
 
   Negatives: the other in-batch columns (unless `drop_in_batch`), the shared
   extra columns and the per-query columns; accidental hits (when the group
-  removes them), `score_mask` and per-query masks exclude columns. Log-Q
-  terms, offsets and `num_hard_negatives` do not apply: the hinge already
-  takes the hardest valid negative.
+  removes them), `score_mask`, per-query masks and, when `consumed` is given
+  (`masking.Consumed`), the row's user's training items exclude columns.
+  Log-Q terms, offsets and `num_hard_negatives` do not apply: the hinge
+  already takes the hardest valid negative.
   """
   num_queries = tf.shape(query_embeddings)[0]
   positives = candidate_embeddings[:num_queries]
@@ -145,6 +148,9 @@ def triplet_group_loss(loss: CMLTripletLoss, query_embeddings: tf.Tensor,
       if group.drop_in_batch:  # laid out over [positive | extra]
         score_mask = score_mask[..., 1:]
       keep = tf.logical_and(keep, score_mask)
+    history = masking.negatives_mask(consumed, ids, positive_ids)
+    if history is not None:
+      keep = tf.logical_and(keep, tf.logical_not(history))
     masks.append(keep)
   if group.per_query is not None:
     pq = group.per_query
@@ -157,6 +163,9 @@ def triplet_group_loss(loss: CMLTripletLoss, query_embeddings: tf.Tensor,
                           tf.expand_dims(positive_ids, 1))
     if pq.mask is not None:
       keep = tf.logical_and(keep, tf.cast(pq.mask, tf.bool))
+    history = masking.negatives_mask(consumed, pq.ids, positive_ids)
+    if history is not None:
+      keep = tf.logical_and(keep, tf.logical_not(history))
     masks.append(keep)
   if not dists:
     raise ValueError("the group offers no negative column.")

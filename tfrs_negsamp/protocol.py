@@ -7,7 +7,9 @@ validation items, never the target itself. Cohorts come from training counts.
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional
+import sys
+import time
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -23,6 +25,7 @@ class EvaluationSets:
   seen: SparseSets          # train + validation items per user
   item_counts: np.ndarray   # [N] training counts
   num_skipped_users: int    # test users without training interactions
+  split: str = "test"       # the evaluated split (history towers' queries)
 
 
 def evaluation_sets(dataset: Dataset, split: str = "test") -> EvaluationSets:
@@ -59,21 +62,23 @@ def evaluation_sets(dataset: Dataset, split: str = "test") -> EvaluationSets:
       seen=SparseSets.from_pairs(np.concatenate(s_rows),
                                  np.concatenate(s_cols), n),
       item_counts=dataset.item_counts,
-      num_skipped_users=skipped)
+      num_skipped_users=skipped,
+      split=split)
 
 
 def evaluate_embeddings(user_embeddings: np.ndarray,
                         item_embeddings: np.ndarray,
                         sets: EvaluationSets, progress: bool = True,
                         **kwargs) -> Dict[str, Any]:
-  """Full-corpus metrics of dot-product scores `U V^T`."""
-  user_embeddings = np.asarray(user_embeddings, np.float32)
-  item_embeddings = np.asarray(item_embeddings, np.float32)
+  """Full-corpus metrics of float32 dot-product scores `U V^T`.
 
-  def score_fn(rows: np.ndarray) -> np.ndarray:
-    return user_embeddings[rows] @ item_embeddings.T
-
-  return evaluate_scores(score_fn, sets, progress=progress, **kwargs)
+  Scored chunk by chunk (`chunk_size` users, multi-threaded BLAS) into one
+  reused buffer, masked in place (`full_corpus.DotProductScores`); top-K
+  then runs on cache-sized row blocks (`full_corpus.top_k_indices`).
+  """
+  return evaluate_scores(
+      full_corpus.DotProductScores(user_embeddings, item_embeddings), sets,
+      progress=progress, **kwargs)
 
 
 def evaluate_scores(score_fn: Callable[[np.ndarray], np.ndarray],
@@ -93,10 +98,95 @@ def evaluate_popularity(sets: EvaluationSets, progress: bool = True,
                          sets, progress=progress, **kwargs)
 
 
+def training_matrix(dataset: Dataset, user_ids: np.ndarray):
+  """Binary [len(user_ids), N] matrix of these users' training items."""
+  from tfrs_negsamp.models import ease  # pylint: disable=g-import-not-at-top
+  train = dataset.train
+  user_ids = np.asarray(user_ids)
+  mask = np.isin(train.user_ids, user_ids)
+  sorter = np.argsort(user_ids)
+  rows = sorter[np.searchsorted(user_ids, train.user_ids[mask],
+                                sorter=sorter)]
+  cols = dataset.catalog.index_of(train.item_ids[mask])
+  return ease.interaction_matrix(rows, cols, user_ids.size,
+                                 dataset.catalog.num_items)
+
+
+def evaluate_ease(dataset: Dataset, sets: EvaluationSets,
+                  lam: float = 0.0, progress: bool = True,
+                  objective: str = "recall@50",
+                  grid: Optional[Sequence[float]] = None,
+                  **kwargs) -> Dict[str, Any]:
+  """The `ease_baseline`: EASE^R (Steck 2019) fitted on the training split.
+
+  B is fitted on the binary training matrix of all training users; a user's
+  scores are their training row times B (validation items are excluded from
+  the ranking, as for every model, but not used as input). `lam` <= 0
+  chooses lambda on the **validation** split (`objective`, from
+  `ease.lambda_grid` unless `grid` is given), whatever split `sets` is.
+
+  Returns:
+    The metrics of `evaluate_scores`, plus `ease_lambda` (the lambda used),
+    `ease_lambda_selected` (whether it was chosen on validation),
+    `ease_lambda_at_grid_edge` (the best was the grid's first or last),
+    `ease_lambda_scores` ({lambda: validation objective}), `ease_objective`
+    and `ease_fit_seconds` (fits and the search included).
+  """
+  from tfrs_negsamp.models import ease  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  x = training_matrix(dataset, dataset.users)
+  extra: Dict[str, Any] = {}
+  if lam and lam > 0:
+    weights = ease.fit(x, lam)
+    chosen = float(lam)
+  else:
+    validation = evaluation_sets(dataset, "validation")
+    x_val = training_matrix(dataset, validation.user_ids)
+
+    def score_validation(b):
+      metrics = evaluate_scores(ease.score_fn(x_val, b), validation,
+                                progress=False, **kwargs)
+      if objective not in metrics:
+        raise ValueError("unknown objective %r; valid: %s" % (
+            objective, ", ".join(k for k in metrics if "@" in k)))
+      return metrics[objective]
+
+    grid = tuple(grid or ease.lambda_grid(x))
+    chosen, weights, scores = ease.select_lambda(
+        x, score_validation, grid, progress=progress)
+    at_edge = len(grid) > 1 and chosen in (min(grid), max(grid))
+    if at_edge and progress:
+      print("ease: the chosen lambda=%g is at the edge of the grid %s; "
+            "consider --ease_lambda beyond it." % (chosen, list(grid)),
+            file=sys.stderr, flush=True)
+    extra = {"ease_lambda_scores": {"%g" % k: v for k, v in scores.items()},
+             "ease_objective": "validation " + objective,
+             "ease_lambda_at_grid_edge": at_edge}
+  fit_seconds = time.time() - start
+  metrics = evaluate_scores(
+      ease.score_fn(training_matrix(dataset, sets.user_ids), weights), sets,
+      progress=progress, **kwargs)
+  metrics.update(extra, ease_lambda=chosen,
+                 ease_lambda_selected=not (lam and lam > 0),
+                 ease_fit_seconds=fit_seconds)
+  return metrics
+
+
 def evaluate_model(model, sets: EvaluationSets, progress: bool = True,
+                   histories: Optional[np.ndarray] = None,
                    **kwargs) -> Dict[str, Any]:
-  """Full-corpus metrics of a `TwoTowerModel` (uncorrected `<u, v>`)."""
-  return evaluate_embeddings(model.query_embeddings(sets.user_ids),
+  """Full-corpus metrics of a `TwoTowerModel` (uncorrected `<u, v>`).
+
+  A history query tower is queried with `histories` (`[U, L]`, aligned with
+  `sets.user_ids`) or, when None, the model's evaluation histories of
+  `sets.split` (training items, plus validation items on "test").
+  """
+  if getattr(model, "uses_history", False):
+    queries = model.query_embeddings(sets.user_ids, histories=histories,
+                                     split=sets.split)
+  else:
+    queries = model.query_embeddings(sets.user_ids)
+  return evaluate_embeddings(queries,
                              model.catalog_embeddings(), sets,
                              progress=progress, **kwargs)
 

@@ -11,6 +11,8 @@ keys as columns), results.md (mean ± std per variant, step-time ratio to the
 reference variant, plus the popularity baseline) and PNG plots (balance vs
 HR@10, per-cohort HR@10 bars, recall@50 vs step time). Finished runs are
 kept under OUTPUT_DIR/runs and skipped when the command is run again.
+`--best_settings=TUNE_DIR/best.json` (from `trainers.tune`) gives each
+variant its sampler's tuned settings (the variant's own overrides win).
 """
 
 import os
@@ -38,6 +40,12 @@ flags.DEFINE_string("reference", None,
                     "Variant the step-time ratio refers to (default: the "
                     "first).")
 flags.DEFINE_boolean("baseline", True, "Add the popularity_baseline row.")
+flags.DEFINE_list("only", [],
+                  "Keep only the variants whose label starts with one of "
+                  "these prefixes (e.g. --suite=cbns_history --only=mean).")
+flags.DEFINE_string("best_settings", None,
+                    "best.json of trainers.tune: each variant gets its "
+                    "sampler's tuned settings (its own overrides win).")
 FLAGS = flags.FLAGS
 
 B = 128
@@ -72,6 +80,29 @@ SUITES = {
                  "item_features": True},
         "variants": ["inbatch_logq=in_batch_logq", "bir=bir", "xir=xir"],
     },
+    # Issue 13: the query towers side by side with in-batch + logQ at the
+    # same batch; the history encoders share the item id table.
+    "towers": {
+        "base": {"batch_size": 2 * B},
+        "variants": ["%s=in_batch_logq:query_tower=%s" % (t, t)
+                     for t in ("id", "mean", "gru", "sasrec")],
+    },
+    # Issue 13: CBNS at batch B with M in {B, 4B, 16B} against in-batch at
+    # B and 4B, with history towers that share the item table (the setting
+    # of the CBNS paper). `--only=mean` keeps one tower's variants.
+    "cbns_history": {
+        "base": {"batch_size": 2 * B},
+        "variants": [v for t in ("mean", "sasrec") for v in (
+            "%s_inbatch_B=in_batch_logq:query_tower=%s" % (t, t),
+            "%s_cbns_M1B=cross_batch:query_tower=%s:memory_size=%d:"
+            "warmup_steps=200" % (t, t, 2 * B),
+            "%s_cbns_M4B=cross_batch:query_tower=%s:memory_size=%d:"
+            "warmup_steps=200" % (t, t, 8 * B),
+            "%s_cbns_M16B=cross_batch:query_tower=%s:memory_size=%d:"
+            "warmup_steps=200" % (t, t, 32 * B),
+            "%s_inbatch_4B=in_batch_logq:query_tower=%s:batch_size=%d"
+            % (t, t, 8 * B))],
+    },
 }
 
 
@@ -101,8 +132,17 @@ def main(argv):
     specs = specs or SUITES[FLAGS.suite]["variants"]
   if not specs:
     specs = FLAGS.samplers or samplers.available_samplers()
+  if FLAGS.only:
+    specs = [s for s in specs
+             if s.split("=")[0].startswith(tuple(FLAGS.only))]
+    if not specs:
+      raise app.UsageError("--only=%s keeps no variant"
+                           % ",".join(FLAGS.only))
   try:
     variants = [benchmarking.parse_variant(s) for s in specs]
+    if FLAGS.best_settings:
+      variants = benchmarking.with_best_settings(
+          variants, benchmarking.load_best_settings(FLAGS.best_settings))
     for v in variants:
       benchmarking.apply_variant(base, v, 0)
   except ValueError as e:

@@ -32,19 +32,47 @@ def define_flags() -> None:
   flags.DEFINE_string("data_path", None, "Folder (movielens) or file (csv).")
   flags.DEFINE_enum("split", "leave_last_out", ["leave_last_out", "temporal"],
                     "Train/test split.")
+  flags.DEFINE_integer("num_validation", 1,
+                       "Rows per user held out for validation before the "
+                       "test row (leave_last_out; 1: the second-to-last). "
+                       "temporal: 0 drops the validation slice.")
+  flags.DEFINE_enum("eval_split", "test", ["test", "validation"],
+                    "Split the metrics are computed on (tuning uses "
+                    "validation).")
   flags.DEFINE_string("sampler", "in_batch_logq",
-                      "Negative sampler name (see the README), or "
-                      "popularity_baseline.")
+                      "Negative sampler name (see the README), or a "
+                      "baseline: popularity_baseline, ease_baseline.")
+  flags.DEFINE_float("ease_lambda", 0.0,
+                     "ease_baseline: L2 weight lambda (0: chosen on the "
+                     "validation split from 10, 50, ..., 2000).")
   flags.DEFINE_integer("batch_size", 256, "Global batch size.")
   flags.DEFINE_integer("epochs", 5, "Training epochs.")
   flags.DEFINE_float("learning_rate", 0.01, "Adam learning rate.")
+  flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"],
+                    "adam (Keras; dense updates of embedding tables) or "
+                    "lazy_adam (only the rows a batch touches move).")
   flags.DEFINE_integer("embedding_dim", 64, "Embedding dimension.")
   flags.DEFINE_float("temperature", 0.05, "Softmax temperature.")
+  flags.DEFINE_boolean("mask_history", True,
+                       "Mask each row's user's training items among its "
+                       "negatives (false: the unmasked samplers).")
   flags.DEFINE_boolean("normalize", True, "L2-normalise both towers.")
   flags.DEFINE_boolean("item_features", True,
                        "Use item titles/genres in the item tower.")
   flags.DEFINE_string("query_hidden", "", "Query MLP widths, e.g. 128,64.")
   flags.DEFINE_string("item_hidden", "", "Item MLP widths, e.g. 128.")
+  flags.DEFINE_enum("query_tower", "id", ["id", "mean", "gru", "sasrec"],
+                    "Query tower: user id embedding, or a history encoder "
+                    "(YouTubeDNN mean, GRU4Rec, SASRec) over the last "
+                    "--max_history training items.")
+  flags.DEFINE_integer("max_history", 50, "History towers: history length L.")
+  flags.DEFINE_boolean("share_item_embeddings", True,
+                       "History towers read the item tower's id table.")
+  flags.DEFINE_boolean("history_user_id", False,
+                       "History towers also embed the user id.")
+  flags.DEFINE_integer("num_blocks", 2, "sasrec: self-attention blocks.")
+  flags.DEFINE_integer("num_heads", 1, "sasrec: attention heads.")
+  flags.DEFINE_float("dropout", 0.2, "sasrec: dropout rate.")
   flags.DEFINE_integer("seed", 0, "Seed (data generator, init, shuffling).")
   flags.DEFINE_string("output_dir", None, "Where metrics.json goes.")
   flags.DEFINE_string("export_dir", None,
@@ -117,9 +145,20 @@ def define_flags() -> None:
                        "row (0: 100 for adaptive, 10 for adaptive_mixed).")
   flags.DEFINE_integer("num_hard_negatives", 0,
                        "adaptive/adaptive_mixed/two_stage: negatives kept "
-                       "per row (0: 20, 20, 32).")
+                       "per row (0: 20, 20, 32); for adaptive/adaptive_mixed "
+                       "the reference's num_adaptive_samples.")
   flags.DEFINE_integer("two_stage_pool", 0,
-                       "two_stage: stage-1 pool size C (0: 512).")
+                       "two_stage: stage-1 pool size C (0: 512 for "
+                       "query_score; for reference 1.5 percent of the "
+                       "catalog, at least 128, at most 2000).")
+  flags.DEFINE_enum("two_stage_rule", "reference",
+                    ["reference", "query_score"],
+                    "two_stage: stage 2 draws by spread-out weights of the "
+                    "similarity to the positive on a stale item table "
+                    "(reference) or keeps the top-K2 by query score.")
+  flags.DEFINE_integer("two_stage_refresh", 100,
+                       "two_stage (reference rule): training steps between "
+                       "refreshes of the stale item table.")
   flags.DEFINE_float("two_stage_beta", 1.0,
                      "two_stage: stage-1 popularity exponent beta.")
   flags.DEFINE_float("cml_margin", 1.0, "two_stage_triplet: hinge margin.")
@@ -137,6 +176,7 @@ SAMPLER_OPTION_FLAGS = ("logq", "num_buckets", "num_hashes",
                         "popularity_alpha", "catalog_logq", "num_uniform",
                         "mixed_logq", "adaptive_pool", "num_hard_negatives",
                         "two_stage_pool", "two_stage_beta", "cml_margin")
+SAMPLER_OPTION_FLAGS += ("two_stage_rule", "two_stage_refresh")
 
 
 def config_from_flags(**overrides):
@@ -144,12 +184,20 @@ def config_from_flags(**overrides):
   from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
   config = experiment.ExperimentConfig(
       dataset=FLAGS.dataset, data_path=FLAGS.data_path, split=FLAGS.split,
+      num_validation=FLAGS.num_validation, eval_split=FLAGS.eval_split,
+      ease_lambda=FLAGS.ease_lambda,
       sampler=FLAGS.sampler, batch_size=FLAGS.batch_size,
       epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
+      optimizer=FLAGS.optimizer,
       embedding_dim=FLAGS.embedding_dim, temperature=FLAGS.temperature,
+      mask_history=FLAGS.mask_history,
       normalize=FLAGS.normalize, item_features=FLAGS.item_features,
       query_hidden=_ints(FLAGS.query_hidden),
       item_hidden=_ints(FLAGS.item_hidden), seed=FLAGS.seed,
+      query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
+      share_item_embeddings=FLAGS.share_item_embeddings,
+      history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
+      num_heads=FLAGS.num_heads, dropout=FLAGS.dropout,
       strategy=FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas,
       output_dir=FLAGS.output_dir, export_dir=FLAGS.export_dir,
       index=FLAGS.index, top_k=FLAGS.top_k, backup_dir=FLAGS.backup_dir,

@@ -1,6 +1,8 @@
 r"""Answers a query from an exported SavedModel, importing only TF and ScaNN.
 
   python -m trainers.query --model_dir=/tmp/run/export --user_id=42 --k=10
+  python -m trainers.query --model_dir=/tmp/run/history_export \
+      --history=12,7,31 --k=10          # an export of a history tower
 
 This is what a serving process does: it loads the SavedModel (query tower +
 ScaNN index) in a fresh interpreter, without this package or Keras.
@@ -16,6 +18,10 @@ from absl import flags  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "Exported SavedModel folder.")
 flags.DEFINE_list("user_id", ["0"], "User id(s) to answer for.")
+flags.DEFINE_list("history", None,
+                  "History tower exports: one user's item ids, oldest "
+                  "first (unknown ids are ignored; the last L are used). "
+                  "--user_id is passed too when the export takes it.")
 flags.DEFINE_integer("k", 10, "How many items to print (<= the index's k).")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
@@ -28,20 +34,44 @@ def main(argv):
   if not os.path.isdir(FLAGS.model_dir):
     raise app.UsageError("no SavedModel at --model_dir=%s" % FLAGS.model_dir)
   loaded = tf.saved_model.load(FLAGS.model_dir)
-  scores, ids = loaded(tf.constant(FLAGS.user_id))
+  signature = loaded.signatures["serving_default"]
+  inputs = set(signature.structured_input_signature[1])
+  if "history" in inputs:
+    if not FLAGS.history:
+      raise app.UsageError("this export takes a history: pass --history="
+                           "<item ids, oldest first>, e.g. --history=12,7")
+    queries = ["history %s" % ",".join(FLAGS.history)]
+    kwargs = {"history": tf.constant([FLAGS.history])}
+    if "user_id" in inputs:
+      # Without --user_id: "", an unknown user (the history decides).
+      user = FLAGS.user_id[0] if FLAGS["user_id"].present else ""
+      kwargs["user_id"] = tf.constant([user])
+      queries = ["user %r, %s" % (user, queries[0])]
+  else:
+    if FLAGS.history:
+      raise app.UsageError("this export takes user ids, not a history: "
+                           "drop --history and pass --user_id")
+    queries = ["user %s" % u for u in FLAGS.user_id]
+    kwargs = {"user_id": tf.constant(FLAGS.user_id)}
+  out = signature(**kwargs)
+  scores, ids = out["scores"], out["item_ids"]
   index_k = int(ids.shape[1])
   if not 1 <= FLAGS.k <= index_k:
     raise app.UsageError("--k must be in [1, %d] (the index's k), got %d"
                          % (index_k, FLAGS.k))
-  for row, user in enumerate(FLAGS.user_id):
-    print("top-%d for user %s (reloaded SavedModel, ScaNN):"
-          % (FLAGS.k, user))
+  for row, query in enumerate(queries):
+    print("top-%d for %s (reloaded SavedModel, ScaNN):"
+          % (FLAGS.k, query))
     for rank in range(FLAGS.k):
       print("  %2d. item %-8s score %.4f" % (
           rank + 1, ids[row, rank].numpy().decode(),
           float(scores[row, rank])))
-  print(json.dumps({"user_id": FLAGS.user_id[0], "item_ids": [
-      i.decode() for i in ids[0, :FLAGS.k].numpy()]}))
+  answer = ({"history": FLAGS.history} if FLAGS.history
+            else {"user_id": FLAGS.user_id[0]})
+  if "user_id" in kwargs and FLAGS.history:
+    answer["user_id"] = kwargs["user_id"].numpy()[0].decode()
+  answer["item_ids"] = [i.decode() for i in ids[0, :FLAGS.k].numpy()]
+  print(json.dumps(answer))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ r"""Serves an exported SavedModel (query tower + ScaNN) over TF Serving REST.
   python -m trainers.serve --model_dir=/tmp/run/export --port=8501
 
   curl -s localhost:8501/v1/models/default:predict \
+      -H 'Content-Type: application/json' \
       -d '{"instances": [{"user_id": "42"}], "k": 10}'
+  # an export of a history tower takes item ids instead:
+  #   -d '{"instances": [{"history": ["12", "7", "31"]}], "k": 10}'
 
 Routes: POST /v1/models/<name>:predict, GET /v1/models/<name>,
 GET /v1/models/<name>/metadata, GET /healthz (see
@@ -31,6 +34,9 @@ flags.DEFINE_integer("max_body_bytes", 1 << 20,
 flags.DEFINE_integer("max_instances", 1024,
                      "Requests with more users are answered 400.")
 flags.DEFINE_integer("threads", 4, "Concurrent model calls.")
+flags.DEFINE_integer("max_history_items", 1024,
+                     "History exports: histories with more item ids are "
+                     "answered 400 (the model keeps the last L anyway).")
 flags.DEFINE_boolean("access_log", False, "Log one line per request.")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
@@ -49,7 +55,7 @@ def main(argv):
         predictor, model_name=FLAGS.model_name, host=FLAGS.host,
         port=FLAGS.port, max_body_bytes=FLAGS.max_body_bytes,
         max_instances=FLAGS.max_instances, threads=FLAGS.threads,
-        access_log=FLAGS.access_log)
+        access_log=FLAGS.access_log, max_history=FLAGS.max_history_items)
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from e
 

@@ -6,7 +6,10 @@ r"""Trains a two-tower retriever with a negative sampler, evaluates, exports.
 
 Writes OUTPUT_DIR/metrics.json (full-corpus metrics, cohorts, balance,
 timings, flags). `--sampler=popularity_baseline` ranks by training
-popularity in the same format. `--strategy=mirrored --cpu_replicas=N` splits
+popularity in the same format, `--sampler=ease_baseline` by EASE^R (lambda
+`--ease_lambda`, or chosen on the validation split when 0).
+`--eval_split=validation` evaluates each user's held-out second-to-last
+interaction (`--num_validation`) instead of the last. `--strategy=mirrored --cpu_replicas=N` splits
 the CPU into N logical devices so MirroredStrategy runs as on N GPUs.
 `--backup_dir` makes a killed run resume where it stopped (model, optimizer
 and sampler state). `--strategy=multi_worker` trains with
@@ -46,6 +49,8 @@ def main(argv):
     experiment.run(config, strategy=strategy)
   except DataError as e:
     raise app.UsageError("data error: %s" % e) from e
+  except MemoryError as e:  # ease_baseline's refusal (models/ease.py)
+    raise app.UsageError(str(e)) from e
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
+from tfrs_negsamp import masking
 from tfrs_negsamp.evaluation import cohorts as cohorts_lib
 from tfrs_negsamp.samplers import balanced
 from tfrs_negsamp.samplers import base
@@ -229,7 +230,7 @@ class CatalogDistributionTest(tf.test.TestCase):
     hist = tf.constant([[2, 3, -1], [4, -1, -1]], tf.int64)
     groups = sampler(tf.zeros([2, 4]), tf.zeros([2, 4]),
                      tf.constant([1, 5], tf.int64), training=True,
-                     user_history=hist)
+                     consumed=masking.history_consumed(hist))
     pq = groups[0].per_query
     ids, mask = pq.ids.numpy(), pq.mask.numpy()
     self.assertTrue(np.all(~mask[0][np.isin(ids[0], [2, 3])]))

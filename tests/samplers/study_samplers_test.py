@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
+from tfrs_negsamp import data as data_lib
 from tfrs_negsamp import experiment
 from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import adaptive
@@ -160,7 +161,7 @@ class TwoStageTest(tf.test.TestCase):
     emb = table(seed=2)
     tf.random.set_seed(9)
     sampler = two_stage.TwoStageSampler(
-        COUNTS, pool_size=6, num_hard_negatives=2,
+        COUNTS, pool_size=6, num_hard_negatives=2, rule="query_score",
         item_model=lambda i: tf.gather(emb, i))
     ids = np.array([1, 2, 3], np.int64)
     groups = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids))
@@ -251,7 +252,8 @@ class TwoStageTest(tf.test.TestCase):
   def test_two_stage_logq_is_log_inclusion(self):
     emb = table()
     sampler = two_stage.TwoStageSampler(
-        COUNTS, pool_size=4, logq=True, item_model=lambda i: tf.gather(emb, i))
+        COUNTS, pool_size=4, logq=True, rule="query_score",
+        item_model=lambda i: tf.gather(emb, i))
     ids = np.array([1, 2, 3], np.int64)
     g = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids))[0]
     cols = np.concatenate([ids[:, None],
@@ -272,7 +274,11 @@ class MirroredTest(tf.test.TestCase):
     # covered by tests/models.
     strategy = experiment.make_strategy("mirrored", 2)
     dataset = helpers.tiny_dataset()
-    batch = helpers.first_batch(dataset, 8)
+    # One row per user: the first rows all belong to one user, whose own
+    # items user-history masking removes from every in-batch pool.
+    _, rows = np.unique(dataset.train.user_ids, return_index=True)
+    batch = next(iter(data_lib.to_tf_dataset(
+        dataset.train.subset(np.sort(rows)[:8]), batch_size=8)))
     options = {"num_negatives": 4, "adaptive_pool": 3,
                "num_hard_negatives": 2, "num_uniform": 5,
                "two_stage_pool": 6}

@@ -50,8 +50,8 @@ class RouteTest:
   @pytest.mark.parametrize("method,path,allow", [
       ("GET", "/v1/models/default:predict", "POST"),
       ("PUT", "/v1/models/default:predict", "POST"),
-      ("POST", "/v1/models/default", "GET"),
-      ("DELETE", "/healthz", "GET"),
+      ("POST", "/v1/models/default", "GET, HEAD"),
+      ("DELETE", "/healthz", "GET, HEAD"),
   ])
   def test_wrong_method_is_405_with_allow(self, method, path, allow):
     with pytest.raises(rest.RestError) as info:
@@ -162,6 +162,17 @@ class FormatTest:
     body = rest.format_predict(request, [[0.5, 0.1]], [["x", "y"]])
     assert body == {"outputs": {"item_ids": [["x"]], "scores": [[0.5]]}}
 
+  def test_non_finite_scores_are_left_out(self):
+    # ScaNN pads with NaN when the searched leaves hold fewer than k items.
+    request = rest.PredictRequest(("a", "b"), k=3)
+    body = rest.format_predict(request, [[0.5, 0.1, float("nan")],
+                                         [0.3, float("nan"), float("nan")]],
+                               [["x", "y", ""], ["z", "", ""]])
+    assert body == {"predictions": [
+        {"item_ids": ["x", "y"], "scores": [0.5, 0.1]},
+        {"item_ids": ["z"], "scores": [0.3]}]}
+    json.loads(json.dumps(body, allow_nan=False))
+
   def test_row_count_mismatch(self):
     with pytest.raises(ValueError, match="1/1 rows for 2 users"):
       rest.format_predict(rest.PredictRequest(("a", "b"), k=1), [[0.5]],
@@ -177,3 +188,150 @@ class FormatTest:
     assert meta["metadata"]["export"] == {"index": "scann"}
     assert rest.health_body("m") == {"status": "ok", "model": "m"}
     assert rest.error_body("boom") == {"error": "boom"}
+
+
+def _parse_history(body, inputs=("history",), max_history=5, **kw):
+  if not isinstance(body, bytes):
+    body = json.dumps(body).encode()
+  return rest.parse_predict(body, 20, inputs=inputs, max_history=max_history,
+                            **kw)
+
+
+def _history_error(body, **kw):
+  with pytest.raises(rest.RestError) as info:
+    _parse_history(body, **kw)
+  assert info.value.status == 400
+  return info.value.message
+
+
+class HistoryParseTest:
+
+  def test_row_forms(self):
+    request = _parse_history({"instances": [{"history": ["12", "7"]},
+                                            {"history": []}], "k": 3})
+    assert request.histories == (("12", "7"), ())
+    assert request.user_ids == () and request.size == 2
+    assert request.k == 3 and not request.columnar
+    shorthand = _parse_history({"instances": [["12", "7"], ["", "5"]]})
+    assert shorthand.histories == (("12", "7"), ("", "5"))
+
+  def test_columnar_forms(self):
+    request = _parse_history({"inputs": {"history": [["1"], ["2", "3"]]}})
+    assert request.histories == (("1",), ("2", "3")) and request.columnar
+    assert _parse_history({"inputs": [["4"]]}).histories == (("4",),)
+
+  def test_user_id_with_a_history_export_that_takes_it(self):
+    inputs = ("history", "user_id")
+    request = _parse_history({"instances": [
+        {"history": ["1"], "user_id": "42"}, {"history": ["2"]}, ["3"]]},
+                             inputs=inputs)
+    assert request.user_ids == ("42", "", "")  # missing: unknown user
+    request = _parse_history({"inputs": {"history": [["1"], ["2"]],
+                                         "user_id": ["a", "b"]}},
+                             inputs=inputs)
+    assert request.user_ids == ("a", "b")
+    assert "inputs.user_id has 1 entries but inputs.history has 2" in (
+        _history_error({"inputs": {"history": [["1"], ["2"]],
+                                   "user_id": ["a"]}}, inputs=inputs))
+
+  @pytest.mark.parametrize("body,message", [
+      ({"instances": [{"history": "12"}]}, "instances[0].history must be a "
+       "list of item id strings"),
+      ({"instances": [{"history": ["12", 7]}]}, "instances[0].history[1] "
+       "must be an item id string such as \"12\", got number 7"),
+      ({"instances": [{"history": [None]}]}, "got null"),
+      ({"instances": [{"history": [["1"]]}]}, "got list"),
+      ({"instances": [{"history": ["1"] * 6}]}, "instances[0].history is too "
+       "long: 6 items > 5"),
+      ({"instances": [{"history": ["1"], "user_id": "42"}]},
+       "instances[0] has unknown input 'user_id'; the model takes "
+       "'history'"),
+      ({"instances": [{"user_id": "42"}]}, "unknown input 'user_id'"),
+      ({"instances": [{}]}, "instances[0] is missing 'history'"),
+      ({"instances": ["42"]}, "instances[0] must be an object with "
+       "'history' or a list of item id strings, got string"),
+      ({"instances": [{"history": ["\ud800"]}]}, "instances[0].history[0] "
+       "is not valid Unicode text"),
+      ({"instances": []}, "'instances' is empty"),
+      ({"instances": {"history": ["1"]}}, "'instances' must be a list"),
+      ({"inputs": {"history": ["1", "2"]}}, "inputs.history[0] must be a "
+       "list of item id strings"),
+      ({"inputs": {"history": "1"}}, "inputs.history must be a list of "
+       "histories"),
+      ({"inputs": {"history": []}}, "inputs.history is empty"),
+      ({"inputs": {"user_id": ["1"]}}, "'inputs' has unknown input "
+       "'user_id'"),
+      ({"inputs": {"history": [["1"]], "user_id": ["1"]}},
+       "unknown input 'user_id'"),
+      ({"inputs": [["1"] * 6]}, "inputs[0] is too long"),
+  ])
+  def test_malformed_histories_are_400_naming_the_field(self, body,
+                                                         message):
+    got = _history_error(body)
+    assert message in got, got
+
+  def test_user_id_type_and_too_many(self):
+    inputs = ("history", "user_id")
+    assert "instances[0].user_id must be a string" in _history_error(
+        {"instances": [{"history": ["1"], "user_id": 5}]}, inputs=inputs)
+    assert "too many users in one request: 3 > 2" in _history_error(
+        {"instances": [["1"]] * 3}, max_instances=2)
+
+  def test_metadata_lists_the_history_input(self):
+    meta = rest.metadata_body("m", 20, {}, inputs=("history", "user_id"))
+    assert meta["metadata"]["signature_def"]["inputs"] == {
+        "history": {"dtype": "DT_STRING", "shape": [-1, -1]},
+        "user_id": {"dtype": "DT_STRING", "shape": [-1]}}
+
+
+class RobustnessTest:
+
+  @pytest.mark.parametrize("body,field", [
+      ({"instances": ["\ud800"]}, "instances[0]"),
+      ({"instances": [{"user_id": "a\udfffb"}]}, "instances[0].user_id"),
+      ({"inputs": {"user_id": ["ok", "\ud800"]}}, "inputs.user_id[1]"),
+  ])
+  def test_lone_surrogates_are_400(self, body, field):
+    error = _error(body)
+    assert error.status == 400
+    assert "%s is not valid Unicode text" % field in error.message
+    json.dumps(rest.error_body(error.message))  # the answer serialises
+
+  def test_surrogate_in_a_field_name_is_400(self):
+    error = _error({"instances": ["1"], "\ud800": 1})
+    assert error.status == 400 and "unknown field" in error.message
+    json.dumps(rest.error_body(error.message))
+
+  @pytest.mark.parametrize("method,path,kind", [
+      ("HEAD", "/healthz", rest.HEALTH),
+      ("HEAD", "/v1/models/default", rest.STATUS),
+      ("head", "/v1/models/default/metadata", rest.METADATA),
+  ])
+  def test_head_where_get(self, method, path, kind):
+    assert rest.route(method, path, "default") == kind
+
+  def test_head_on_predict_is_405(self):
+    with pytest.raises(rest.RestError) as info:
+      rest.route("HEAD", "/v1/models/default:predict", "default")
+    assert info.value.status == 405 and info.value.headers == {
+        "Allow": "POST"}
+
+  @pytest.mark.parametrize("value", [
+      None, "", "application/json", "Application/JSON",
+      "application/json; charset=utf-8", "application/json;charset=UTF8",
+      'application/json; charset="utf-8"'])
+  def test_json_content_types_are_accepted(self, value):
+    rest.check_content_type(value)
+
+  @pytest.mark.parametrize("value,message", [
+      ("text/plain", "unsupported Content-Type 'text/plain'"),
+      ("application/x-www-form-urlencoded", "Content-Type: application/json"),
+      ("multipart/form-data; boundary=x", "unsupported Content-Type"),
+      ("application/json; charset=latin-1", "must be UTF-8"),
+      ("application/jsonx", "unsupported Content-Type"),
+  ])
+  def test_other_content_types_are_415(self, value, message):
+    with pytest.raises(rest.RestError) as info:
+      rest.check_content_type(value)
+    assert info.value.status == 415
+    assert message in info.value.message

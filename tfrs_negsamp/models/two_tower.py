@@ -1,6 +1,6 @@
 """The two-tower `tfrs.Model` whose loss goes through a negative sampler."""
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -8,6 +8,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
 from tfrs_negsamp import losses
+from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.tasks import retrieval
 
@@ -21,20 +22,30 @@ class TwoTowerModel(tfrs.Model):
   turns them into candidate groups; the task returns the summed loss.
 
   Args:
-    query_model: user id strings `[B]` -> `[B, d]`.
+    query_model: user id strings `[B]` -> `[B, d]`, or a history tower
+      (`uses_history`): `{"history": int64 [B, L], "user_id"}` -> `[B, d]`;
+      its batches carry `history` (model indices, 0-padded), passed to the
+      sampler as `user_history` (-1-padded).
     item_model: int64 item indices `[...]` -> `[..., d]`.
     item_vocabulary: catalog item ids (strings); index `p + 1` is position
       `p`, index 0 is out-of-vocabulary.
     sampler: a `NegativeSampler`.
     temperature: softmax temperature.
     global_negatives: gather candidates across replicas.
+    consumed_items: optional `masking.ConsumedItems` (the training pairs);
+      when set, each step builds `consumed = consumed_items.for_users(
+      features["user_id"])` and the sampler and the task exclude the rows'
+      users' training items from the negatives (`--mask_history`).
   """
 
   def __init__(self, query_model: tf.keras.Model, item_model: tf.keras.Model,
                item_vocabulary: Sequence[str], sampler: base.NegativeSampler,
                temperature: Optional[float] = None,
-               global_negatives: bool = True, **kwargs) -> None:
+               global_negatives: bool = True,
+               consumed_items: Optional[masking.ConsumedItems] = None,
+               **kwargs) -> None:
     super().__init__(**kwargs)
+    self.consumed_items = consumed_items
     self.query_model = query_model
     self.item_model = item_model
     self.item_lookup = tf.keras.layers.StringLookup(
@@ -49,6 +60,9 @@ class TwoTowerModel(tfrs.Model):
     # Rows per replica in `fit`, when known (`experiment.train` sets it):
     # MultiWorkerMirroredStrategy's rebatched input has no static batch size.
     self.local_batch_size: Optional[int] = None
+    # History towers: `(user_ids, split) -> [U, L]` evaluation histories.
+    self.history_source: Optional[Callable[[np.ndarray, str],
+                                           np.ndarray]] = None
 
   def train_step(self, inputs):
     if self.local_batch_size and isinstance(inputs, dict):
@@ -59,19 +73,46 @@ class TwoTowerModel(tfrs.Model):
   def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
     return tf.cast(self.item_lookup(item_ids), tf.int64)
 
+  @property
+  def uses_history(self) -> bool:
+    """Whether the query tower reads `{"history", "user_id"}` dicts."""
+    return bool(getattr(self.query_model, "uses_history", False))
+
+  def query(self, features: Dict[str, tf.Tensor],
+            training: bool = False) -> tf.Tensor:
+    """The query tower on a batch: user ids, or the history dict."""
+    if not self.uses_history:
+      return self.query_model(features["user_id"])
+    inputs = {"history": features["history"]}
+    if "user_id" in features:
+      inputs["user_id"] = features["user_id"]
+    return self.query_model(inputs, training=training)
+
   def compute_loss(self, features: Dict[str, tf.Tensor],
                    training: bool = False) -> tf.Tensor:
-    query = self.query_model(features["user_id"])
+    query = self.query(features, training=training)
+    user_history = None
+    if self.uses_history:
+      # SAMPLERS contract: consumed ids padded with -1 (model index 0 is
+      # padding here).
+      history = tf.cast(features["history"], tf.int64)
+      user_history = tf.where(history > 0, history,
+                              -tf.ones_like(history))
     index = self.item_index(features["item_id"])
     candidates = self.item_model(index)
     cand_ids = index
     if self.global_negatives:
       candidates = distribute.all_gather_local_first(candidates)
       cand_ids = distribute.all_gather_local_first(index)
+    consumed = None
+    if self.consumed_items is not None and "user_id" in features:
+      consumed = self.consumed_items.for_users(features["user_id"])
     groups = self.sampler(query, candidates, cand_ids, training=training,
-                          positive_ids=index)
+                          positive_ids=index, user_history=user_history,
+                          consumed=consumed)
     loss = self.task(query, candidates, groups, candidate_ids=cand_ids,
-                     sample_weight=features.get("weight"))
+                     sample_weight=features.get("weight"),
+                     consumed=consumed)
     self.loss_per_example.update_state(
         loss / tf.cast(tf.shape(query)[0], loss.dtype))
     return loss
@@ -87,10 +128,30 @@ class TwoTowerModel(tfrs.Model):
     return np.concatenate(out, axis=0)
 
   def query_embeddings(self, user_ids: Sequence[str],
-                       batch_size: int = 4096) -> np.ndarray:
+                       batch_size: int = 4096,
+                       histories: Optional[np.ndarray] = None,
+                       split: str = "test") -> np.ndarray:
+    """Query embeddings `[U, d]` of `user_ids` (inference mode).
+
+    A history tower reads `histories` (`[U, L]` int64 model indices,
+    left-padded with 0) or, when None, the evaluation histories of `split`
+    from `self.history_source(user_ids, split)` (set by
+    `experiment.build_model`).
+    """
     out = []
     user_ids = np.asarray(user_ids)
+    if self.uses_history and histories is None:
+      if self.history_source is None:
+        raise ValueError("a history query tower needs `histories` (or a "
+                         "model with a history_source).")
+      histories = self.history_source(user_ids, split)
     for start in range(0, len(user_ids), batch_size):
-      out.append(self.query_model(
-          tf.constant(user_ids[start:start + batch_size])).numpy())
+      ids = tf.constant(user_ids[start:start + batch_size])
+      if self.uses_history:
+        out.append(self.query_model(
+            {"history": tf.constant(histories[start:start + batch_size],
+                                    tf.int64),
+             "user_id": ids}, training=False).numpy())
+      else:
+        out.append(self.query_model(ids).numpy())
     return np.concatenate(out, axis=0)

@@ -1,21 +1,35 @@
 """Adaptive negative sampling with mixed pool (AMNS).
 
-The pool of row `i` is `P_b` random in-batch columns (as in `adaptive`)
-plus `B'` uniform catalog items shared by every row (as in `mixed`), and the
-`k` highest-scoring pool columns are kept (TFRS `HardNegativeMining`); the
-rest are dropped:
+The pool of row `i` is `P_b` random in-batch columns drawn as in `adaptive`
+(the reference code's BNS pool: the batch positives excluding the row's
+user's own items, i.e. the row's positive and, with `consumed`, the items
+the user consumed in training) plus `B'` uniform catalog items shared by
+every row (as in `mixed`; with `consumed`, the ones the row's user consumed
+are masked in that row, the reference redraws them), and the `k`
+highest-scoring pool columns are kept (TFRS `HardNegativeMining`); the rest
+are dropped:
 
-    pool_i = P_b random in-batch columns  +  B' uniform columns (shared)
+    pool_i = P_b random allowed in-batch columns + B' uniform columns
     S_i    = top-k_{j in pool_i} z_ij
     l_i    = -z_ii + logsumexp_{j in {i} + S_i} z_ij
+
+Parameters in the reference's names (`all_exp_hp.json`, code name
+`adaptive`): `num_neg_samples` is `P_b` (`--adaptive_pool`, 10 in every
+AMNS config), `num_mixed_samples` is `B'` (`--num_uniform`, 100) and
+`num_adaptive_samples` is `k` (`--num_hard_negatives`; 25 on ML-10M, 5 on
+Beauty and RetailRocket; the default here stays 20, see `adaptive`).
 
 By default the logits carry no correction (`logq=False`), so the selection
 is on raw scores as in the reference code; `logq=True` subtracts the MNS
 mixture `log(G f_j + B'/N)` before the selection.
 
-Departure from the reference code (choice): the uniform part is one shared
+Departures from the reference code (choice): the uniform part is one shared
 pool of `B'` items per step (MNS of Yang et al.) instead of per-row uniform
-draws, which costs `B'` item-tower forwards per step instead of `B B'`.
+draws, which costs `B'` item-tower forwards per step instead of `B B'`; the
+loss is the softmax over the kept columns (the reference: BCE with the
+unselected logits set to 0).
+
+Paper's query tower: SASRec (`--query_tower=sasrec`).
 
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
@@ -57,13 +71,20 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
         pool_size, num_hard_negatives)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
-    del candidate_embeddings, positive_ids, training, user_history
+             positive_ids, training, user_history, consumed=None):
+    del candidate_embeddings, training, user_history
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids)
     num_in_batch = tf.shape(candidate_ids)[0]
     mask = adaptive.batch_pool_mask(
         tf.shape(query_embeddings)[0], num_in_batch + self.num_uniform,
-        self.pool_size, num_in_batch=num_in_batch)
+        self.pool_size, num_in_batch=num_in_batch,
+        allowed=adaptive.own_items_allowed(candidate_ids, positive_ids,
+                                           consumed))
+    if consumed is not None:
+      uniform_free = tf.logical_not(tf.cast(consumed(extra_ids), tf.bool))
+      mask = tf.concat([mask[:, :num_in_batch],
+                        tf.logical_and(mask[:, num_in_batch:],
+                                       uniform_free)], axis=1)
     return [base.CandidateGroup(
         extra_embeddings=extra, extra_ids=extra_ids, column_log_q=log_q,
         score_mask=mask, num_hard_negatives=self.num_hard_negatives,

@@ -20,6 +20,8 @@ tower with gradient; optional correction `log(K q_a(j))`.
 State: `cdf` float64 `[3 (N + 1)]` and `cohort_of` int32 `[N + 1]`, both
 constant, non-trainable and identical on every replica.
 
+Paper's query tower: SASRec (`--query_tower=sasrec`).
+
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
   Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,

@@ -110,7 +110,9 @@ class NegativeSampler(tf.keras.layers.Layer):
            candidate_ids: tf.Tensor,
            training: bool = False,
            positive_ids: Optional[tf.Tensor] = None,
-           user_history: Optional[tf.Tensor] = None) -> List[CandidateGroup]:
+           user_history: Optional[tf.Tensor] = None,
+           consumed: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
+           ) -> List[CandidateGroup]:
     """Builds the candidate groups of one step.
 
     Args:
@@ -122,7 +124,13 @@ class NegativeSampler(tf.keras.layers.Layer):
       positive_ids: `[B]` ids of the rows' positives (defaults to the first
         `B` candidate ids).
       user_history: optional `[B, H]` int64 ids consumed by the row's user,
-        padded with -1; samplers that can, exclude them from their draws.
+        padded with -1 (raw ids for samplers that need them; exclusion goes
+        through `consumed`).
+      consumed: optional `consumed(ids) -> bool [B, K]` (ids `[K]` shared or
+        `[B, K]` per row): True where the row's user consumed the item in
+        training (`tfrs_negsamp.masking`). Samplers that select inside
+        themselves (resampling, pools, catalog draws) exclude those items;
+        the task masks them in the loss. None: no history masking.
 
     Returns:
       A list of `CandidateGroup`.
@@ -139,10 +147,11 @@ class NegativeSampler(tf.keras.layers.Layer):
     positive_ids = tf.cast(positive_ids, tf.int64)
     return self.sample(query_embeddings, candidate_embeddings, candidate_ids,
                        positive_ids, training=training,
-                       user_history=user_history)
+                       user_history=user_history, consumed=consumed)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history) -> List[CandidateGroup]:
+             positive_ids, training, user_history,
+             consumed=None) -> List[CandidateGroup]:
     raise TypeError("%s must override sample()." % type(self).__name__)
 
   # -- shared mechanics --------------------------------------------------

@@ -45,6 +45,8 @@ with uniforms generated for the whole global batch (see
 negatives whatever the number of replicas: two replicas with `B` rows each
 give the loss and gradients of one device with `2B` rows.
 
+Paper's towers: MF (id embeddings; `--query_tower=id`).
+
 References:
   Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
   for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
@@ -58,6 +60,7 @@ import tensorflow as tf
 
 from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import in_batch
@@ -140,8 +143,14 @@ class BIRSampler(base.NegativeSampler):
 
   def resample_batch(self, query_embeddings, candidate_embeddings,
                      candidate_ids, positive_ids, log_q, num_samples,
-                     step) -> Tuple[base.CandidateGroup, tf.Tensor]:
+                     step, consumed=None
+                     ) -> Tuple[base.CandidateGroup, tf.Tensor]:
     """The in-batch group of one step and its draw counts.
+
+    With `consumed` (`masking.Consumed`), columns holding an item of the
+    row's user's training history (other than the positive) get resampling
+    weight 0, so they are never drawn. A row whose columns are all excluded
+    draws nothing: only its positive stays unmasked and its loss is 0.
 
     Returns:
       `(group, counts)`: the count-trick `CandidateGroup` over the `G`
@@ -158,6 +167,12 @@ class BIRSampler(base.NegativeSampler):
     if self.remove_accidental_hits:
       valid = tf.logical_and(valid, tf.not_equal(positive_ids[:, None],
                                                  candidate_ids[None, :]))
+    if consumed is not None and self.remove_accidental_hits:
+      # The diagonal and the positive's duplicates are already invalid.
+      valid = tf.logical_and(valid, tf.logical_not(consumed(candidate_ids)))
+    elif consumed is not None:
+      valid = tf.logical_and(valid, tf.logical_not(masking.negatives_mask(
+          consumed, candidate_ids, positive_ids, keep=diagonal)))
     replica_id, num_replicas = distribute.replica_info()
     # Columns in replica order: the same on every replica and on one device.
     order = None
@@ -180,13 +195,13 @@ class BIRSampler(base.NegativeSampler):
     return group, counts
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
+             positive_ids, training, user_history, consumed=None):
     del user_history
     step = self.step.read_value()
     log_q = self.in_batch_log_q(candidate_ids, training)
     group, _ = self.resample_batch(
         query_embeddings, candidate_embeddings, candidate_ids, positive_ids,
-        log_q, self.num_samples(candidate_ids), step)
+        log_q, self.num_samples(candidate_ids), step, consumed=consumed)
     if training:
       self.step.assign_add(1)
     return [group]

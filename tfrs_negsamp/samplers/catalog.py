@@ -36,13 +36,24 @@ tower. This module holds that machinery once:
 * `CatalogSampler`: the per-row sampler built on it (per-query path,
   `drop_in_batch=True`): `K` negatives per row, embedded by
   `item_model(ids)` **with gradient** (SAMPLERS.md 1.5 rule 4), the user's
-  history masked when given, and an optional log expected count
-  `log(K q_r(j))` (off by default, as in Prakash et al.; option `logq`).
+  training items excluded when a `consumed` test is given (see below), and
+  an optional log expected count `log(K q_r(j))` (off by default, as in
+  Prakash et al.; option `logq`).
+* **Excluding the user's items** (`consumed`, `tfrs_negsamp.masking`): a
+  draw whose item the row's user consumed is redrawn, at most
+  `HISTORY_REDRAWS` times (fixed shapes: every draw is redrawn and kept only
+  where needed), as the Deezer sampler rejects the user's items (up to 10
+  tries); a draw still consumed after that is masked. Conditional on being
+  kept, a draw follows `q_r` restricted to the items the user has not
+  consumed (rejection sampling). With `logq`, `log(K q_r(j))` then differs
+  from the exact log expected count by a per-row constant.
 
 Randomness: per-row draws use stateful `tf.random.uniform` (SAMPLERS.md D6
 allows it for per-row negatives; each replica draws its own rows). Runs are
 reproducible through the global seed (`tf.keras.utils.set_random_seed`,
 which `experiment.create_model` calls with the run's seed).
+
+Paper's query tower: SASRec (`--query_tower=sasrec`).
 
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
@@ -56,6 +67,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import masking
 from tfrs_negsamp.evaluation import cohorts as cohorts_lib
 from tfrs_negsamp.samplers import base
 
@@ -63,6 +75,8 @@ WEIGHTINGS = ("uniform", "popularity", "inverse")
 # PCNS (Prakash et al. 2024), intended rule: 0.8 for the positive's own
 # cohort, 0.1 for each other one. Rows: positive cohort; columns: drawn one.
 DEFAULT_COHORT_PMF = ((0.8, 0.1, 0.1), (0.1, 0.8, 0.1), (0.1, 0.1, 0.8))
+# Redraw rounds for a draw the row's user consumed (then it is masked).
+HISTORY_REDRAWS = 3
 
 
 def check_counts(counts) -> np.ndarray:
@@ -310,15 +324,32 @@ def embed(layer, ids: tf.Tensor) -> tf.Tensor:
   return fn(ids)
 
 
-def history_mask(ids: tf.Tensor, user_history: Optional[tf.Tensor]
-                 ) -> Optional[tf.Tensor]:
-  """`[B, K]` bool, False where `ids[b, k]` is in row `b`'s history."""
-  if user_history is None:
-    return None
-  hist = tf.cast(user_history, tf.int64)
-  hit = tf.reduce_any(tf.equal(tf.expand_dims(ids, -1),
-                               tf.expand_dims(hist, 1)), axis=-1)
-  return tf.logical_not(hit)
+def draw_excluding(draw: Callable[[], Any],
+                   consumed: Optional[masking.Consumed],
+                   positive_ids: tf.Tensor,
+                   redraws: int = HISTORY_REDRAWS):
+  """Per-row draws with the user's consumed items redrawn, then masked.
+
+  Args:
+    draw: `() -> (ids [B, K] int64, valid [B, K] bool)`, one fresh draw.
+    consumed: `masking.Consumed` of the rows' users, or None (one draw).
+    positive_ids: `[B]` the rows' positives (never counted as consumed:
+      they are excluded by the draw itself).
+    redraws: redraw rounds (a static count).
+
+  Returns:
+    `(ids, valid)`; `valid` is False where a draw is still consumed.
+  """
+  ids, valid = draw()
+  if consumed is None:
+    return ids, valid
+  for _ in range(redraws):
+    bad = masking.negatives_mask(consumed, ids, positive_ids)
+    new_ids, new_valid = draw()
+    ids = tf.where(bad, new_ids, ids)
+    valid = tf.where(bad, new_valid, valid)
+  bad = masking.negatives_mask(consumed, ids, positive_ids)
+  return tf.stop_gradient(ids), tf.logical_and(valid, tf.logical_not(bad))
 
 
 class CatalogSampler(base.NegativeSampler):
@@ -376,15 +407,14 @@ class CatalogSampler(base.NegativeSampler):
     return None
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
-    del candidate_embeddings, candidate_ids, training
+             positive_ids, training, user_history, consumed=None):
+    del candidate_embeddings, candidate_ids, training, user_history
     batch = tf.shape(query_embeddings)[0]
     rows = self._rows(positive_ids)
-    ids, valid = self.distribution.sample([batch, self.num_negatives],
-                                          rows=rows, exclude=positive_ids)
-    hist = history_mask(ids, user_history)
-    if hist is not None:
-      valid = tf.logical_and(valid, hist)
+    ids, valid = draw_excluding(
+        lambda: self.distribution.sample([batch, self.num_negatives],
+                                         rows=rows, exclude=positive_ids),
+        consumed, positive_ids)
     log_q = None
     if self.logq:
       row_b = None if rows is None else tf.expand_dims(rows, 1)

@@ -27,6 +27,13 @@ source both give the same value. No gradient flows into queue embeddings;
 gradients reach the query tower through every column and the item tower
 through the in-batch columns only.
 
+Gradient path of the queue columns: `d l_i / d e_j` is cut (stop-gradient),
+so a queue column's gradient is `d l_i / d u_i` alone. With an id query
+tower that updates user vectors only. With a history tower that reads the
+item table (`--query_tower=mean|gru|sasrec`, `--share_item_embeddings`,
+the CBNS paper's setting), `u_i = f(E[s_1..s_L])` and the queue columns
+update the table rows of the row's history items through the query side.
+
 Per training step: (1) snapshot the queue (read before write); (2) update the
 frequency source with the global batch's ids, then look up `log Q`; (3) build
 the group; (4) enqueue the global batch's candidates (stop-gradient), ids and
@@ -52,6 +59,9 @@ gathered candidates put back in replica-id order
 (`distribute.to_replica_order`), so every replica writes the same rows at the
 same slots and the queues stay identical on every replica after every step;
 the loss equals a single-device run on the global batch.
+
+Paper's towers: YouTubeDNN / GRU4Rec / MIND, user side built from the
+shared item table (`--query_tower=mean|gru|sasrec`).
 
 References:
   Wang, Zhu, He. Cross-Batch Negative Sampling for Training Two-Tower
@@ -151,8 +161,9 @@ class CrossBatchSampler(base.NegativeSampler):
     return self.queue.filled
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
+             positive_ids, training, user_history, consumed=None):
     del positive_ids, user_history  # hits are found from the column ids
+    del consumed  # the task masks consumed batch and queue columns
     local_batch = query_embeddings.shape[0]
     num_columns = candidate_embeddings.shape[0]
     _, num_replicas = distribute.replica_info()

@@ -33,6 +33,8 @@ row's global index and the row's logits. One device holding the global batch
 therefore draws exactly what the replicas draw for their rows, which makes the
 multi-replica run testable against a single device.
 
+Paper's towers: MF (id embeddings; `--query_tower=id`).
+
 References:
   Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
   for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).

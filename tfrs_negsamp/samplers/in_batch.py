@@ -10,6 +10,8 @@ a `FrequencySource`), or 0 without correction. Accidental hits (`id_j == id_i`,
 `j != i`) are masked. Loss: `sum_i r_i (-z_ii + logsumexp_j z_ij)`. Serving
 uses the uncorrected `<u, v>`.
 
+Paper's towers: YouTube two-tower with user and item features.
+
 References:
   Yi et al. Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
   Recommendations. RecSys 2019.
@@ -32,8 +34,9 @@ class InBatchSampler(base.NegativeSampler):
   """
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
+             positive_ids, training, user_history, consumed=None):
     del query_embeddings, candidate_embeddings, positive_ids, user_history
+    del consumed  # the task masks consumed columns
     return [base.CandidateGroup(
         column_log_q=self.in_batch_log_q(candidate_ids, training),
         remove_accidental_hits=self.remove_accidental_hits)]

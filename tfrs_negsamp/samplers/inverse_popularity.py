@@ -9,6 +9,8 @@ Per-query softmax over `[positive | K negatives]`, embedded by the item
 tower with gradient; optional correction `log(K q(j))`. Mechanics:
 `catalog.py`.
 
+Paper's query tower: SASRec (`--query_tower=sasrec`).
+
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
   Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,

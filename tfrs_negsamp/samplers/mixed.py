@@ -23,6 +23,9 @@ price of the method and show in the benchmark's step time.
 State: the uniform CDF `[N + 1]` and `log_f` float32 `[N + 1]`, constant,
 non-trainable, identical on every replica.
 
+Papers' towers: two-tower with item features (Yang et al.); SASRec
+(Prakash et al., `--query_tower=sasrec`).
+
 References:
   Yang, Yi, Chen, Hong, Cheng, Hua, Ahmed, Chi. Mixed Negative Sampling for
   Learning Two-tower Neural Networks in Recommendations. WWW 2020.
@@ -98,9 +101,9 @@ class MixedSampler(base.NegativeSampler):
     return extra_ids, extra, log_q
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
+             positive_ids, training, user_history, consumed=None):
     del query_embeddings, candidate_embeddings, positive_ids, training
-    del user_history
+    del user_history, consumed  # the task masks consumed columns
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids)
     return [base.CandidateGroup(
         extra_embeddings=extra, extra_ids=extra_ids, column_log_q=log_q,

@@ -11,6 +11,8 @@ embedded by the item tower with gradient; the optional correction is
 `log(K q(j))` (option `logq`, off by default as in the paper). Mechanics:
 `catalog.py`.
 
+Paper's query tower: SASRec (`--query_tower=sasrec`).
+
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
   Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,

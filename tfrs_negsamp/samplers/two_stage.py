@@ -1,84 +1,230 @@
 """Two-stage negative sampling (Tran et al., SIGIR 2019), softmax or CML.
 
-Stage 1: one pool of `C` distinct items per step, shared by every row,
-drawn without replacement with `P_1(j) ~ count_j^beta` (Gumbel-top-C over
-`log P_1`, `O(N)`; `beta = 0`: uniform over the items seen in training).
-The pool is embedded by the item tower **with gradient** (no stale snapshot;
-SAMPLERS.md 6.6 allows either).
+Stage 1 (both rules): one pool of `C` distinct items per step, shared by
+every row, drawn without replacement with `P_1(j) ~ count_j^beta`
+(Gumbel-top-C over `log P_1`, `O(N)`; `beta = 0`: uniform over the items
+seen in training), with stateful RNG per replica (SAMPLERS.md 6.7).
 
-Stage 2 (option (a) of SAMPLERS.md 6.6, a choice): per query keep the `K2`
-pool items with the highest current model score `<u_i, c_j>` (TFRS
-`HardNegativeMining` via `num_hard_negatives`), after accidental hits are
-masked. The reference code instead draws, per (user, positive item) pair, by
-the inverse cosine density of the *positive item*'s similarity to the pool
-(practically an argmax at d = 128); scoring by the query is what a
-two-tower softmax can use directly and costs no extra `[B, C]` similarity.
+Stage 2 has two rules (`rule`):
+
+* "reference" (default), the rule of the reference code
+  (deezer/sigir2019-2stagesampling, `SpreadoutSampler`): for the pair
+  `(u_i, p_i)` and pool item `c`, the cosine similarity to the **positive
+  item** on a stale item table `T`,
+
+      s_ic = <T[p_i], T[c]>,        T[j] = v_j / ||v_j||,
+
+  gives the spread-out weight (inverse density of the cosine of two random
+  unit vectors in `R^d`, Wu et al. ICCV 2017)
+
+      w_ic = (1 - s_ic^2)^(1 - (d - 1)/2)   if s_ic > 0,   else 0,
+
+  computed in log space, `log w = (1 - (d-1)/2) log(1 - s^2 + 1e-8)`.
+  Row `i` draws `K2` pool items without replacement with `p ~ w_i`
+  (Gumbel-top-K2 over `log w_i`); when fewer than `K2` items have positive
+  weight (with `K2 = 1`: none), the rest are drawn uniformly from the
+  row's zero-weight pool items, as the reference falls back to a uniform
+  draw from the pool. `K2 = 1` for `loss="triplet"` (the reference: one
+  negative per (user, positive) pair); `K2 = num_hard_negatives` for the
+  softmax (a departure: the reference has no softmax variant).
+  The user's training items are **excluded before the draw** (zero weight):
+  the reference rejects and redraws them up to 10 times; masking is the
+  exact, graph-friendly limit of that loop (SAMPLERS.md 6.4). Excluded are
+  the row's positive and, when the model passes `consumed`
+  (`--mask_history`), every item the row's user consumed in training. A row
+  whose pool holds no other allowed item gets a masked column (no softmax
+  mass, no hinge term), never a consumed item.
+  The table `T` `[N + 1, d]` is non-trainable state (`distribute.add_state`,
+  identical on every replica), refreshed from the item tower every
+  `refresh_steps` training steps (reference: 100 batches): at training
+  steps `0, R, 2R, ...` before it is used, so the first step fills it.
+  Rows are L2-normalised (the reference normalises its embeddings,
+  `activate_l2_norm=True`; the weights assume unit vectors). Only the
+  selection uses `T`: the drawn negatives are embedded freshly by the item
+  tower, with gradient (the pool once, `C` forwards; rows gather from it).
+  Per-row draws use stateful `tf.random.uniform` (SAMPLERS.md D6 allows it
+  for per-row negatives; each replica draws its own rows; reproducible
+  through the global seed).
+  Default pool: the reference draws 2000 of 130,791 items (1.5%); scaled to
+  the catalog, `C = min(2000, max(128, round(N * 2000 / 130791)))` (at least
+  128 so that small catalogs still offer a choice: 128 of ML-100K's 1,682
+  items), capped at the items with positive stage-1 weight.
+* "query_score" (the package's first rule; option (a) of SAMPLERS.md 6.6):
+  per query keep the `K2` pool items with the highest current model score
+  `<u_i, c_j>` (TFRS `HardNegativeMining` via `num_hard_negatives`) after
+  accidental hits (and consumed items, with `consumed`) are masked; the
+  pool is embedded by the item tower with gradient. Default pool 512.
 
 Loss (`loss`):
-* "softmax" (default): over `[positive | selected pool items]` (the in-batch
-  columns are dropped, as in the reference code, which has no in-batch
-  negatives):  `l_i = -z_i0 + logsumexp_{j in {0} + S_i} z_ij`, with
+* "softmax" (default): over `[positive | negatives]` (the in-batch columns
+  are dropped, as in the reference code, which has no in-batch negatives):
+  `l_i = -z_i0 + logsumexp_{j in {0} + S_i} z_ij`, with
   `z_ij = <u_i, c_j>/tau` and, with `logq=True`, minus the log inclusion
   probability `log(1 - (1 - P_1(j))^C)` on every column (off by default: the
-  paper has no correction and, after the hard selection, the softmax is no
-  longer an unbiased estimate anyway).
+  paper has no correction and, after the selection, the softmax is no longer
+  an unbiased estimate anyway). This loss is a departure from the reference
+  (CML hinge).
 * "triplet": the CML hinge `[margin + ||u - v_pos||^2 - min_j ||u - c_j||^2]_+`
-  summed over the batch (`losses.CMLTripletLoss`), the minimum over the
-  whole pool (the hardest negative, stage 2 with `K2 = 1`). The model's task
-  reads the sampler's `loss` and `margin` attributes.
+  summed over the batch (`losses.CMLTripletLoss`). With the reference rule
+  the minimum runs over the one drawn negative; with "query_score" over the
+  whole pool (the hardest negative). The model's task reads the sampler's
+  `loss` and `margin` attributes.
 
-State: the popularity CDF `[N + 1]` (constant). The pool is drawn per
-replica with stateful RNG (SAMPLERS.md 6.7: a per-replica pool is fine).
+State: the popularity CDF `[N + 1]` (constant); with the reference rule
+also `item_table` float32 `[N + 1, d]` and the step counter `step` int64.
+
+Paper's model: CML (id embeddings; `--query_tower=id`).
 
 References:
   Tran, Hennequin, Royo-Letelier, Moussallam. Improving Collaborative Metric
   Learning with Efficient Negative Sampling. SIGIR 2019 (arXiv 1909.10912).
+  Wu, Manmatha, Smola, Krahenbuhl. Sampling Matters in Deep Embedding
+  Learning. ICCV 2017.
 """
 
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from tfrs_negsamp import distribute
 from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
 
+REFERENCE = "reference"
+QUERY_SCORE = "query_score"
+RULES = (REFERENCE, QUERY_SCORE)
+# The reference script: a 2000-item pool out of 130,791 items.
+REFERENCE_POOL = 2000
+REFERENCE_CATALOG = 130791
+MIN_DEFAULT_POOL = 128
+QUERY_SCORE_POOL = 512
+REFERENCE_REFRESH_STEPS = 100
+
+
+def default_pool_size(num_items: int, rule: str = REFERENCE) -> int:
+  """The default stage-1 pool `C` for a catalog of `num_items` items.
+
+  Reference rule: the reference fraction 2000 / 130,791 of the catalog,
+  at least 128 and at most 2000. Query-score rule: 512.
+  """
+  if rule == QUERY_SCORE:
+    return QUERY_SCORE_POOL
+  scaled = int(round(num_items * REFERENCE_POOL / REFERENCE_CATALOG))
+  return min(REFERENCE_POOL, max(MIN_DEFAULT_POOL, scaled))
+
+
+def spread_out_log_weights(similarity: tf.Tensor, dim: int) -> tf.Tensor:
+  """`log w = (1 - (d - 1)/2) log(1 - s^2 + 1e-8)` for `s > 0`, else -inf.
+
+  Args:
+    similarity: cosine similarities `s` (any shape).
+    dim: the embedding dimension `d`.
+
+  Returns:
+    float64 log weights, same shape; `-inf` where `s <= 0` (weight 0).
+  """
+  s = tf.clip_by_value(tf.cast(similarity, tf.float64), -1.0, 1.0)
+  exponent = 1.0 - (float(dim) - 1.0) / 2.0
+  log_w = exponent * tf.math.log(1.0 - tf.square(s) + 1e-8)
+  return tf.where(s > 0, log_w, tf.constant(-np.inf, tf.float64))
+
+
+def draw_by_weight(log_weights: tf.Tensor, allowed: tf.Tensor,
+                   num: int) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Per row, `num` columns without replacement, `p ~ exp(log_weights)`.
+
+  Gumbel-top-`num` over `log w` among the allowed columns with finite
+  weight: the law of drawing one column at a time from `w` renormalised
+  over the columns not yet drawn. When a row has fewer than `num` such
+  columns, the rest come uniformly (without replacement) from its allowed
+  zero-weight columns (their keys are shifted below every weighted key);
+  beyond that, disallowed columns fill the row and are flagged.
+
+  Args:
+    log_weights: float64 `[B, C]`, `-inf` = weight 0.
+    allowed: bool `[B, C]`, False = never drawn.
+    num: draws per row (`<= C`).
+
+  Returns:
+    `(index int32 [B, num], ok bool [B, num])`: the drawn columns, and
+    False where a slot could only be filled by a disallowed column.
+  """
+  log_weights = tf.cast(log_weights, tf.float64)
+  allowed = tf.cast(allowed, tf.bool)
+  uniform = tf.random.uniform(tf.shape(log_weights), minval=1e-300,
+                              maxval=1.0, dtype=tf.float64)
+  gumbel = -tf.math.log(-tf.math.log(uniform))
+  inf = tf.constant(np.inf, tf.float64)
+  weighted = tf.logical_and(allowed, tf.math.is_finite(log_weights))
+  fill = tf.logical_and(allowed, tf.logical_not(weighted))
+  key_weighted = tf.where(weighted, log_weights + gumbel, -inf)
+  lowest = tf.reduce_min(tf.where(weighted, key_weighted, inf), axis=1,
+                         keepdims=True)
+  top_fill = tf.reduce_max(tf.where(fill, gumbel, -inf), axis=1,
+                           keepdims=True)
+  shift = tf.where(
+      tf.logical_and(tf.math.is_finite(lowest), tf.math.is_finite(top_fill)),
+      lowest - 1.0 - top_fill, tf.zeros_like(lowest))
+  key = tf.where(weighted, key_weighted,
+                 tf.where(fill, gumbel + shift, -inf))
+  _, index = tf.math.top_k(key, k=num)
+  ok = tf.gather(allowed, index, batch_dims=1)
+  return index, ok
+
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
 class TwoStageSampler(base.NegativeSampler):
-  """Popularity^beta pool, then the top-`K2` by score per query.
+  """Popularity^beta pool, then stage 2 by `rule` (see the module doc).
 
   The item tower is not part of the config (it is the model's); pass it as
   `item_model=` when deserialising.
 
   Args:
     item_counts: `[N + 1]` training counts per model index (0 = OOV).
-    pool_size: `C`, the stage-1 pool (capped at the items with weight).
+    pool_size: `C`, the stage-1 pool (capped at the items with weight);
+      None: `default_pool_size(N, rule)`.
     beta: popularity exponent of stage 1.
-    num_hard_negatives: `K2`, negatives kept per query (softmax loss).
+    num_hard_negatives: `K2`, negatives per row with the softmax loss.
     logq: subtract the log inclusion probability of stage 1.
     loss: "softmax" or "triplet".
     margin: hinge margin of the triplet loss.
     item_model: callable int64 ids `[...]` -> `[..., d]`.
-    remove_accidental_hits: mask pool items equal to the row's positive.
+    remove_accidental_hits: mask negatives equal to the row's positive.
+    rule: stage 2, "reference" (spread-out weights of the similarity to the
+      positive on a stale table) or "query_score" (top-K2 by query score).
+    refresh_steps: reference rule: training steps between refreshes of the
+      stale item table.
   """
 
-  def __init__(self, item_counts: Sequence[float], pool_size: int = 512,
+  def __init__(self, item_counts: Sequence[float],
+               pool_size: Optional[int] = None,
                beta: float = 1.0, num_hard_negatives: int = 32,
                logq: bool = False, loss: str = losses.SOFTMAX,
                margin: float = 1.0,
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
-               remove_accidental_hits: bool = True, **kwargs) -> None:
+               remove_accidental_hits: bool = True, rule: str = REFERENCE,
+               refresh_steps: int = REFERENCE_REFRESH_STEPS,
+               **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
     if loss not in losses.LOSS_TYPES:
       raise ValueError("unknown loss %r; valid: %s"
                        % (loss, ", ".join(losses.LOSS_TYPES)))
+    if rule not in RULES:
+      raise ValueError("unknown two-stage rule %r; valid: %s"
+                       % (rule, ", ".join(RULES)))
+    self._counts = catalog.check_counts(item_counts)
+    if pool_size is None:
+      pool_size = default_pool_size(self._counts.size - 1, rule)
     if int(pool_size) < 1 or int(num_hard_negatives) < 1:
       raise ValueError("pool_size and num_hard_negatives must be >= 1, got "
                        "%r, %r." % (pool_size, num_hard_negatives))
-    self._counts = catalog.check_counts(item_counts)
+    if int(refresh_steps) < 1:
+      raise ValueError("refresh_steps must be >= 1, got %r." % refresh_steps)
+    self.rule = rule
+    self.refresh_steps = int(refresh_steps)
     self.beta = float(beta)
     weights = catalog.catalog_weights(self._counts, "popularity", self.beta)
     self.pool_size = int(pool_size)
@@ -93,13 +239,33 @@ class TwoStageSampler(base.NegativeSampler):
   item_model = property(lambda self: catalog.get_item_model(self),
                         lambda self, fn: catalog.set_item_model(self, fn))
 
+  @property
+  def num_draws(self) -> int:
+    """Reference rule: negatives drawn per row (1 for the triplet loss)."""
+    k = 1 if self.loss == losses.TRIPLET else self.num_hard_negatives
+    return min(k, self._pool)
+
   def build(self, input_shape=None):
     self.distribution.build()
+    if self.rule == REFERENCE:
+      dim = (tf.TensorShape(input_shape)[-1] if input_shape is not None
+             else None)
+      if dim is None:
+        raise ValueError("TwoStageSampler(rule='reference') needs a known "
+                         "embedding dimension, got query shape %s."
+                         % (input_shape,))
+      self.item_table = distribute.add_state(
+          self, "item_table", [self._counts.size, int(dim)], tf.float32)
+      self.step = distribute.add_state(self, "step", [], tf.int64)
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
-    del query_embeddings, candidate_embeddings, training, user_history
+             positive_ids, training, user_history, consumed=None):
+    del candidate_embeddings, candidate_ids, user_history
+    if self.rule == REFERENCE:
+      del query_embeddings
+      return self._sample_reference(positive_ids, training, consumed)
+    del query_embeddings, training
     pool_ids = self.distribution.sample_unique(self._pool)
     pool = catalog.embed(self, pool_ids)
     log_q = None
@@ -109,15 +275,78 @@ class TwoStageSampler(base.NegativeSampler):
           tf.expand_dims(positive_ids, 1),
           tf.broadcast_to(tf.expand_dims(pool_ids, 0),
                           [tf.shape(positive_ids)[0], self._pool])], axis=1)
-      p = tf.cast(self.distribution.prob(ids), tf.float64)
-      inclusion = -tf.math.expm1(self._pool * tf.math.log1p(
-          -tf.minimum(p, 1.0 - 1e-12)))
-      log_q = tf.stop_gradient(tf.cast(tf.math.log(
-          tf.maximum(inclusion, 1e-30)), tf.float32))
+      log_q = self._log_inclusion(ids)
+    mask = None
+    if consumed is not None:
+      # Layout [positive | pool]: the positive column is always kept.
+      free = tf.logical_not(consumed(pool_ids))
+      mask = tf.concat([tf.ones_like(free[:, :1]), free], axis=1)
     hard = (self.num_hard_negatives if self.loss == losses.SOFTMAX else None)
     return [base.CandidateGroup(
         extra_embeddings=pool, extra_ids=pool_ids, column_log_q=log_q,
-        drop_in_batch=True, num_hard_negatives=hard,
+        score_mask=mask, drop_in_batch=True, num_hard_negatives=hard,
+        remove_accidental_hits=self.remove_accidental_hits)]
+
+  def _log_inclusion(self, ids: tf.Tensor) -> tf.Tensor:
+    """`log(1 - (1 - P_1(j))^C)`, the log inclusion probability of stage 1."""
+    p = tf.cast(self.distribution.prob(ids), tf.float64)
+    inclusion = -tf.math.expm1(self._pool * tf.math.log1p(
+        -tf.minimum(p, 1.0 - 1e-12)))
+    return tf.stop_gradient(tf.cast(tf.math.log(
+        tf.maximum(inclusion, 1e-30)), tf.float32))
+
+  def stale_table(self, training: bool) -> tf.Tensor:
+    """The stale item table `[N + 1, d]`, refreshed first when due.
+
+    In training, at steps `0, R, 2R, ...` (`R = refresh_steps`) the table
+    is recomputed from the item tower (L2-normalised rows, no gradient)
+    before it is read; the step counter then advances. Every replica
+    computes the same refresh from the same weights and the write keeps
+    replica 0's value (ONLY_FIRST_REPLICA), so the table is identical on
+    every replica.
+    """
+    if not training:
+      return self.item_table.read_value()
+    step = self.step.read_value()
+    due = tf.equal(step % self.refresh_steps, 0)
+
+    def refresh():
+      ids = tf.range(self._counts.size, dtype=tf.int64)
+      fresh = tf.cast(catalog.embed(self, ids), tf.float32)
+      return tf.stop_gradient(tf.math.l2_normalize(fresh, axis=-1))
+
+    table = tf.cond(due, refresh, self.item_table.read_value)
+    self.item_table.assign(table)
+    self.step.assign_add(1)
+    return self.item_table.read_value()
+
+  def _sample_reference(self, positive_ids, training, consumed):
+    table = self.stale_table(training)
+    pool_ids = self.distribution.sample_unique(self._pool)  # [C]
+    similarity = tf.matmul(tf.gather(table, positive_ids),
+                           tf.gather(table, pool_ids), transpose_b=True)
+    log_w = spread_out_log_weights(similarity, int(table.shape[-1]))
+    # The user's items are rejected: the positive itself, and with
+    # `consumed` every training item of the row's user.
+    allowed = tf.not_equal(tf.expand_dims(pool_ids, 0),
+                           tf.expand_dims(positive_ids, 1))
+    if consumed is not None:
+      allowed = tf.logical_and(allowed,
+                               tf.logical_not(consumed(pool_ids)))
+    index, ok = draw_by_weight(log_w, allowed, self.num_draws)
+    ids = tf.stop_gradient(tf.gather(pool_ids, index))  # [B, K2]
+    log_q = None
+    positive_log_q = None
+    if self.logq:
+      positive_log_q = self._log_inclusion(tf.expand_dims(positive_ids, 1))
+      log_q = self._log_inclusion(ids)
+    # The pool is embedded once (C tower forwards, with gradient) and each
+    # row gathers its draws: the same embeddings as item_model(ids).
+    pool = catalog.embed(self, pool_ids)
+    per_query = base.PerQuery(embeddings=tf.gather(pool, index), ids=ids,
+                              log_q=log_q, mask=ok)
+    return [base.CandidateGroup(
+        per_query=per_query, column_log_q=positive_log_q, drop_in_batch=True,
         remove_accidental_hits=self.remove_accidental_hits)]
 
   def get_config(self) -> Dict[str, Any]:
@@ -127,7 +356,8 @@ class TwoStageSampler(base.NegativeSampler):
                    "pool_size": self.pool_size, "beta": self.beta,
                    "num_hard_negatives": self.num_hard_negatives,
                    "logq": self.logq, "loss": self.loss,
-                   "margin": self.margin})
+                   "margin": self.margin, "rule": self.rule,
+                   "refresh_steps": self.refresh_steps})
     return config
 
   @classmethod
@@ -138,14 +368,19 @@ class TwoStageSampler(base.NegativeSampler):
 def _kwargs(context: base.SamplerContext) -> Dict[str, Any]:
   beta = context.options.get("two_stage_beta")
   margin = context.options.get("cml_margin")
+  rule = catalog.option(context, "two_stage_rule", REFERENCE)
+  pool = catalog.option(context, "two_stage_pool", None)
   return {"item_counts": context.item_counts,
-          "pool_size": int(catalog.option(context, "two_stage_pool", 512)),
+          "pool_size": None if pool is None else int(pool),
           "beta": 1.0 if beta is None else float(beta),
           "num_hard_negatives": int(catalog.option(
               context, "num_hard_negatives", 32)),
           "logq": bool(context.options.get("catalog_logq", False)),
           "margin": 1.0 if margin is None else float(margin),
-          "item_model": context.item_model}
+          "item_model": context.item_model,
+          "rule": str(rule),
+          "refresh_steps": int(catalog.option(
+              context, "two_stage_refresh", REFERENCE_REFRESH_STEPS))}
 
 
 @base.register_sampler("two_stage")

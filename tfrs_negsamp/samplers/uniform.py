@@ -10,6 +10,8 @@ negatives]`; the optional correction is `log(K q(j)) = log(K / N)`, a
 constant per row that leaves the softmax unchanged (it is offered for
 symmetry with the other catalog samplers). Mechanics: `catalog.py`.
 
+Paper's query tower: SASRec (`--query_tower=sasrec`).
+
 References:
   Prakash, Bermperidis, Chennu. Evaluating Performance and Bias of Negative
   Sampling in Large-Scale Sequential Recommendation Models. arXiv 2410.17276,

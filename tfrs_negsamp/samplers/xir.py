@@ -53,6 +53,8 @@ Cost per step: one item-tower pass over the distinct cache ids (`<= C`,
 `encode_unique`), `O(B C d)` scoring, `O(B (G + C))` resampling, and a
 unique over `G + C` ids.
 
+Paper's towers: MF (id embeddings; `--query_tower=id`).
+
 References:
   Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
   for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
@@ -65,6 +67,7 @@ import tensorflow as tf
 
 from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import bir
 from tfrs_negsamp.samplers import importance_resampling as ir
@@ -136,7 +139,7 @@ class XIRSampler(bir.BIRSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history):
+             positive_ids, training, user_history, consumed=None):
     del user_history
     if self.item_model is None:
       raise ValueError(
@@ -152,7 +155,7 @@ class XIRSampler(bir.BIRSampler):
     log_q = self.in_batch_log_q(candidate_ids, training)
     batch_group, batch_counts = self.resample_batch(
         query_embeddings, candidate_embeddings, candidate_ids, positive_ids,
-        log_q, num_batch, step)
+        log_q, num_batch, step, consumed=consumed)
 
     cache_embeddings = ir.encode_unique(self.item_model, cache_ids)
     logits = self.resampling_scores(query_embeddings, cache_embeddings)
@@ -164,6 +167,10 @@ class XIRSampler(bir.BIRSampler):
       valid = tf.not_equal(positive_ids[:, None], cache_ids[None, :])
     else:
       valid = tf.ones(tf.shape(logits), tf.bool)
+    if consumed is not None:  # consumed cache items are never drawn
+      valid = tf.logical_and(valid, tf.logical_not(
+          masking.negatives_mask(consumed, cache_ids, positive_ids)
+          if not self.remove_accidental_hits else consumed(cache_ids)))
     replica_id, num_replicas = distribute.replica_info()
     indices, drawn = ir.resample_with_replacement(
         logits, valid, num_cache,

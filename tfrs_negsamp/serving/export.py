@@ -10,6 +10,17 @@ strings:
     scores, item_ids = loaded(tf.constant(["42"]))      # [B, k] each
     out = loaded.signatures["serving_default"](user_id=tf.constant(["42"]))
 
+For a history query tower (`HistoryQueryModel` around it) the signature
+takes the history as item id strings instead (and `user_id` too when the
+tower reads it):
+
+    out = loaded.signatures["serving_default"](
+        history=tf.constant([["12", "7", "31"], ["", "", "5"]]))
+
+Each row is mapped through the catalog vocabulary (unknown ids and "" are
+dropped), its known ids are kept in order, right-aligned into the training
+length L (left padding), and only the last L are kept when there are more.
+
 Serving scores are the uncorrected dot products `<u, v>`.
 """
 
@@ -17,7 +28,7 @@ import contextlib
 import json
 import math
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +36,9 @@ import tensorflow_recommenders as tfrs
 
 INDEX_KINDS = ("scann", "brute_force")
 METADATA_FILE = "tfrs_negsamp.json"
+# Query input kinds recorded in the metadata (`query_input`).
+USER_ID = "user_id"
+HISTORY = "history"
 
 
 SCANN_PARAMETERS = ("num_leaves", "num_leaves_to_search",
@@ -75,6 +89,75 @@ def scann_parameters(num_items: int, k: int,
           "num_reordering_candidates": int(reorder)}
 
 
+def compact_history(indices: tf.Tensor, length: int) -> tf.Tensor:
+  """Right-aligns each row's known items into `[B, length]`, left-padded.
+
+  `indices` `[B, M]` int64 model item indices (0 = padding or unknown, at
+  any position). Row b's non-zero entries keep their order; with `n_b` of
+  them, the last `min(n_b, length)` land in columns
+  `length - min(n_b, length) .. length - 1` and the rest of the row is 0.
+  So padding may be anywhere in a request, an unknown id takes no slot, and
+  a history longer than `length` keeps its `length` most recent items (the
+  training convention: most recent last).
+  """
+  indices = tf.cast(indices, tf.int64)
+  valid = indices > 0
+  # 1 for the most recent known item of a row, 2 for the one before, ...
+  rank = tf.cumsum(tf.cast(valid, tf.int64), axis=1, reverse=True)
+  keep = tf.logical_and(valid, rank <= length)
+  cells = tf.where(keep)  # [n, 2] (row, column) of the kept entries
+  columns = length - tf.gather_nd(rank, cells)
+  out = tf.scatter_nd(
+      tf.stack([cells[:, 0], columns], axis=1), tf.gather_nd(indices, cells),
+      tf.stack([tf.shape(indices, out_type=tf.int64)[0],
+                tf.constant(length, tf.int64)]))
+  return tf.ensure_shape(out, [None, length])
+
+
+class HistoryQueryModel(tf.keras.Model):
+  """Item id strings (+ user ids) -> the query of a history tower.
+
+  Maps `inputs["history"]` (string `[B, M]`, "" padding) to model item
+  indices with the catalog vocabulary (position + 1; unknown ids and "" ->
+  0), compacts them to the training length (`compact_history`) and calls
+  `tower({"history": int64 [B, L], "user_id": string [B]})`, passing
+  `user_id` only when `use_user_id`.
+
+  Args:
+    tower: a history query tower (dict input, `[B, d]` output).
+    item_vocabulary: the catalog item ids, in model index order.
+    history_length: the L the tower was trained with.
+    use_user_id: whether the tower also reads `user_id`.
+  """
+
+  def __init__(self, tower: tf.keras.Model, item_vocabulary: Sequence[str],
+               history_length: int, use_user_id: bool = False,
+               **kwargs) -> None:
+    super().__init__(**kwargs)
+    if history_length < 1:
+      raise ValueError("history_length must be >= 1, got %r"
+                       % history_length)
+    self.tower = tower
+    self.lookup = tf.keras.layers.StringLookup(
+        vocabulary=list(np.asarray(item_vocabulary).astype(str)),
+        mask_token=None, num_oov_indices=1)
+    self.history_length = int(history_length)
+    self.use_user_id = bool(use_user_id)
+
+  @property
+  def query_inputs(self) -> Tuple[str, ...]:
+    return (HISTORY, USER_ID) if self.use_user_id else (HISTORY,)
+
+  def call(self, inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    history = tf.convert_to_tensor(inputs[HISTORY], tf.string)
+    indices = tf.where(history == "", tf.constant(0, tf.int64),
+                       tf.cast(self.lookup(history), tf.int64))
+    features = {HISTORY: compact_history(indices, self.history_length)}
+    if self.use_user_id:
+      features[USER_ID] = tf.convert_to_tensor(inputs[USER_ID], tf.string)
+    return self.tower(features)
+
+
 def build_index(query_model: tf.keras.Model, item_ids: Sequence[str],
                 item_embeddings: np.ndarray, kind: str = "scann",
                 k: int = 100, scann_overrides: Optional[Dict[str, int]] = None
@@ -110,23 +193,51 @@ def export(index: tfrs.layers.factorized_top_k.TopK, path: str,
            metadata: Optional[Dict[str, Any]] = None) -> str:
   """Saves `index` as a SavedModel with a `serving_default` signature.
 
-  The signature takes `user_id` (string `[B]`) and returns `scores` and
-  `item_ids` (`[B, k]`).
+  For a user id tower the signature takes `user_id` (string `[B]`); when
+  the index's query model is a `HistoryQueryModel` it takes `history`
+  (string `[B, M]`, any M) and, if the tower reads it, `user_id` (string
+  `[B]`). Both return `scores` and `item_ids` (`[B, k]`). The metadata file
+  records `k`, `query_input` ("user_id" or "history"), `inputs` (the
+  signature's input names) and, for a history, `history_length` (L).
   """
-  example = tf.constant(np.asarray(example_user_ids).astype(str))
-  index(example)  # sets the shapes before saving (TFRS issue #131)
+  users = tf.constant(np.asarray(example_user_ids).astype(str))
+  query_model = index.query_model
+  k = int(index._k)  # pylint: disable=protected-access
+  meta: Dict[str, Any] = {"k": k}
+  if isinstance(query_model, HistoryQueryModel):
+    example = {HISTORY: tf.fill([tf.shape(users)[0], 1], "")}
+    specs = {HISTORY: tf.TensorSpec([None, None], tf.string, name=HISTORY)}
+    if query_model.use_user_id:
+      example[USER_ID] = users
+      specs[USER_ID] = tf.TensorSpec([None], tf.string, name=USER_ID)
+    index(example)  # sets the shapes before saving (TFRS issue #131)
 
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                              name="user_id")])
-  def serve(user_id):
-    scores, ids = index(user_id)
-    return {"scores": scores, "item_ids": ids}
+    if query_model.use_user_id:
+      @tf.function(input_signature=[specs[HISTORY], specs[USER_ID]])
+      def serve(history, user_id):
+        scores, ids = index({HISTORY: history, USER_ID: user_id})
+        return {"scores": scores, "item_ids": ids}
+    else:
+      @tf.function(input_signature=[specs[HISTORY]])
+      def serve(history):
+        scores, ids = index({HISTORY: history})
+        return {"scores": scores, "item_ids": ids}
+    meta.update(query_input=HISTORY, inputs=list(query_model.query_inputs),
+                history_length=query_model.history_length)
+  else:
+    index(users)  # sets the shapes before saving (TFRS issue #131)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
+                                                name=USER_ID)])
+    def serve(user_id):
+      scores, ids = index(user_id)
+      return {"scores": scores, "item_ids": ids}
+    meta.update(query_input=USER_ID, inputs=[USER_ID])
 
   index.serve = serve
   tf.saved_model.save(
       index, path, signatures={"serving_default": serve},
       options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]))
-  meta = {"k": int(index._k)}  # pylint: disable=protected-access
   meta.update(metadata or {})
   with open(os.path.join(path, METADATA_FILE), "w") as f:
     json.dump(meta, f, indent=2)

@@ -12,6 +12,11 @@ Routes (`<name>` is the served model's name, `default` unless set):
     POST /v1/models/<name>:predict    top-k items for a batch of users
     GET  /healthz                     liveness: {"status": "ok"}
 
+`HEAD` is answered wherever `GET` is (same status and headers, no body). A
+predict body must be JSON: `Content-Type: application/json` (a `charset`
+parameter other than UTF-8 is refused), or no `Content-Type` at all (what
+`requests.post(url, data=...)` sends); any other type is answered 415.
+
 A predict body takes the row ("instances") or the columnar ("inputs") form of
 TF Serving, with an optional `k` (1 <= k <= the index's k, default the
 index's k):
@@ -20,6 +25,19 @@ index's k):
     {"instances": ["42", "7"]}                  # single-input shorthand
     {"inputs": {"user_id": ["42", "7"]}, "k": 10}
     {"inputs": ["42", "7"]}                     # single-input shorthand
+
+For an export of a history tower (metadata `query_input: "history"`) the
+input is `history`, a list of item id strings per user (most recent last;
+any length up to the server's limit; "" padding and unknown ids are
+ignored by the model, which keeps the last L known ids), plus `user_id`
+when the export takes it (optional here: a missing one is "", unknown):
+
+    {"instances": [{"history": ["12", "7", "31"]}, {"history": ["5"]}]}
+    {"instances": [["12", "7", "31"], ["5"]]}   # single-input shorthand
+    {"inputs": {"history": [["12", "7", "31"], ["5"]]}, "k": 10}
+    {"instances": [{"history": ["12"], "user_id": "42"}]}  # with user input
+
+Rows of different lengths are left-padded with "" into one `[B, M]` call.
 
 and is answered, like TF Serving, in the same form it was asked:
 
@@ -32,11 +50,14 @@ problem; the server answers it as `{"error": message}`.
 
 import dataclasses
 import json
+import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 DEFAULT_MODEL_NAME = "default"
 INPUT_NAME = "user_id"
+HISTORY_NAME = "history"
+DEFAULT_MAX_HISTORY = 1024
 OUTPUT_NAMES = ("item_ids", "scores")
 SIGNATURE_NAME = "serving_default"
 HEALTH_PATH = "/healthz"
@@ -47,12 +68,14 @@ STATUS = "status"
 METADATA = "metadata"
 PREDICT = "predict"
 
-_ALLOWED = {HEALTH: ("GET",), STATUS: ("GET",), METADATA: ("GET",),
-            PREDICT: ("POST",)}
+_ALLOWED = {HEALTH: ("GET", "HEAD"), STATUS: ("GET", "HEAD"),
+            METADATA: ("GET", "HEAD"), PREDICT: ("POST",)}
 _MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?P<rest>/metadata|:[^/]*)?/?$")
 _TOP_LEVEL_KEYS = ("instances", "inputs", "k", "signature_name")
 _EXAMPLE = '{"instances": [{"user_id": "42"}]}'
+_HISTORY_EXAMPLE = '{"instances": [{"history": ["12", "7"]}]}'
+_JSON_TYPE = "application/json"
 
 
 class RestError(Exception):
@@ -71,13 +94,24 @@ class PredictRequest:
   """A parsed predict request: one model call over `user_ids`.
 
   Attributes:
-    user_ids: the users, in request order (one model call for all of them).
+    user_ids: the users, in request order (one model call for all of them);
+      for a history export, one per history ("" when not sent) if the
+      export takes `user_id`, else empty.
     k: how many items to return per user (<= the index's k).
     columnar: whether the request used "inputs" (answered with "outputs").
+    histories: for a history export, each row's item id strings (in
+      request order); None for a user id export.
   """
   user_ids: Tuple[str, ...]
   k: int
   columnar: bool = False
+  histories: Optional[Tuple[Tuple[str, ...], ...]] = None
+
+  @property
+  def size(self) -> int:
+    """Rows of the model call (users or histories)."""
+    return (len(self.histories) if self.histories is not None
+            else len(self.user_ids))
 
 
 def error_body(message: str) -> Dict[str, str]:
@@ -137,11 +171,45 @@ def _type_name(value: Any) -> str:
   return type(value).__name__
 
 
+def check_content_type(value: Optional[str]) -> None:
+  """Accepts a JSON content type (or none); raises 415 for any other.
+
+  `application/json` with any parameters but a non-UTF-8 `charset`, or no
+  header at all (JSON is then assumed, as TF Serving does).
+
+  Raises:
+    RestError: 415 naming the type received.
+  """
+  if value is None or not value.strip():
+    return
+  media, *params = value.split(";")
+  if media.strip().lower() != _JSON_TYPE:
+    raise RestError(415, "unsupported Content-Type %r: send %s (e.g. curl "
+                    "-H 'Content-Type: application/json')"
+                    % (value, _JSON_TYPE))
+  for param in params:
+    name, _, charset = param.partition("=")
+    if (name.strip().lower() == "charset" and
+        charset.strip().strip('"').lower() not in ("utf-8", "utf8")):
+      raise RestError(415, "unsupported charset in Content-Type %r: the "
+                      "body must be UTF-8" % value)
+
+
+def _text(value: str, where: str) -> str:
+  """`value` if it encodes as UTF-8 (JSON may hold a lone surrogate)."""
+  try:
+    value.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise RestError(400, "%s is not valid Unicode text (%s); send UTF-8 "
+                    "strings" % (where, e.reason)) from e
+  return value
+
+
 def _user_id(value: Any, where: str) -> str:
   if not isinstance(value, str):
     raise RestError(400, "%s must be a string such as \"42\", got %s"
                     % (where, _type_name(value)))
-  return value
+  return _text(value, where)
 
 
 def _instances(value: Any) -> List[str]:
@@ -163,6 +231,8 @@ def _instances(value: Any) -> List[str]:
                         % (i, INPUT_NAME, _EXAMPLE))
       users.append(_user_id(instance[INPUT_NAME],
                             "instances[%d].%s" % (i, INPUT_NAME)))
+    elif isinstance(instance, str):
+      users.append(_text(instance, "instances[%d]" % i))
     else:
       users.append(_user_id(instance, "instances[%d] (an object with %r or "
                             "a user id string)" % (i, INPUT_NAME)))
@@ -189,14 +259,107 @@ def _inputs(value: Any) -> List[str]:
   return [_user_id(v, "%s[%d]" % (where, i)) for i, v in enumerate(column)]
 
 
+def _history(value: Any, where: str, max_history: int) -> Tuple[str, ...]:
+  if not isinstance(value, list):
+    raise RestError(400, "%s must be a list of item id strings such as "
+                    "[\"12\", \"7\"], got %s" % (where, _type_name(value)))
+  if len(value) > max_history:
+    raise RestError(400, "%s is too long: %d items > %d (the server's "
+                    "--max_history_items); send the most recent ones"
+                    % (where, len(value), max_history))
+  out = []
+  for i, item in enumerate(value):
+    if not isinstance(item, str):
+      raise RestError(400, "%s[%d] must be an item id string such as "
+                      "\"12\", got %s" % (where, i, _type_name(item)))
+    out.append(_text(item, "%s[%d]" % (where, i)))
+  return tuple(out)
+
+
+def _check_inputs(names: Sequence[str], inputs: Sequence[str],
+                  where: str) -> None:
+  unknown = sorted(set(names) - set(inputs))
+  if unknown:
+    raise RestError(400, "%s has unknown input %r; the model takes %s"
+                    % (where, unknown[0], " and ".join(
+                        repr(n) for n in inputs)))
+  if HISTORY_NAME not in names:
+    raise RestError(400, "%s is missing %r, e.g. %s"
+                    % (where, HISTORY_NAME, _HISTORY_EXAMPLE))
+
+
+def _history_instances(value: Any, inputs: Sequence[str], max_history: int
+                       ) -> Tuple[List[Tuple[str, ...]], List[str]]:
+  if not isinstance(value, list):
+    raise RestError(400, "'instances' must be a list such as %s, got %s"
+                    % (_HISTORY_EXAMPLE, _type_name(value)))
+  if not value:
+    raise RestError(400, "'instances' is empty: send at least one instance, "
+                    "e.g. %s" % _HISTORY_EXAMPLE)
+  histories, users = [], []
+  for i, instance in enumerate(value):
+    where = "instances[%d]" % i
+    if isinstance(instance, dict):
+      _check_inputs(list(instance), inputs, where)
+      histories.append(_history(instance[HISTORY_NAME],
+                                "%s.%s" % (where, HISTORY_NAME), max_history))
+      users.append(_user_id(instance[INPUT_NAME],
+                            "%s.%s" % (where, INPUT_NAME))
+                   if INPUT_NAME in instance else "")
+    elif isinstance(instance, list):
+      histories.append(_history(instance, where, max_history))
+      users.append("")
+    else:
+      raise RestError(400, "%s must be an object with %r or a list of item "
+                      "id strings, got %s"
+                      % (where, HISTORY_NAME, _type_name(instance)))
+  return histories, users
+
+
+def _history_inputs(value: Any, inputs: Sequence[str], max_history: int
+                    ) -> Tuple[List[Tuple[str, ...]], List[str]]:
+  if isinstance(value, dict):
+    _check_inputs(list(value), inputs, "'inputs'")
+    column, where = value[HISTORY_NAME], "inputs.%s" % HISTORY_NAME
+  else:
+    column, where = value, "inputs"
+  if not isinstance(column, list):
+    raise RestError(400, "%s must be a list of histories (lists of item id "
+                    "strings, rank 2), got %s" % (where, _type_name(column)))
+  if not column:
+    raise RestError(400, "%s is empty: send at least one history" % where)
+  histories = [_history(row, "%s[%d]" % (where, i), max_history)
+               for i, row in enumerate(column)]
+  users = [""] * len(histories)
+  if isinstance(value, dict) and INPUT_NAME in value:
+    users_column = value[INPUT_NAME]
+    if not isinstance(users_column, list):
+      raise RestError(400, "inputs.%s must be a list of user id strings "
+                      "(rank 1), got %s"
+                      % (INPUT_NAME, _type_name(users_column)))
+    if len(users_column) != len(histories):
+      raise RestError(400, "inputs.%s has %d entries but inputs.%s has %d: "
+                      "send one user id per history"
+                      % (INPUT_NAME, len(users_column), HISTORY_NAME,
+                         len(histories)))
+    users = [_user_id(v, "inputs.%s[%d]" % (INPUT_NAME, i))
+             for i, v in enumerate(users_column)]
+  return histories, users
+
+
 def parse_predict(body: bytes, index_k: int,
-                  max_instances: Optional[int] = None) -> PredictRequest:
+                  max_instances: Optional[int] = None,
+                  inputs: Sequence[str] = (INPUT_NAME,),
+                  max_history: int = DEFAULT_MAX_HISTORY) -> PredictRequest:
   """Validates a predict body; returns the users and `k` of one model call.
 
   Args:
     body: the raw request body (UTF-8 JSON).
     index_k: the k of the exported index (the most a request may ask for).
     max_instances: the most users one request may hold (None: no limit).
+    inputs: the export's input names: `("user_id",)`, or `("history",)` /
+      `("history", "user_id")` for a history tower.
+    max_history: the most item ids one history may hold.
 
   Returns:
     A `PredictRequest`.
@@ -233,19 +396,31 @@ def parse_predict(body: bytes, index_k: int,
     raise RestError(400, "send exactly one of 'instances' or 'inputs' "
                     "(got %s), e.g. %s"
                     % ("both" if has_rows else "neither", _EXAMPLE))
-  users = (_instances(request["instances"]) if has_rows
-           else _inputs(request["inputs"]))
-  if max_instances is not None and len(users) > max_instances:
+  histories = None
+  if HISTORY_NAME in inputs:
+    histories, users = (
+        _history_instances(request["instances"], inputs, max_history)
+        if has_rows else
+        _history_inputs(request["inputs"], inputs, max_history))
+    if INPUT_NAME not in inputs:
+      users = []
+  else:
+    users = (_instances(request["instances"]) if has_rows
+             else _inputs(request["inputs"]))
+  rows = len(histories) if histories is not None else len(users)
+  if max_instances is not None and rows > max_instances:
     raise RestError(400, "too many users in one request: %d > %d (the "
                     "server's --max_instances); split the request"
-                    % (len(users), max_instances))
+                    % (rows, max_instances))
   k = request.get("k", index_k)
   if isinstance(k, bool) or not isinstance(k, int):
     raise RestError(400, "'k' must be an integer, got %s" % _type_name(k))
   if not 1 <= k <= index_k:
     raise RestError(400, "'k' must be in [1, %d] (the index's k), got %d"
                     % (index_k, k))
-  return PredictRequest(user_ids=tuple(users), k=k, columnar=has_columns)
+  return PredictRequest(
+      user_ids=tuple(users), k=k, columnar=has_columns,
+      histories=tuple(histories) if histories is not None else None)
 
 
 def _texts(values: Sequence[Any]) -> List[str]:
@@ -264,17 +439,23 @@ def format_predict(request: PredictRequest, scores: Sequence[Sequence[float]],
 
   Returns:
     `{"predictions": [...]}` for an "instances" request, `{"outputs": {...}}`
-    for an "inputs" request.
+    for an "inputs" request. Entries with a non-finite score are left out:
+    ScaNN pads a row with NaN when the leaves it searched hold fewer than
+    k items (small catalogs), so such a row has fewer than k items.
 
   Raises:
     ValueError: the outputs do not have one row per requested user.
   """
-  if len(scores) != len(request.user_ids) or len(item_ids) != len(scores):
+  if len(scores) != request.size or len(item_ids) != len(scores):
     raise ValueError("the model returned %d/%d rows for %d users"
-                     % (len(scores), len(item_ids), len(request.user_ids)))
+                     % (len(scores), len(item_ids), request.size))
   k = request.k
-  ids = [_texts(row[:k]) for row in item_ids]
-  values = [[float(s) for s in row[:k]] for row in scores]
+  ids, values = [], []
+  for id_row, score_row in zip(item_ids, scores):
+    kept = [(i, float(s)) for i, s in zip(_texts(id_row[:k]), score_row[:k])
+            if math.isfinite(float(s))]
+    ids.append([i for i, _ in kept])
+    values.append([s for _, s in kept])
   if request.columnar:
     return {"outputs": {"item_ids": ids, "scores": values}}
   return {"predictions": [{"item_ids": i, "scores": s}
@@ -290,14 +471,17 @@ def status_body(version: str = "1") -> Dict[str, Any]:
 
 def metadata_body(model_name: str, index_k: int,
                   export_metadata: Optional[Mapping[str, Any]] = None,
-                  version: str = "1") -> Dict[str, Any]:
+                  version: str = "1",
+                  inputs: Sequence[str] = (INPUT_NAME,)) -> Dict[str, Any]:
   """`GET /v1/models/<name>/metadata`: signature and export metadata."""
+  shapes = {INPUT_NAME: [-1], HISTORY_NAME: [-1, -1]}
   return {
       "model_spec": {"name": model_name, "version": version,
                      "signature_name": SIGNATURE_NAME},
       "metadata": {
           "signature_def": {
-              "inputs": {INPUT_NAME: {"dtype": "DT_STRING", "shape": [-1]}},
+              "inputs": {name: {"dtype": "DT_STRING", "shape": shapes[name]}
+                         for name in inputs},
               "outputs": {
                   "item_ids": {"dtype": "DT_STRING",
                                "shape": [-1, index_k]},

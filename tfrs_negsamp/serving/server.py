@@ -61,14 +61,19 @@ _LOG = logging.getLogger(__name__)
 
 
 class SavedModelPredictor:
-  """An exported retriever: a batch of user ids -> top-k scores and item ids.
+  """An exported retriever: a batch of queries -> top-k scores and item ids.
 
   Loads the SavedModel with only TensorFlow and ScaNN imported and calls its
   `serving_default` signature. Thread-safe: concurrent calls share the model.
+  The export's metadata says which input the signature takes: `user_id`
+  (`predict`), or `history` and maybe `user_id` (`predict_histories`); an
+  export without metadata is taken as a user id export.
 
   Attributes:
     index_k: the k of the exported index (columns of every answer).
     metadata: the export's `tfrs_negsamp.json` (empty if it has none).
+    inputs: the signature's input names, e.g. `("user_id",)` or
+      `("history",)`.
   """
 
   def __init__(self, model_dir: str):
@@ -101,14 +106,45 @@ class SavedModelPredictor:
     if os.path.exists(meta_path):
       with open(meta_path) as f:
         self.metadata = json.load(f)
-    # One warm-up call loads the searcher and gives the index's k.
-    _, ids = self.predict([""])
-    self.index_k = int(ids.shape[1])
+    self.inputs: Tuple[str, ...] = tuple(
+        self.metadata.get("inputs") or [rest.INPUT_NAME])
+    signature_inputs = set(self._signature.structured_input_signature[1])
+    if set(self.inputs) != signature_inputs:
+      raise ValueError("the SavedModel at %r takes %s but its %s says %s"
+                       % (model_dir, sorted(signature_inputs),
+                          METADATA_FILE, sorted(self.inputs)))
+    # One warm-up call loads the searcher. The index's k is the export's
+    # (a ScaNN answer may have fewer columns when the leaves it searched
+    # hold fewer than k items); exports without metadata: the call's.
+    if rest.HISTORY_NAME in self.inputs:
+      _, ids = self.predict_histories([[""]], [""])
+    else:
+      _, ids = self.predict([""])
+    self.index_k = int(self.metadata.get("k") or ids.shape[1])
 
   def predict(self, user_ids: Sequence[str]) -> Tuple[Any, Any]:
     """`[B]` user ids -> (scores float32 `[B, k]`, item_ids bytes `[B, k]`)."""
     out = self._signature(user_id=self._tf.constant(list(user_ids),
                                                     dtype=self._tf.string))
+    return out["scores"].numpy(), out["item_ids"].numpy()
+
+  def predict_histories(self, histories: Sequence[Sequence[str]],
+                        user_ids: Optional[Sequence[str]] = None
+                        ) -> Tuple[Any, Any]:
+    """`[B]` histories (item id strings) -> top-k, like `predict`.
+
+    Rows are left-padded with "" to the longest (at least 1), which the
+    export ignores; `user_ids` (one per row, "" if unknown) is passed only
+    when the export takes `user_id`.
+    """
+    width = max([1] + [len(h) for h in histories])
+    rows = [[""] * (width - len(h)) + list(h) for h in histories]
+    kwargs = {rest.HISTORY_NAME: self._tf.constant(
+        rows, dtype=self._tf.string, shape=[len(rows), width])}
+    if rest.INPUT_NAME in self.inputs:
+      users = list(user_ids) if user_ids else [""] * len(rows)
+      kwargs[rest.INPUT_NAME] = self._tf.constant(users, dtype=self._tf.string)
+    out = self._signature(**kwargs)
     return out["scores"].numpy(), out["item_ids"].numpy()
 
 
@@ -117,12 +153,14 @@ class ModelServer:
 
   Args:
     predictor: has `index_k`, `metadata` and `predict(user_ids)` like
-      `SavedModelPredictor`.
+      `SavedModelPredictor` (and `inputs` and `predict_histories` for a
+      history export).
     model_name: the `<name>` of the routes (TF Serving's default: `default`).
     host, port: where to listen (`port=0`: a free port, see `port` after
       `start`).
     max_body_bytes: larger bodies are answered 413.
     max_instances: requests with more users are answered 400.
+    max_history: histories with more item ids are answered 400.
     threads: concurrent model calls.
     access_log: log one line per request (aiohttp's access logger).
   """
@@ -131,9 +169,11 @@ class ModelServer:
                host: str = "127.0.0.1", port: int = 8501,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_instances: int = DEFAULT_MAX_INSTANCES,
-               threads: int = DEFAULT_THREADS, access_log: bool = False):
+               threads: int = DEFAULT_THREADS, access_log: bool = False,
+               max_history: int = rest.DEFAULT_MAX_HISTORY):
     for name, value in (("max_body_bytes", max_body_bytes),
                         ("max_instances", max_instances),
+                        ("max_history", max_history),
                         ("threads", threads)):
       if value < 1:
         raise ValueError("%s must be >= 1, got %r" % (name, value))
@@ -146,6 +186,7 @@ class ModelServer:
     self.port = port
     self.max_body_bytes = max_body_bytes
     self.max_instances = max_instances
+    self.max_history = max_history
     self.threads = threads
     self.access_log = access_log
     self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -174,7 +215,8 @@ class ModelServer:
         body = rest.status_body()
       elif kind == rest.METADATA:
         body = rest.metadata_body(self.model_name, self.predictor.index_k,
-                                  self.predictor.metadata)
+                                  self.predictor.metadata,
+                                  inputs=self._inputs)
       else:
         body = await self._predict(request)
       return web.json_response(body)
@@ -193,7 +235,12 @@ class ModelServer:
                           % ("of %d bytes " % size if size else "",
                              self.max_body_bytes))
 
+  @property
+  def _inputs(self) -> Tuple[str, ...]:
+    return tuple(getattr(self.predictor, "inputs", (rest.INPUT_NAME,)))
+
   async def _predict(self, request: web.Request) -> Dict[str, Any]:
+    rest.check_content_type(request.headers.get("Content-Type"))
     size = request.content_length
     if size is not None and size > self.max_body_bytes:
       raise self._too_large(size)  # answered without reading the body
@@ -202,10 +249,16 @@ class ModelServer:
     except web.HTTPRequestEntityTooLarge as e:  # chunked, no Content-Length
       raise self._too_large(None) from e
     parsed = rest.parse_predict(body, self.predictor.index_k,
-                                self.max_instances)
+                                self.max_instances, inputs=self._inputs,
+                                max_history=self.max_history)
     loop = asyncio.get_running_loop()
-    scores, ids = await loop.run_in_executor(
-        self._pool, self.predictor.predict, parsed.user_ids)
+    if parsed.histories is not None:
+      scores, ids = await loop.run_in_executor(
+          self._pool, self.predictor.predict_histories, parsed.histories,
+          parsed.user_ids)
+    else:
+      scores, ids = await loop.run_in_executor(
+          self._pool, self.predictor.predict, parsed.user_ids)
     return rest.format_predict(parsed, scores.tolist(), ids.tolist())
 
   # Life cycle.

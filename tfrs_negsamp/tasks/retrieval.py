@@ -9,7 +9,12 @@ own pieces, in TFRS's order (SAMPLERS.md 1.6):
 3. `- log Q` (`column_log_q`, per-query `log_q`) and `+ logit_offset`;
 4. accidental hits removed (TFRS `RemoveAccidentalHits` on the shared
    columns; the same rule on per-query ids);
-5. `score_mask` / per-query masks with `tf.where(mask, z, MIN_FLOAT)`;
+5. `score_mask` / per-query masks with `tf.where(mask, z, MIN_FLOAT)`, and
+   the user-history mask: every column (shared, extra or per-query) whose
+   item the row's user consumed in training, other than the positive column
+   and duplicates of the positive id, becomes `MIN_FLOAT` when the caller
+   passes `consumed` (`masking.negatives_mask`), so it gets no softmax mass
+   and hard-negative mining never picks it over a valid column;
 6. optional `HardNegativeMining`;
 7. TFRS's `CategoricalCrossentropy(from_logits=True, reduction=SUM)`.
 
@@ -28,6 +33,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import losses
+from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 
 MIN_FLOAT = tfrs.layers.loss.MIN_FLOAT
@@ -57,8 +63,13 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
   def group_logits(self, query_embeddings: tf.Tensor,
                    candidate_embeddings: tf.Tensor,
                    candidate_ids: tf.Tensor,
-                   group: base.CandidateGroup):
-    """Returns `(logits [B, C'], labels [B, C'])` of one group."""
+                   group: base.CandidateGroup,
+                   consumed: Optional[masking.Consumed] = None):
+    """Returns `(logits [B, C'], labels [B, C'])` of one group.
+
+    `consumed` (optional, `masking.Consumed`) masks the row's user's
+    training items among the negatives.
+    """
     num_queries = tf.shape(query_embeddings)[0]
     if group.drop_in_batch:
       shared = candidate_embeddings[:num_queries]
@@ -111,11 +122,15 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
         scores = self._hit_remover(labels, scores, shared_ids)
     if group.score_mask is not None:
       scores = tf.where(tf.cast(group.score_mask, tf.bool), scores, MIN_FLOAT)
+    if consumed is not None:
+      scores = self._mask_consumed(scores, labels, shared_ids,
+                                   candidate_ids[:num_queries], consumed,
+                                   group.remove_accidental_hits)
 
     if group.per_query is not None:
       pq_scores = self._per_query_logits(
           query_embeddings, candidate_ids[:num_queries], group.per_query,
-          group.remove_accidental_hits)
+          group.remove_accidental_hits, consumed)
       scores = tf.concat([scores, pq_scores], axis=1)
       labels = tf.concat([labels, tf.zeros_like(pq_scores)], axis=1)
     if group.num_hard_negatives is not None:
@@ -123,13 +138,35 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
           group.num_hard_negatives)(scores, labels)
     return scores, labels
 
+  def _mask_consumed(self, scores, labels, ids, positive_ids, consumed,
+                     remove_hits: bool) -> tf.Tensor:
+    """Adds `MIN_FLOAT` to the consumed shared columns but the label's.
+
+    This runs on every `[B, C]` logits matrix, so it uses few cheap ops
+    (a broadcasting select and an int64 compare each cost more than the
+    membership test): a duplicate of the positive id is masked with the
+    other consumed columns, which changes nothing when accidental hits are
+    removed anyway; otherwise it is spared, as `negatives_mask` does.
+    Adding `MIN_FLOAT` (as TFRS's hit removal does) gives the column the
+    same zero mass as setting it.
+    """
+    hit = tf.cast(consumed(ids), tf.bool)
+    if not remove_hits:
+      hit = tf.logical_and(hit, tf.not_equal(
+          tf.expand_dims(tf.cast(ids, tf.int64), 0),
+          tf.expand_dims(tf.cast(positive_ids, tf.int64), 1)))
+    penalty = tf.cast(hit, scores.dtype) * (1.0 - tf.cast(labels,
+                                                          scores.dtype))
+    return scores + tf.stop_gradient(penalty) * MIN_FLOAT
+
   def _scale(self, scores: tf.Tensor) -> tf.Tensor:
     if self._temperature is not None:
       return scores / self._temperature
     return scores
 
   def _per_query_logits(self, query_embeddings, positive_ids,
-                        per_query: base.PerQuery, remove_hits: bool):
+                        per_query: base.PerQuery, remove_hits: bool,
+                        consumed: Optional[masking.Consumed] = None):
     logits = tf.einsum("bd,bkd->bk", query_embeddings,
                        tf.cast(per_query.embeddings, query_embeddings.dtype))
     logits = self._scale(logits)
@@ -143,6 +180,9 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
                           tf.expand_dims(positive_ids, 1))
     if per_query.mask is not None:
       keep = tf.logical_and(keep, tf.cast(per_query.mask, tf.bool))
+    history = masking.negatives_mask(consumed, per_query.ids, positive_ids)
+    if history is not None:
+      keep = tf.logical_and(keep, tf.logical_not(history))
     return tf.where(keep, logits, MIN_FLOAT)
 
   def call(self,
@@ -151,7 +191,8 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
            groups: List[base.CandidateGroup],
            candidate_ids: tf.Tensor,
            sample_weight: Optional[tf.Tensor] = None,
-           compute_metrics: bool = False) -> tf.Tensor:
+           compute_metrics: bool = False,
+           consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
     """Summed softmax cross-entropy over the groups (per-replica sum).
 
     Args:
@@ -163,6 +204,10 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
       compute_metrics: unused (factorized metrics over extra columns are
         undefined, see SAMPLERS.md 1.6); evaluate with the full-corpus
         evaluator instead.
+      consumed: optional `consumed(ids) -> bool [B, K]` of the rows' users
+        (`masking.ConsumedItems.for_users`); every consumed column other
+        than the positive gets `MIN_FLOAT` before hard-negative mining.
+        None: no history masking.
     """
     del compute_metrics
     if not groups:
@@ -172,11 +217,13 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
       if self.pairwise_loss is not None:
         total += group.weight * losses.triplet_group_loss(
             self.pairwise_loss, query_embeddings, candidate_embeddings,
-            candidate_ids, group, sample_weight=sample_weight)
+            candidate_ids, group, sample_weight=sample_weight,
+            consumed=consumed)
         continue
       logits, labels = self.group_logits(query_embeddings,
                                          candidate_embeddings,
-                                         candidate_ids, group)
+                                         candidate_ids, group,
+                                         consumed=consumed)
       loss = self._loss(y_true=labels, y_pred=logits,
                         sample_weight=sample_weight)
       total += group.weight * tf.cast(loss, tf.float32)

@@ -1,0 +1,55 @@
+"""ExperimentConfig's validation split and the split it evaluates."""
+
+import pytest
+
+from tfrs_negsamp import experiment
+
+SYNTHETIC = {"num_users": 80, "num_items": 30, "interactions_per_user": 8}
+
+
+def _config(**overrides):
+  config = experiment.ExperimentConfig(
+      sampler="popularity_baseline", verbose=0, synthetic=dict(SYNTHETIC))
+  for k, v in overrides.items():
+    setattr(config, k, v)
+  return config
+
+
+def test_default_holds_out_each_users_second_to_last_for_validation():
+  dataset = experiment.load_data(_config())
+  assert dataset.validation.num_rows == dataset.test.num_rows > 0
+  assert experiment.load_data(
+      _config(num_validation=0)).validation.num_rows == 0
+  assert experiment.load_data(
+      _config(num_validation=2)).validation.num_rows > (
+          dataset.validation.num_rows)
+
+
+def test_temporal_split_keeps_its_validation_fraction():
+  assert experiment.split_kwargs(_config(split="temporal")) == {}
+  assert experiment.split_kwargs(
+      _config(split="temporal", num_validation=0)) == {
+          "validation_fraction": 0.0}
+  assert experiment.load_data(
+      _config(split="temporal")).validation.num_rows > 0
+
+
+def test_eval_split_validation_evaluates_the_validation_targets():
+  dataset = experiment.load_data(_config())
+  val = experiment.run(_config(eval_split="validation"), dataset=dataset)
+  test = experiment.run(_config(), dataset=dataset)
+  assert val["eval_split"] == "validation" and test["eval_split"] == "test"
+  assert val["num_targets"] == dataset.validation.num_rows
+  assert test["num_targets"] == dataset.test.num_rows
+  assert val["recall@10"] != test["recall@10"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval_split": "train"}, "unknown eval_split"),
+    ({"num_validation": -1}, "num_validation must be >= 0"),
+    ({"eval_split": "validation", "num_validation": 0}, "needs"),
+    ({"ease_lambda": -1.0}, "ease_lambda must be >= 0"),
+])
+def test_bad_settings_are_clear_errors(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    _config(**overrides).validate()

@@ -1,0 +1,188 @@
+"""The tuner: search space table, a tiny end-to-end run, resume, read-back."""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import types
+
+import pytest
+
+from tfrs_negsamp import benchmarking
+from tfrs_negsamp import experiment
+from tfrs_negsamp import tuning
+
+SYNTHETIC = {"num_users": 120, "num_items": 40, "interactions_per_user": 8}
+
+
+def _base(**overrides):
+  config = experiment.ExperimentConfig(
+      batch_size=16, epochs=1, embedding_dim=8, verbose=0,
+      item_features=False, synthetic=dict(SYNTHETIC),
+      sampler_options={"num_buckets": 256})
+  for k, v in overrides.items():
+    setattr(config, k, v)
+  return config
+
+
+def test_space_holds_shared_and_own_parameters():
+  names = {p.name for p in tuning.space_for("cross_batch")}
+  assert {"temperature", "learning_rate", "memory_size"} <= names
+  assert "num_negatives" not in names
+  assert {"num_resampled", "cache_size", "xir_lambda"} <= {
+      p.name for p in tuning.space_for("xir")}
+  assert {"adaptive_pool", "num_hard_negatives"} <= {
+      p.name for p in tuning.space_for("adaptive_mixed")}
+  assert {"two_stage_pool", "num_hard_negatives"} <= {
+      p.name for p in tuning.space_for("two_stage")}
+  assert "num_negatives" in {p.name for p in tuning.space_for("uniform")}
+
+
+def test_config_fields_that_do_not_exist_are_skipped():
+  space = tuning.SEARCH_SPACE + (
+      tuning.Param("no_such_field", "categorical", choices=(1, 2),
+                   config_field=True),
+      tuning.Param("some_future_option", "categorical", choices=("a",),
+                   samplers=("in_batch",)))
+  names = {p.name for p in tuning.space_for("in_batch", space)}
+  assert "no_such_field" not in names
+  assert "some_future_option" in names
+
+
+def _fake_run(calls):
+  """An `experiment.run` stand-in: metrics from the settings, no training."""
+
+  def run(config, dataset=None):
+    del dataset
+    calls.append((config.sampler, config.eval_split))
+    temperature = config.temperature
+    value = max(0.0, 0.5 - abs(math.log(temperature / 0.1)) / 10)
+    value += 0.001 * config.sampler_options.get("num_negatives", 0) / 256
+    metrics = {"recall@10": value / 3, "recall@50": value,
+               "recall@100": value * 1.5, "hr@10": value / 3,
+               "ndcg@10": value / 4, "balance": 0.5,
+               "cohorts": {c: {"hr@10": value / 3} for c in
+                           ("head", "mid", "tail")},
+               "step_seconds": 0.01, "eval_split": config.eval_split,
+               "flags": dataclasses.asdict(config)}
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f)
+    return metrics
+
+  return run
+
+
+def _check_run(base, dataset, run_fn, calls, out, other="uniform",
+               option="num_negatives"):
+  """Tunes 2 samplers x 2 trials, 1 final seed; checks outputs and resume.
+
+  `other` is the second sampler and `option` one of its own tuned options.
+  """
+  # An option the sampler does not read must not crash a trial.
+  space = tuning.SEARCH_SPACE + (
+      tuning.Param("future_rule", "categorical", choices=("x", "y")),)
+  samplers = ["in_batch_logq", other]
+  result = tuning.tune(base, samplers, trials=2, output_dir=str(out),
+                       final_seeds=1, dataset=dataset, run_fn=run_fn,
+                       space=space)
+  # 2 trials on validation per sampler, then 1 seed on test each, then
+  # the two baselines on test.
+  assert calls[:4] == [("in_batch_logq", "validation")] * 2 + [
+      (other, "validation")] * 2
+  assert calls[4:] == [("in_batch_logq", "test"), (other, "test"),
+                       ("popularity_baseline", "test"),
+                       ("ease_baseline", "test")]
+  for name in ("trials.csv", "trials.md", "best.json", "results.csv",
+               "results.md", "balance_vs_hr10.png", "cohort_hr10.png",
+               "recall50_vs_step_time.png", "optuna.db"):
+    assert (out / name).exists(), name
+  with open(out / "trials.csv") as f:
+    trials = list(csv.DictReader(f))
+  assert len(trials) == 4
+  assert {r["state"] for r in trials} == {"COMPLETE"}
+  assert "param.temperature" in trials[0] and "param.future_rule" in trials[0]
+  best = json.loads((out / "best.json").read_text())
+  assert set(best) == set(samplers)
+  assert option in best[other]["params"]
+  assert best[other]["objective"] == "validation recall@50"
+  assert best[other]["value"] == max(
+      float(r["value"]) for r in trials if r["sampler"] == other)
+  results = (out / "results.md").read_text()
+  for label in samplers + ["popularity_baseline", "ease_baseline"]:
+    assert "| %s |" % label in results
+  assert "Best settings" in results
+  assert {s["variant"] for s in result["summary"]} == set(
+      samplers + ["popularity_baseline", "ease_baseline"])
+  # The final runs were evaluated on test with the tuned settings.
+  final = json.loads(
+      (out / "runs" / other / "seed0" / "metrics.json").read_text())
+  assert final["eval_split"] == "test"
+  assert (final["flags"]["sampler_options"][option]
+          == best[other]["params"][option])
+  assert final["flags"]["temperature"] == best[other]["params"][
+      "temperature"]
+
+  # Re-running skips every finished trial and run.
+  calls.clear()
+  tuning.tune(base, samplers, trials=2, output_dir=str(out), final_seeds=1,
+              dataset=dataset, run_fn=run_fn, space=space)
+  assert not calls
+
+  # The benchmark harness reads best.json back.
+  tuned = benchmarking.load_best_settings(str(out / "best.json"))
+  variants = benchmarking.with_best_settings(
+      [benchmarking.parse_variant(other),
+       benchmarking.parse_variant("pinned=%s:%s=3" % (other, option)),
+       benchmarking.parse_variant("in_batch")], tuned)
+  config = benchmarking.apply_variant(base, variants[0], 0)
+  assert (config.sampler_options[option]
+          == best[other]["params"][option])
+  assert config.learning_rate == best[other]["params"]["learning_rate"]
+  assert variants[1].overrides[option] == 3  # own override wins
+  assert variants[1].overrides["temperature"] == best[other]["params"][
+      "temperature"]
+  assert variants[2].overrides == {}  # not tuned: unchanged
+
+
+def test_tiny_tuning_run_writes_everything_and_resumes(tmp_path):
+  base = _base()
+  calls = []
+  _check_run(base, experiment.load_data(base), _fake_run(calls), calls,
+             tmp_path / "tune")
+
+
+def test_trial_that_a_sampler_rejects_fails_and_the_study_goes_on(tmp_path):
+  calls = []
+  fake = _fake_run(calls)
+
+  def run_fn(config, dataset=None):
+    if config.eval_split == "validation" and len(calls) == 0:
+      calls.append(("rejected", "validation"))
+      raise ValueError("pool_size must be >= num_hard_negatives")
+    return fake(config, dataset)
+
+  base = _base()
+  tuning.tune(base, ["in_batch"], trials=2, output_dir=str(tmp_path),
+              final_seeds=1, baselines=(),
+              dataset=types.SimpleNamespace(name="fake"), run_fn=run_fn)
+  with open(tmp_path / "trials.csv") as f:
+    states = [r["state"] for r in csv.DictReader(f)]
+  assert states == ["FAIL", "COMPLETE"]
+  assert json.loads((tmp_path / "best.json").read_text())["in_batch"][
+      "trial"] == 1
+
+
+@pytest.mark.slow
+def test_tiny_tuning_run_with_real_training(tmp_path):
+  base = _base()
+  dataset = experiment.load_data(base)
+  calls = []
+
+  def run_fn(config, dataset=None):
+    calls.append((config.sampler, config.eval_split))
+    return experiment.run(config, dataset=dataset)
+
+  _check_run(base, dataset, run_fn, calls, tmp_path / "tune",
+             other="cross_batch", option="memory_size")

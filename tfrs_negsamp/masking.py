@@ -1,0 +1,303 @@
+"""User-history masking: which items has a row's user consumed in training?
+
+A negative that the row's user consumed in training is a false negative: the
+sources keep such items out (SAMPLERS.md 0.3; the Apple pools drop the user's
+items, the Deezer sampler rejects them). This module holds the one
+membership test every sampler and the task use.
+
+Table. With `U` users (model user index `u` in `1..U`, 0 = unknown) and `N`
+items (model item index `j` in `1..N`, 0 = out-of-vocabulary), the training
+pair `(u, j)` has the code
+
+    code(u, j) = u * (N + 1) + j,
+
+an injective map onto `[0, (U + 1)(N + 1))`. `ConsumedItems` keeps the sorted
+distinct codes of the training pairs, followed by one sentinel
+`int64.max`, as a non-trainable int64 state variable `codes [P + 1]`
+(created once, replica-consistent, `distribute.add_state`).
+
+Test. `(u, j)` was consumed iff `u >= 1`, `1 <= j <= N` and
+
+    codes[searchsorted_left(codes, code(u, j))] == code(u, j),
+
+`O(log P)` per pair, exact. The sentinel keeps the gather in range (a code
+larger than every pair lands on it and never equals it). Unknown users,
+padding / OOV ids (`j <= 0`) and ids above `N` consume nothing.
+
+Fast path (`method="bitset"`, chosen by "auto" when it fits in
+`max_bitset_bytes`): the same pairs as a packed bit matrix, one row of
+`W = ceil((N + 1) / 32)` int32 words per user index,
+
+    bits[u, j // 32] >> (j % 32) & 1 == 1   iff   (u, j) is a pair,
+
+`O(1)` per pair, no dependent loads. For ids shared by all rows (`[K]`,
+the in-batch and extra columns) it is two slice gathers, `bits[users]`
+`[B, W]` and then the ids' words of its transpose `[K, B]`, plus two
+element-wise ops; per-row ids `[B, K]` take one scalar gather each. On
+ML-100K the bitset is 944 x 53 words (200 KB); the binary search over the
+1-D code table costs several milliseconds per `256 x 256` test on a CPU
+(cache-missing dependent loads), more than the step it masks. Both give the
+same answer (tested).
+
+`consumed(ids) -> bool [B, K]` is the per-batch callable of the interfaces
+(`ConsumedItems.for_users(user_ids)`): `ids` are int64 model item indices,
+`[K]` shared by every row or `[B, K]` per row; True where the item is in the
+row's user's training items. It does not special-case the row's positive:
+callers keep the positive column (`negatives_mask`). Under
+`tf.distribute`, rows are this replica's queries and the columns may be
+gathered from every replica: the test only pairs a row's own user with the
+column ids, so no gather of users is needed.
+
+`history_consumed(user_history)` builds the same callable from per-row
+history ids (`[B, H]`, padded with -1), for callers that hold the history
+instead of the table. Masks are boolean and carry no gradient.
+"""
+
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_negsamp import distribute
+
+# `consumed(ids) -> bool [B, K]`.
+Consumed = Callable[[tf.Tensor], tf.Tensor]
+
+_SENTINEL = np.iinfo(np.int64).max
+METHODS = ("bitset", "codes")
+# "auto" keeps a bitset up to this size (per replica), else the code table.
+MAX_BITSET_BYTES = 1 << 27
+
+
+def pair_codes(user_index, item_index, num_items: int) -> np.ndarray:
+  """`user_index * (num_items + 1) + item_index` as int64 (NumPy)."""
+  return (np.asarray(user_index, np.int64) * (int(num_items) + 1)
+          + np.asarray(item_index, np.int64))
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
+class ConsumedItems(tf.keras.layers.Layer):
+  """The training (user, item) pairs: a membership test for the negatives.
+
+  State (non-trainable, replica-consistent, created once in `build`): the
+  packed bitset `bits [U + 1, W]` int32, or the sorted code table
+  `codes [P + 1]` int64 (see the module docstring).
+
+  Args:
+    users: user vocabulary (strings); user `users[p]` has index `p + 1`.
+    num_items: `N`, catalog size (item indices `1..N`).
+    codes: int64 pair codes `u * (N + 1) + j` of the training pairs (any
+      order, duplicates allowed), with `u` and `j` model indices.
+    method: "bitset", "codes" (sorted table + binary search) or "auto"
+      (bitset when it takes at most `max_bitset_bytes`).
+    max_bitset_bytes: the "auto" threshold.
+
+  Use `from_pairs` to build it from raw ids.
+  """
+
+  def __init__(self, users: Sequence[str], num_items: int,
+               codes: Sequence[int], method: str = "auto",
+               max_bitset_bytes: int = MAX_BITSET_BYTES, **kwargs) -> None:
+    super().__init__(trainable=False, **kwargs)
+    self.users = [str(u) for u in np.asarray(users).tolist()]
+    self.num_items = int(num_items)
+    if self.num_items < 1:
+      raise ValueError("num_items must be >= 1, got %r." % num_items)
+    codes = np.unique(np.asarray(codes, np.int64).reshape(-1))
+    limit = (len(self.users) + 1) * (self.num_items + 1)
+    if codes.size and (codes[0] < 0 or codes[-1] >= limit):
+      raise ValueError("pair codes must lie in [0, %d)." % limit)
+    self._table = np.concatenate([codes, [_SENTINEL]]).astype(np.int64)
+    self.words = (self.num_items + 1 + 31) // 32
+    self.max_bitset_bytes = int(max_bitset_bytes)
+    if method == "auto":
+      size = 4 * (len(self.users) + 1) * self.words
+      method = "bitset" if size <= self.max_bitset_bytes else "codes"
+    if method not in METHODS:
+      raise ValueError("unknown method %r; valid: %s"
+                       % (method, ", ".join(METHODS)))
+    self.method = method
+    self.user_lookup = tf.keras.layers.StringLookup(
+        vocabulary=self.users if self.users else None, mask_token=None,
+        num_oov_indices=1, name="user_lookup")
+
+  @classmethod
+  def from_pairs(cls, users: Sequence[str], user_ids: Sequence[str],
+                 item_index: Sequence[int], num_items: int,
+                 **kwargs) -> "ConsumedItems":
+    """Builds the table from training rows.
+
+    Args:
+      users: the user vocabulary (e.g. `dataset.users`).
+      user_ids: `[R]` user id strings of the training rows.
+      item_index: `[R]` model item indices (catalog position + 1).
+      num_items: `N`.
+      **kwargs: layer arguments.
+
+    Raises:
+      ValueError: a row's user is not in `users`, or an item index is out of
+        `1..N`.
+    """
+    users = np.asarray(users).astype(str)
+    order = np.argsort(users, kind="stable")
+    user_ids = np.asarray(user_ids).astype(str)
+    pos = np.searchsorted(users, user_ids, sorter=order)
+    pos = np.minimum(pos, max(users.size - 1, 0))
+    if user_ids.size and (
+        users.size == 0 or np.any(users[order[pos]] != user_ids)):
+      raise ValueError("a training row's user is not in the vocabulary.")
+    item_index = np.asarray(item_index, np.int64)
+    if item_index.size and (item_index.min() < 1
+                            or item_index.max() > num_items):
+      raise ValueError("item indices must lie in [1, %d]." % num_items)
+    user_index = (order[pos] + 1) if user_ids.size else np.zeros([0],
+                                                                  np.int64)
+    return cls(users, num_items, pair_codes(user_index, item_index,
+                                            num_items), **kwargs)
+
+  @property
+  def num_pairs(self) -> int:
+    return int(self._table.size - 1)
+
+  def bitset(self) -> np.ndarray:
+    """The packed pairs `[(U + 1) * W]` int32, row-major `[U + 1, W]`."""
+    codes = self._table[:-1]
+    users, items = np.divmod(codes, self.num_items + 1)
+    flat = users * self.words + items // 32
+    bits = np.zeros([(len(self.users) + 1) * self.words], np.uint32)
+    np.bitwise_or.at(bits, flat, (np.uint32(1) << (items % 32).astype(
+        np.uint32)))
+    return bits.view(np.int32)
+
+  def build(self, input_shape=None):
+    if self.method == "bitset":
+      self.bits = distribute.add_state(
+          self, "bits", [len(self.users) + 1, self.words], tf.int32,
+          tf.keras.initializers.Constant(self.bitset().reshape(
+              len(self.users) + 1, self.words)))
+    else:
+      self.codes = distribute.add_state(
+          self, "codes", [self._table.size], tf.int64,
+          tf.keras.initializers.Constant(self._table))
+    super().build(input_shape)
+
+  def user_index(self, user_ids: tf.Tensor) -> tf.Tensor:
+    """Model user indices `[B]` int64 (0 = unknown user)."""
+    if not self.users:
+      return tf.zeros(tf.shape(user_ids), tf.int64)
+    return tf.cast(self.user_lookup(user_ids), tf.int64)
+
+  def contains(self, user_index: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    """Whether row `b`'s user consumed `ids`.
+
+    Args:
+      user_index: `[B]` int model user indices (0 = unknown).
+      ids: `[K]` int item indices shared by every row, or `[B, K]` per row.
+
+    Returns:
+      bool `[B, K]`, stop-gradient (a boolean has none).
+    """
+    if not self.built:
+      self.build()
+    user_index = tf.cast(tf.reshape(user_index, [-1]), tf.int64)
+    ids = tf.cast(ids, tf.int64)
+    if self.method == "bitset":
+      # Few `[B, K]` ops (this runs on every logits matrix): validity is
+      # settled on the ids alone (an invalid id becomes 0, whose bit is
+      # never set; unknown users own the all-zero row 0), in int32.
+      ids = tf.cast(tf.where(tf.logical_and(ids >= 1, ids <= self.num_items),
+                             ids, tf.zeros_like(ids)), tf.int32)
+      bits = self.bits.read_value()  # [U + 1, W]
+      users = tf.cast(user_index, tf.int32)
+      column = tf.bitwise.right_shift(ids, 5)
+      bit = tf.bitwise.left_shift(tf.ones_like(ids),
+                                  tf.bitwise.bitwise_and(ids, 31))
+      if ids.shape.rank == 1:
+        # Shared ids: two slice gathers (the rows' words, then the ids'
+        # words of the transposed rows) instead of B * K scalar gathers,
+        # which cost several times the logits matmul on a CPU.
+        rows = tf.transpose(tf.gather(bits, users))  # [W, B]
+        words = tf.gather(rows, column)  # [K, B]
+        hit = tf.not_equal(
+            tf.bitwise.bitwise_and(words, tf.expand_dims(bit, 1)), 0)
+        return tf.transpose(hit)
+      word = tf.gather(tf.reshape(bits, [-1]),
+                       tf.expand_dims(users * self.words, 1) + column)
+      return tf.not_equal(tf.bitwise.bitwise_and(word, bit), 0)
+    if ids.shape.rank == 1:
+      ids = tf.expand_dims(ids, 0)
+    valid = tf.logical_and(
+        tf.logical_and(ids >= 1, ids <= self.num_items),
+        tf.expand_dims(user_index >= 1, 1))
+    codes = (tf.expand_dims(user_index, 1) * (self.num_items + 1) + ids)
+    shape = tf.shape(codes)
+    flat = tf.reshape(codes, [-1])
+    table = self.codes.read_value()
+    pos = tf.searchsorted(table, flat, side="left", out_type=tf.int64)
+    found = tf.equal(tf.gather(table, pos), flat)
+    found = tf.reshape(found, shape)
+    return tf.logical_and(found, valid)
+
+  def for_users(self, user_ids: tf.Tensor) -> Consumed:
+    """The per-batch callable `consumed(ids) -> bool [B, K]` of `user_ids`."""
+    user_index = self.user_index(user_ids)
+    return lambda ids: self.contains(user_index, ids)
+
+  def call(self, user_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+    return self.for_users(user_ids)(ids)
+
+  def get_config(self) -> Dict[str, Any]:
+    config = super().get_config()
+    config.pop("trainable", None)
+    config.update({"users": self.users, "num_items": self.num_items,
+                   "codes": self._table[:-1].tolist(),
+                   "method": self.method,
+                   "max_bitset_bytes": self.max_bitset_bytes})
+    return config
+
+
+def history_consumed(user_history: tf.Tensor) -> Consumed:
+  """`consumed(ids)` from per-row history ids `[B, H]` (-1 / 0 padding).
+
+  `consumed(ids)[b, k] = ids[b, k] in user_history[b]`, for ids >= 1;
+  `O(B K H)`.
+  """
+  hist = tf.cast(user_history, tf.int64)
+
+  def consumed(ids: tf.Tensor) -> tf.Tensor:
+    ids = tf.cast(ids, tf.int64)
+    if ids.shape.rank == 1:
+      ids = tf.broadcast_to(tf.expand_dims(ids, 0),
+                            tf.stack([tf.shape(hist)[0], tf.shape(ids)[0]]))
+    hit = tf.reduce_any(tf.equal(tf.expand_dims(ids, -1),
+                                 tf.expand_dims(hist, 1)), axis=-1)
+    return tf.logical_and(hit, ids >= 1)
+  return consumed
+
+
+def negatives_mask(consumed: Optional[Consumed], ids: tf.Tensor,
+                   positive_ids: tf.Tensor,
+                   keep: Optional[tf.Tensor] = None) -> Optional[tf.Tensor]:
+  """`[B, K]` bool, True where a column must be masked as consumed.
+
+  A column is masked when the row's user consumed its item, its id differs
+  from the row's positive id (duplicates of the positive are accidental
+  hits, governed by `remove_accidental_hits`), and `keep` is False there
+  (`keep` marks the positive column itself).
+
+  Args:
+    consumed: the per-batch callable, or None (returns None).
+    ids: `[K]` or `[B, K]` int column ids.
+    positive_ids: `[B]` int ids of the rows' positives.
+    keep: optional `[B, K]` bool of columns never masked.
+  """
+  if consumed is None:
+    return None
+  ids = tf.cast(ids, tf.int64)
+  positive_ids = tf.cast(tf.reshape(positive_ids, [-1, 1]), tf.int64)
+  row_ids = ids if ids.shape.rank == 2 else tf.expand_dims(ids, 0)
+  mask = tf.logical_and(tf.cast(consumed(ids), tf.bool),
+                        tf.not_equal(row_ids, positive_ids))
+  if keep is not None:
+    mask = tf.logical_and(mask, tf.logical_not(tf.cast(keep, tf.bool)))
+  return tf.stop_gradient(mask)

@@ -73,8 +73,9 @@ class Param:
   def suggest(self, trial, batch_size: int) -> Any:
     """The trial's value (Optuna `suggest_*`)."""
     if self.kind == "categorical":
-      choices = [c * batch_size if self.per_batch else c
-                 for c in self.choices]
+      # Per-batch choices are whole numbers of columns (0.25 B -> B / 4).
+      choices = [max(1, int(round(c * batch_size))) if self.per_batch
+                 else c for c in self.choices]
       return trial.suggest_categorical(self.name, choices)
     if self.kind == "int":
       return trial.suggest_int(self.name, int(self.low), int(self.high),
@@ -166,16 +167,18 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
       os.path.join(output_dir, "optuna.db"))
   study = _study(sampler, storage, seed)
   params = space_for(sampler, space)
-  if not study.trials:
+  if not any(t.state == optuna.trial.TrialState.COMPLETE
+             for t in study.trials):
     # Trial 0 is the shared (untuned) setting, so that a tuned sampler is
     # never worse on validation than the one-setting-for-all comparison.
     shared = {p.name: getattr(base, p.name) for p in params
               if p.name in ("temperature", "learning_rate", "mask_history")
               and hasattr(base, p.name)}
     study.enqueue_trial(shared, skip_if_exists=True)
-  finished = (optuna.trial.TrialState.COMPLETE,
-              optuna.trial.TrialState.FAIL)
-  done = len(study.get_trials(deepcopy=False, states=finished))
+  # Only completed trials count: a failed one (a rejected setting, a killed
+  # run) is tried again with new values when the command is re-run.
+  done = len(study.get_trials(
+      deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
   if done >= trials:
     _progress("%s: %d trials done before, skipped" % (sampler, done))
     return study

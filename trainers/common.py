@@ -113,6 +113,12 @@ def define_flags() -> None:
   # Cross-batch negative sampling (CBNS).
   flags.DEFINE_integer("memory_size", 0,
                        "CBNS queue size M (0: 4x the global batch).")
+  flags.DEFINE_boolean("cbns_fresh_queue", False,
+                       "CBNS diagnostic: re-embed the queue's ids at every "
+                       "step (no stale embeddings; not the paper's method).")
+  flags.DEFINE_boolean("cbns_fresh_queue_gradient", False,
+                       "With --cbns_fresh_queue: keep the gradient of the "
+                       "re-embedded queue columns (diagnostic).")
   flags.DEFINE_integer("warmup_steps", 0,
                        "CBNS: steps before the queue is used as negatives.")
   # BIR / XIR importance resampling.
@@ -177,6 +183,7 @@ SAMPLER_OPTION_FLAGS = ("logq", "num_buckets", "num_hashes",
                         "mixed_logq", "adaptive_pool", "num_hard_negatives",
                         "two_stage_pool", "two_stage_beta", "cml_margin")
 SAMPLER_OPTION_FLAGS += ("two_stage_rule", "two_stage_refresh")
+SAMPLER_OPTION_FLAGS += ("cbns_fresh_queue", "cbns_fresh_queue_gradient")
 
 
 def config_from_flags(**overrides):

@@ -10,7 +10,6 @@ padding does not change it; an all-padding history gives the zero state.
 ICLR 2016.)
 """
 
-from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -20,16 +19,10 @@ from tfrs_negsamp.models import history
 class GRUQueryTower(history.HistoryQueryTower):
   """History -> GRU last state -> (MLP) -> `[B, d]`."""
 
-  def __init__(self, item_embedding: Optional[tf.keras.layers.Embedding],
-               embedding_dim: int, num_items: Optional[int] = None,
-               user_vocabulary: Optional[Sequence[str]] = None,
-               hidden: Sequence[int] = (), normalize: bool = True,
-               history_length: Optional[int] = None, **kwargs) -> None:
-    super().__init__(item_embedding, embedding_dim, num_items=num_items,
-                     user_vocabulary=user_vocabulary, hidden=hidden,
-                     normalize=normalize, history_length=history_length,
-                     **kwargs)
-    self.gru = tf.keras.layers.GRU(embedding_dim, name="history_gru")
+  def __init__(self, *args, **kwargs) -> None:
+    """Arguments as `history.HistoryQueryTower`."""
+    super().__init__(*args, **kwargs)
+    self.gru = tf.keras.layers.GRU(self.embedding_dim, name="history_gru")
 
   def encode(self, x, mask, training=False):
     return self.gru(x, mask=mask, training=training)

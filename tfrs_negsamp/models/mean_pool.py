@@ -8,8 +8,6 @@ Recommendations. RecSys 2016.) The MLP (`hidden` widths, then a linear layer
 to `d`) is always applied. An all-padding history gives `h = 0`.
 """
 
-from typing import Optional, Sequence
-
 import tensorflow as tf
 
 from tfrs_negsamp.models import history
@@ -18,15 +16,10 @@ from tfrs_negsamp.models import history
 class MeanPoolQueryTower(history.HistoryQueryTower):
   """History -> masked mean of item embeddings -> MLP -> `[B, d]`."""
 
-  def __init__(self, item_embedding: Optional[tf.keras.layers.Embedding],
-               embedding_dim: int, num_items: Optional[int] = None,
-               user_vocabulary: Optional[Sequence[str]] = None,
-               hidden: Sequence[int] = (), normalize: bool = True,
-               history_length: Optional[int] = None, **kwargs) -> None:
-    super().__init__(item_embedding, embedding_dim, num_items=num_items,
-                     user_vocabulary=user_vocabulary, hidden=hidden,
-                     normalize=normalize, project=True,
-                     history_length=history_length, **kwargs)
+  def __init__(self, *args, **kwargs) -> None:
+    """Arguments as `history.HistoryQueryTower` (always with the MLP)."""
+    kwargs["project"] = True
+    super().__init__(*args, **kwargs)
 
   def encode(self, x, mask, training=False):
     del training

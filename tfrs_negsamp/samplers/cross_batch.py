@@ -76,6 +76,7 @@ import tensorflow as tf
 from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
 from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import in_batch
 from tfrs_negsamp.samplers import memory
 
@@ -99,6 +100,15 @@ class CrossBatchSampler(base.NegativeSampler):
       and queue columns (None: no correction).
     remove_accidental_hits: mask batch and queue columns whose id equals the
       row's positive id.
+    fresh_queue: a diagnostic, not CBNS: the queue keeps its ids and log Q
+      but its columns are re-embedded by `item_model` at every step
+      (stop-gradient), which removes the staleness of the cached
+      embeddings and costs `M` extra item-tower passes.
+    fresh_queue_gradient: with `fresh_queue`, keep the gradient of the
+      re-embedded queue columns (they then push the item tower like
+      in-batch columns): the second half of the diagnostic.
+    item_model: callable int64 ids `[M]` -> `[M, d]`, needed with
+      `fresh_queue` (not part of the config).
     **kwargs: Keras layer arguments.
 
   Raises:
@@ -108,10 +118,15 @@ class CrossBatchSampler(base.NegativeSampler):
 
   def __init__(self, memory_size: int, warmup_steps: int = 0,
                frequency: Optional[frequency_lib.FrequencySource] = None,
-               remove_accidental_hits: bool = True, **kwargs) -> None:
+               remove_accidental_hits: bool = True,
+               fresh_queue: bool = False, fresh_queue_gradient: bool = False,
+               item_model=None, **kwargs) -> None:
     super().__init__(frequency=frequency,
                      remove_accidental_hits=remove_accidental_hits, **kwargs)
     self.memory_size = memory.check_capacity(memory_size, "memory_size")
+    self.fresh_queue = bool(fresh_queue)
+    self.fresh_queue_gradient = bool(fresh_queue_gradient)
+    catalog.set_item_model(self, item_model)
     if (isinstance(warmup_steps, bool) or
         not isinstance(warmup_steps, (int, np.integer)) or warmup_steps < 0):
       raise ValueError("warmup_steps must be an integer >= 0, got %r."
@@ -189,8 +204,14 @@ class CrossBatchSampler(base.NegativeSampler):
     # 3. One softmax over [in-batch | queue].
     score_mask = tf.concat(
         [tf.ones(tf.shape(candidate_ids), tf.bool), queue_mask], axis=0)
+    queue_emb = snapshot["queue_emb"]
+    if self.fresh_queue:
+      queue_emb = tf.cast(catalog.embed(
+          self, tf.maximum(snapshot["queue_ids"], 0)), queue_emb.dtype)
+      if not self.fresh_queue_gradient:
+        queue_emb = tf.stop_gradient(queue_emb)
     group = base.CandidateGroup(
-        extra_embeddings=snapshot["queue_emb"],
+        extra_embeddings=queue_emb,
         extra_ids=snapshot["queue_ids"],
         column_log_q=column_log_q,
         score_mask=score_mask,
@@ -215,7 +236,9 @@ class CrossBatchSampler(base.NegativeSampler):
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.update({"memory_size": self.memory_size,
-                   "warmup_steps": self.warmup_steps})
+                   "warmup_steps": self.warmup_steps,
+                   "fresh_queue": self.fresh_queue,
+                   "fresh_queue_gradient": self.fresh_queue_gradient})
     return config
 
 
@@ -230,4 +253,7 @@ def _cross_batch(context: base.SamplerContext) -> CrossBatchSampler:
   return CrossBatchSampler(
       memory_size=memory_size,
       warmup_steps=opts.get("warmup_steps") or 0,
-      frequency=in_batch.frequency_from_options(context))
+      frequency=in_batch.frequency_from_options(context),
+      fresh_queue=bool(opts.get("cbns_fresh_queue")),
+      fresh_queue_gradient=bool(opts.get("cbns_fresh_queue_gradient")),
+      item_model=context.item_model)

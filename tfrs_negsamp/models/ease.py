@@ -21,6 +21,7 @@ second buffer (two matrices). `check_memory` refuses before allocating when
 they would not fit in the available memory.
 """
 
+import contextlib
 import math
 import os
 import sys
@@ -67,13 +68,11 @@ def available_memory_bytes() -> int:
   override = os.environ.get(MEMORY_ENV)
   if override:
     return int(float(override) * 2**30)
-  try:
+  with contextlib.suppress(OSError):  # no /proc: memory unknown
     with open("/proc/meminfo") as f:
       for line in f:
         if line.startswith("MemAvailable:"):
           return int(line.split()[1]) * 1024
-  except OSError:
-    pass
   return sys.maxsize  # unknown: do not refuse
 
 

@@ -81,8 +81,11 @@ class HistoryQueryTower(tf.keras.Model):
 
   def encode(self, x: tf.Tensor, mask: tf.Tensor,
              training: bool = False) -> tf.Tensor:
-    """`[B, L, e]` embedded history, `[B, L]` bool mask -> `[B, h]`."""
-    raise NotImplementedError
+    """`[B, L, e]` embedded history, `[B, L]` bool mask -> `[B, h]`.
+
+    The encoder of a concrete tower (mean pooling, GRU, SASRec).
+    """
+    raise TypeError("%s must override encode()." % type(self).__name__)
 
   def embed_history(self, history: tf.Tensor):
     """`[B, L]` indices -> (`[B, L, e]` embeddings, `[B, L]` bool mask)."""

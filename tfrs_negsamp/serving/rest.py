@@ -251,12 +251,17 @@ def _inputs(value: Any) -> List[str]:
     column, where = value[INPUT_NAME], "inputs.%s" % INPUT_NAME
   else:
     column, where = value, "inputs"
-  if not isinstance(column, list):
-    raise RestError(400, "%s must be a list of user id strings (rank 1), "
-                    "got %s" % (where, _type_name(column)))
-  if not column:
-    raise RestError(400, "%s is empty: send at least one user id" % where)
+  _check_column(column, where, "user id strings (rank 1)", "user id")
   return [_user_id(v, "%s[%d]" % (where, i)) for i, v in enumerate(column)]
+
+
+def _check_column(column: Any, where: str, kind: str, one: str) -> None:
+  """A request column must be a non-empty JSON list (400 otherwise)."""
+  if not isinstance(column, list):
+    raise RestError(400, "%s must be a list of %s, got %s"
+                    % (where, kind, _type_name(column)))
+  if not column:
+    raise RestError(400, "%s is empty: send at least one %s" % (where, one))
 
 
 def _history(value: Any, where: str, max_history: int) -> Tuple[str, ...]:
@@ -323,11 +328,8 @@ def _history_inputs(value: Any, inputs: Sequence[str], max_history: int
     column, where = value[HISTORY_NAME], "inputs.%s" % HISTORY_NAME
   else:
     column, where = value, "inputs"
-  if not isinstance(column, list):
-    raise RestError(400, "%s must be a list of histories (lists of item id "
-                    "strings, rank 2), got %s" % (where, _type_name(column)))
-  if not column:
-    raise RestError(400, "%s is empty: send at least one history" % where)
+  _check_column(column, where,
+                "histories (lists of item id strings, rank 2)", "history")
   histories = [_history(row, "%s[%d]" % (where, i), max_history)
                for i, row in enumerate(column)]
   users = [""] * len(histories)

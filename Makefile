@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[apps,test]"
 	touch $@
 
 # Train on the embedded synthetic data, evaluate on the full corpus, export

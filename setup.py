@@ -24,21 +24,30 @@ setuptools.setup(
         # it; without it `tfds.load` fails before any download is tried.
         "importlib_resources",
         "absl-py",
-        # Benchmark and evaluation plots (PNG).
-        "matplotlib",
-        # The REST server (trainers.serve); see tfrs_negsamp/serving/server.py.
-        "aiohttp>=3.9,<4",
-        # trainers.tune: per-sampler hyperparameter search (TPE sampler,
-        # SQLite storage so that an interrupted search resumes).
-        "optuna>=4",
         # The EASE^R baseline (models/ease.py): in-place Cholesky inverse
         # (LAPACK spotrf/spotri) and sparse user-item matrices.
         "scipy",
     ],
-    extras_require={"test": [
-        "pytest",
-        # tests/colab executes the notebooks (nbclient + an ipykernel of
-        # the venv's python).
-        "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-    ]},
+    # What only the programs in trainers/ need; the core library
+    # (tfrs_negsamp) imports none of it. The README's two commands install
+    # `.[apps,test]`.
+    extras_require={
+        # The REST server (trainers.serve, trainers/serving/server.py).
+        "server": ["aiohttp>=3.9,<4"],
+        # Benchmark and evaluation plots (PNG).
+        "plots": ["matplotlib"],
+        # trainers.tune: per-sampler hyperparameter search (TPE sampler,
+        # SQLite storage so that an interrupted search resumes).
+        "tune": ["optuna>=4"],
+        "apps": ["aiohttp>=3.9,<4", "matplotlib", "optuna>=4"],
+        "test": [
+            "pytest",
+            # Property-based tests of the loaders, the flag checks and the
+            # REST request parser (a bounded example count by default).
+            "hypothesis>=6.100",
+            # tests/colab executes the notebooks (nbclient + an ipykernel of
+            # the venv's python).
+            "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+        ],
+    },
 )

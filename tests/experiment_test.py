@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 
 SYNTHETIC = {"num_users": 80, "num_items": 30, "interactions_per_user": 8}
 

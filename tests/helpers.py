@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import data as data_lib
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 
 
 def tiny_dataset(num_users=60, num_items=40, per_user=12, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import adaptive

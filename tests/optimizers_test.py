@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp import optimizers
 
 ROWS, DIM = 9, 3  # rows 7 and 8 are never touched

@@ -9,9 +9,9 @@ import types
 
 import pytest
 
-from tfrs_negsamp import benchmarking
-from tfrs_negsamp import experiment
-from tfrs_negsamp import tuning
+from trainers.pipeline import benchmarking
+from trainers.pipeline import experiment
+from trainers.pipeline import tuning
 
 SYNTHETIC = {"num_users": 120, "num_items": 40, "interactions_per_user": 8}
 

@@ -13,4 +13,24 @@ if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
       "before importing TensorFlow (it is set to %r)."
       % os.environ["TF_USE_LEGACY_KERAS"])
 
+del os
+
 __version__ = "0.1.0"
+
+# Public API, TFRS style (`import tfrs_negsamp as tn`;
+# `tn.tasks.Retrieval(sampler=tn.samplers.XIRSampler(...))`). The
+# subpackages load on first access (PEP 562), so `tfrs_negsamp.data` and
+# `tfrs_negsamp.evaluation` stay free of TensorFlow.
+__all__ = ["evaluation", "frequency", "models", "samplers", "serving",
+           "tasks"]
+
+
+def __getattr__(name):
+  if name in __all__:
+    import importlib  # pylint: disable=g-import-not-at-top
+    return importlib.import_module("tfrs_negsamp." + name)
+  raise AttributeError("module 'tfrs_negsamp' has no attribute %r" % name)
+
+
+def __dir__():
+  return sorted(__all__ + ["__version__"])

@@ -11,16 +11,18 @@ and 256, and index build time, for the serving ScaNN setting
 leaves searched (`--search_multipliers`). Writes results.md, results.csv and
 recall_vs_qps.png to --output_dir. Each measurement is bounded by a query
 count and `--max_seconds`; the default run takes a few minutes on 2 cores.
-See `tfrs_negsamp/serving/index_benchmark.py` for what is timed.
+See `trainers/serving/index_benchmark.py` for what is timed.
 """
 
+import math
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
 
 _DEFAULT_ML100K = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
@@ -99,19 +101,39 @@ def _command_flags():
 def main(argv):
   del argv
   import time  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from tfrs_negsamp.serving import index_benchmark as bench
   try:
     sizes = [int(s) for s in FLAGS.sizes]
     multipliers = [float(m) for m in FLAGS.search_multipliers]
   except ValueError as e:
-    raise app.UsageError("--sizes and --search_multipliers take numbers: %s"
-                         % e) from e
+    raise common.UsageError("--sizes and --search_multipliers take numbers: "
+                            "%s" % e) from e
+  if any(size < 1 for size in sizes):
+    raise common.UsageError("--sizes must be >= 1 each, got %s"
+                            % ",".join(FLAGS.sizes))
+  if any(not math.isfinite(m) or m <= 0 for m in multipliers):
+    raise common.UsageError("--search_multipliers must be finite numbers > "
+                            "0, got %s" % ",".join(FLAGS.search_multipliers))
+  common.check_finite("max_seconds", FLAGS.max_seconds, positive=True)
+  for name in ("dim", "num_queries", "k", "ml100k_epochs", "batch1_queries",
+               "batch256_queries"):
+    if FLAGS[name].value < 1:
+      raise common.UsageError("--%s must be >= 1, got %d"
+                              % (name, FLAGS[name].value))
+  for name in ("scann_leaves", "scann_leaves_to_search", "scann_reorder"):
+    if FLAGS[name].value < 0:
+      raise common.UsageError("--%s must be >= 0 (0: derived), got %d"
+                              % (name, FLAGS[name].value))
+  if os.path.exists(FLAGS.output_dir) and not os.path.isdir(
+      FLAGS.output_dir):
+    raise common.UsageError("--output_dir=%s is an existing file, not a "
+                            "folder" % FLAGS.output_dir)
   if FLAGS.ml100k_path and not os.path.exists(
       os.path.join(FLAGS.ml100k_path, "u.data")):
-    raise app.UsageError("no MovieLens 100K (u.data) at --ml100k_path=%s; "
+    raise common.UsageError("no MovieLens 100K (u.data) at --ml100k_path=%s; "
                          "pass --ml100k_path= to skip that table"
                          % FLAGS.ml100k_path)
+  # pylint: disable-next=g-import-not-at-top
+  from trainers.serving import index_benchmark as bench
   overrides = {"num_leaves": FLAGS.scann_leaves,
                "num_leaves_to_search": FLAGS.scann_leaves_to_search,
                "num_reordering_candidates": FLAGS.scann_reorder}
@@ -148,4 +170,4 @@ def _log(line):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
 from trainers import common
@@ -127,17 +126,17 @@ def plot(rows, path):
 def main(argv):
   train_flags = argv[1:]
   if not FLAGS.output_dir:
-    raise app.UsageError("--output_dir is required")
+    raise common.UsageError("--output_dir is required")
   try:
     workers = [int(w) for w in FLAGS.workers]
   except ValueError as e:
-    raise app.UsageError("--workers takes integers, got %s"
-                         % ",".join(FLAGS.workers)) from e
+    raise common.UsageError("--workers takes integers, got %s"
+                            % ",".join(FLAGS.workers)) from e
   if not workers or min(workers) < 1:
-    raise app.UsageError("--workers must be >= 1 each.")
+    raise common.UsageError("--workers must be >= 1 each.")
   for name in ("sampler", "output_dir", "strategy", "workers"):
     if common.flag_value(train_flags, name) is not None:
-      raise app.UsageError("--%s is set by bench_scaling; remove it from "
+      raise common.UsageError("--%s is set by bench_scaling; remove it from "
                            "the training flags." % name)
   total = len(FLAGS.samplers) * len(workers)
   start, rows = time.time(), []
@@ -175,4 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

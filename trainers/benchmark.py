@@ -13,14 +13,26 @@ HR@10, per-cohort HR@10 bars, recall@50 vs step time). Finished runs are
 kept under OUTPUT_DIR/runs and skipped when the command is run again.
 `--best_settings=TUNE_DIR/best.json` (from `trainers.tune`) gives each
 variant its sampler's tuned settings (the variant's own overrides win).
+
+The floor (issue 17): `--floor` adds a `plain_tfrs` variant (the TFRS
+tutorial two-tower, `tfrs.tasks.Retrieval`, same batch/optimizer/data) and
+makes it the step-ratio reference. `--timing_steps=N` only times training
+steps: every model is built once and trained N steps in turn, for
+`--timing_rounds` interleaved rounds (best round kept), and results.md
+gives each variant's step time as a ratio to the floor at its batch:
+
+  nice -n 5 python -m trainers.benchmark --suite=floor --only=B256,B1024 \
+      --dataset=movielens --data_path=../shared/data/movielens-100k \
+      --output_dir=runs/floor
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
+from absl import app  # noqa: E402,F401  pylint: disable=unused-import
 from absl import flags  # noqa: E402
 
 from trainers import common  # noqa: E402
@@ -33,7 +45,7 @@ flags.DEFINE_list("variants", [],
                   "--samplers), e.g. cbns_4B=cross_batch:memory_size=512.")
 flags.DEFINE_string("suite", None,
                     "A preset comparison: %s." % ", ".join(
-                        ["cbns", "xir"]))
+                        ["cbns", "xir", "floor"]))
 flags.DEFINE_list("seeds", ["3"],
                   "A count N (seeds 0..N-1) or an explicit list of seeds.")
 flags.DEFINE_string("reference", None,
@@ -46,6 +58,15 @@ flags.DEFINE_list("only", [],
 flags.DEFINE_string("best_settings", None,
                     "best.json of trainers.tune: each variant gets its "
                     "sampler's tuned settings (its own overrides win).")
+flags.DEFINE_boolean("floor", False,
+                     "Add the plain-TFRS floor (`plain_tfrs`) and make it "
+                     "the step-ratio reference.")
+flags.DEFINE_integer("timing_steps", None,
+                     "> 0: only time training steps, this many per model "
+                     "and round, interleaved (no evaluation); default: the "
+                     "suite's, else 0 (full runs).")
+flags.DEFINE_integer("timing_rounds", 2,
+                     "Interleaved rounds of --timing_steps (best kept).")
 FLAGS = flags.FLAGS
 
 B = 128
@@ -103,6 +124,26 @@ SUITES = {
             "%s_inbatch_4B=in_batch_logq:query_tower=%s:batch_size=%d"
             % (t, t, 8 * B))],
     },
+    # Issue 17: step time vs the plain-TFRS floor at B in {256, 1024,
+    # 4096}, id towers (`--only=B256,B1024` keeps two batches). Timing
+    # only: 300 steps per model and round, 2 interleaved rounds.
+    "floor": {
+        "base": {"item_features": False},
+        "floor": True,
+        "timing_steps": 300,
+        "variants": [v for b in (256, 1024, 4096) for v in (
+            "B%d_in_batch=in_batch:batch_size=%d" % (b, b),
+            "B%d_in_batch_logq=in_batch_logq:batch_size=%d" % (b, b),
+            "B%d_in_batch_logq_nomask=in_batch_logq:batch_size=%d:"
+            "mask_history=false" % (b, b),
+            "B%d_cross_batch_M4B=cross_batch:batch_size=%d:memory_size=%d"
+            % (b, b, 4 * b),
+            "B%d_bir=bir:batch_size=%d" % (b, b),
+            "B%d_xir=xir:batch_size=%d" % (b, b),
+            "B%d_mixed=mixed:batch_size=%d" % (b, b),
+            "B%d_uniform_K32=uniform:batch_size=%d:num_negatives=32"
+            % (b, b))],
+    },
 }
 
 
@@ -115,17 +156,17 @@ def _seeds(values):
 def main(argv):
   del argv
   # Imported after flag parsing so that the CPU split comes first.
-  from tfrs_negsamp import benchmarking  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
-    raise app.UsageError("--output_dir is required")
+    raise common.UsageError("--output_dir is required")
   base = common.config_from_flags(export_dir=None, backup_dir=None,
                                   verbose=min(FLAGS.verbose, 2))
   specs = list(FLAGS.variants)
   if FLAGS.suite:
     if FLAGS.suite not in SUITES:
-      raise app.UsageError("unknown suite %r; valid: %s"
+      raise common.UsageError("unknown suite %r; valid: %s"
                            % (FLAGS.suite, ", ".join(sorted(SUITES))))
     for key, value in SUITES[FLAGS.suite]["base"].items():
       setattr(base, key, value)
@@ -136,7 +177,7 @@ def main(argv):
     specs = [s for s in specs
              if s.split("=")[0].startswith(tuple(FLAGS.only))]
     if not specs:
-      raise app.UsageError("--only=%s keeps no variant"
+      raise common.UsageError("--only=%s keeps no variant"
                            % ",".join(FLAGS.only))
   try:
     variants = [benchmarking.parse_variant(s) for s in specs]
@@ -146,7 +187,33 @@ def main(argv):
     for v in variants:
       benchmarking.apply_variant(base, v, 0)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise common.UsageError(str(e)) from e
+  suite = SUITES.get(FLAGS.suite, {})
+  timing_steps = FLAGS.timing_steps
+  if timing_steps is None:
+    timing_steps = suite.get("timing_steps", 0)
+  floor = FLAGS.floor or suite.get("floor", False)
+  if timing_steps > 0:
+    experiment.make_strategy(base.strategy, base.cpu_replicas)
+    rows = benchmarking.time_steps(
+        base, variants, experiment.load_data(base), steps=timing_steps,
+        rounds=FLAGS.timing_rounds, floor=floor)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
+      json.dump(rows, f, indent=2)
+    table = benchmarking.timing_table(rows, title="%s: step time on %s, "
+                                      "%d steps x %d rounds" % (
+                                          FLAGS.suite or "samplers",
+                                          base.data_path or base.dataset,
+                                          timing_steps,
+                                          FLAGS.timing_rounds))
+    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
+      f.write(table)
+    print(table)
+    return
+  if floor:
+    variants.insert(0, benchmarking.Variant(benchmarking.FLOOR,
+                                            benchmarking.FLOOR, {}))
   if FLAGS.baseline:
     variants.append(benchmarking.Variant("popularity_baseline",
                                          "popularity_baseline", {}))
@@ -165,4 +232,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,11 +1,136 @@
-"""Flags shared by the trainers and their conversion to `ExperimentConfig`."""
+"""Flags shared by the trainers, their conversion to `ExperimentConfig`,
+and the programs' error handling (`run`).
 
-from typing import Optional, Sequence
+Every program starts with `common.run(main)` instead of `app.run(main)`:
+a bad flag, bad data or a missing dependency ends the program with ONE line
+on stderr (`error: ...` naming the flag, or the file, line and problem) and
+exit status 2 (usage and data errors) or 1 (anything else), without the
+module docstring that absl prints on a usage error and without a stack
+trace. `--verbose_errors` or the environment variable
+`TFRS_NEGSAMP_TRACEBACK=1` prints the stack trace before that line.
+
+This module imports only absl (the serving programs use it without TFRS).
+"""
+
+import math
+import os
+import sys
+import traceback
+from typing import Callable, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
+TRACEBACK_ENV = "TFRS_NEGSAMP_TRACEBACK"
+USAGE_EXIT_CODE = 2
+
+flags.DEFINE_boolean("verbose_errors", False,
+                     "On an error, show the Python stack trace (also: "
+                     "environment variable %s=1)." % TRACEBACK_ENV)
+
+
+class UsageError(app.UsageError):
+  """A bad flag or input: one line, exit status 2."""
+
+  def __init__(self, message: str, exitcode: int = USAGE_EXIT_CODE):
+    super().__init__(message, exitcode)
+
+
+class FatalError(Exception):
+  """An environment problem (e.g. a missing package): one line, status 1."""
+
+  def __init__(self, message: str, exitcode: int = 1):
+    super().__init__(message)
+    self.exitcode = exitcode
+
+
+def _error_class(module: str, name: str):
+  """A class of an already imported module (None if not imported)."""
+  return getattr(sys.modules.get(module), name, None)
+
+
+def error_line(error: BaseException) -> Tuple[str, int]:
+  """The line printed for an uncaught error, and the exit status."""
+  message, code = classify(error)
+  if not message.startswith("data error: "):
+    message = "error: " + message
+  return message, code
+
+
+def classify(error: BaseException) -> Tuple[str, int]:
+  """The one-line message and the exit status of an uncaught error."""
+  data_error = _error_class("tfrs_negsamp.data.errors", "DataError")
+  config_error = _error_class("trainers.pipeline.experiment", "ConfigError")
+  cluster_error = _error_class("trainers.pipeline.cluster", "ClusterError")
+  if isinstance(error, (app.UsageError, flags.Error)):
+    message, code = str(error), USAGE_EXIT_CODE
+  elif data_error is not None and isinstance(error, data_error):
+    message, code = "data error: %s" % error, USAGE_EXIT_CODE
+  elif any(c is not None and isinstance(error, c)
+           for c in (config_error, cluster_error)):
+    message, code = str(error), USAGE_EXIT_CODE
+  elif isinstance(error, FatalError):
+    message, code = str(error), error.exitcode
+  elif isinstance(error, MemoryError) and str(error):
+    # ease_baseline's refusal (models/ease.py) says which flag to change.
+    message, code = str(error), USAGE_EXIT_CODE
+  else:
+    message = "internal error: %s: %s (rerun with --verbose_errors or %s=1 " \
+              "for the stack trace)" % (type(error).__name__, error,
+                                        TRACEBACK_ENV)
+    code = 1
+  return " ".join(message.split()) or type(error).__name__, code
+
+
+def show_traceback(argv: Optional[Sequence[str]] = None) -> bool:
+  """Whether errors show their stack (the flag, or the environment)."""
+  if os.environ.get(TRACEBACK_ENV, "").strip().lower() in (
+      "1", "true", "yes", "on"):
+    return True
+  if FLAGS.is_parsed():
+    return bool(FLAGS.verbose_errors)
+  value = flag_value(list(argv or sys.argv), "verbose_errors")
+  return value is not None and value.lower() in ("1", "true") or (
+      "--verbose_errors" in (argv or sys.argv))
+
+
+def fail(error: BaseException, argv: Optional[Sequence[str]] = None) -> None:
+  """Prints `error` as one line (after its stack if asked) and exits."""
+  if show_traceback(argv):
+    traceback.print_exception(type(error), error, error.__traceback__)
+  message, code = error_line(error)
+  sys.stderr.write(message + "\n")
+  sys.stderr.flush()
+  sys.exit(code)
+
+
+def parse_flags(argv: Sequence[str]):
+  """`FLAGS(argv)`; a bad flag is one line and exit status 2."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(e, argv)
+
+
+def guard(main: Callable[[Sequence[str]], Optional[int]]
+          ) -> Callable[[Sequence[str]], Optional[int]]:
+  """`main` with every uncaught error turned into one line (see `fail`)."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (SystemExit, KeyboardInterrupt, GeneratorExit):
+      raise
+    except BaseException as e:  # pylint: disable=broad-except
+      fail(e, argv)
+
+  return guarded
+
+
+def run(main: Callable[[Sequence[str]], Optional[int]]) -> None:
+  """`app.run(main)` with the one-line errors of this module."""
+  app.run(guard(main), flags_parser=parse_flags)
 
 
 def flag_value(argv: Sequence[str], name: str) -> Optional[str]:
@@ -19,8 +144,29 @@ def flag_value(argv: Sequence[str], name: str) -> Optional[str]:
   return value
 
 
-def _ints(value: str):
-  return tuple(int(v) for v in value.split(",") if v.strip())
+def parse_widths(name: str, value: str) -> Tuple[int, ...]:
+  """Comma-separated positive integers ("" -> ()); UsageError naming --name."""
+  widths = []
+  for part in (value or "").split(","):
+    if not part.strip() and len((value or "").split(",")) == 1:
+      continue
+    try:
+      width = int(part)
+    except ValueError:
+      width = 0
+    if width < 1:
+      raise UsageError("--%s=%s: expected comma-separated positive integers "
+                       "such as 128,64, and %r is not one"
+                       % (name, value, part.strip()))
+    widths.append(width)
+  return tuple(widths)
+
+
+def check_finite(name: str, value: float, positive: bool = False) -> None:
+  """UsageError naming --name unless `value` is finite (and > 0)."""
+  if not math.isfinite(value) or (positive and value <= 0):
+    raise UsageError("--%s must be a finite number%s, got %r"
+                     % (name, " > 0" if positive else "", value))
 
 
 def define_flags() -> None:
@@ -32,6 +178,15 @@ def define_flags() -> None:
   flags.DEFINE_string("data_path", None, "Folder (movielens) or file (csv).")
   flags.DEFINE_enum("split", "leave_last_out", ["leave_last_out", "temporal"],
                     "Train/test split.")
+  flags.DEFINE_enum("duplicates", "keep_first",
+                    ["keep_first", "keep_all", "error"],
+                    "Repeated (user, item) rows, handled after loading and "
+                    "before the split: keep_first keeps each pair's "
+                    "earliest row (so a held-out item is never also a "
+                    "training row of its user), keep_all keeps every row "
+                    "(repeat consumption), error stops at the first "
+                    "repeat. The data summary and metrics.json report the "
+                    "rows dropped.")
   flags.DEFINE_integer("num_validation", 1,
                        "Rows per user held out for validation before the "
                        "test row (leave_last_out; 1: the second-to-last). "
@@ -188,7 +343,7 @@ SAMPLER_OPTION_FLAGS += ("cbns_fresh_queue", "cbns_fresh_queue_gradient")
 
 def config_from_flags(**overrides):
   """An `ExperimentConfig` from the parsed flags."""
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   config = experiment.ExperimentConfig(
       dataset=FLAGS.dataset, data_path=FLAGS.data_path, split=FLAGS.split,
       num_validation=FLAGS.num_validation, eval_split=FLAGS.eval_split,
@@ -199,8 +354,9 @@ def config_from_flags(**overrides):
       embedding_dim=FLAGS.embedding_dim, temperature=FLAGS.temperature,
       mask_history=FLAGS.mask_history,
       normalize=FLAGS.normalize, item_features=FLAGS.item_features,
-      query_hidden=_ints(FLAGS.query_hidden),
-      item_hidden=_ints(FLAGS.item_hidden), seed=FLAGS.seed,
+      query_hidden=parse_widths("query_hidden", FLAGS.query_hidden),
+      item_hidden=parse_widths("item_hidden", FLAGS.item_hidden),
+      seed=FLAGS.seed, duplicates=FLAGS.duplicates,
       query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
       share_item_embeddings=FLAGS.share_item_embeddings,
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
@@ -224,5 +380,5 @@ def config_from_flags(**overrides):
   try:
     config.validate()
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise UsageError(str(e)) from e
   return config

@@ -33,10 +33,9 @@ import threading
 import time
 from typing import List, Optional, Sequence
 
-from absl import app
 from absl import flags
 
-from tfrs_negsamp import cluster
+from trainers.pipeline import cluster
 from trainers import common
 
 FLAGS = flags.FLAGS
@@ -69,7 +68,7 @@ def worker_flags(train_flags: Sequence[str], max_restarts: int,
   argv = list(train_flags)
   strategy = common.flag_value(argv, "strategy")
   if strategy not in (None, "multi_worker"):
-    raise app.UsageError("launch_local runs --strategy=multi_worker jobs; "
+    raise common.UsageError("launch_local runs --strategy=multi_worker jobs; "
                          "the flags ask for --strategy=%s." % strategy)
   if strategy is None:
     argv.append("--strategy=multi_worker")
@@ -216,12 +215,12 @@ def run_attempt(num_workers: int, argv: Sequence[str], program: str,
 def main(argv):
   train_flags = argv[1:]
   if FLAGS.workers < 1:
-    raise app.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
+    raise common.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
   if FLAGS.max_restarts < 0:
-    raise app.UsageError("--max_restarts must be >= 0, got %d."
+    raise common.UsageError("--max_restarts must be >= 0, got %d."
                          % FLAGS.max_restarts)
   if FLAGS.threads_per_worker < 0:
-    raise app.UsageError("--threads_per_worker must be >= 0, got %d."
+    raise common.UsageError("--threads_per_worker must be >= 0, got %d."
                          % FLAGS.threads_per_worker)
   threads = (FLAGS.threads_per_worker or
              max(1, (os.cpu_count() or 1) // FLAGS.workers))
@@ -258,4 +257,4 @@ if __name__ == "__main__":
   # A SIGTERM to the launcher stops its workers too (they run in their own
   # sessions, so they would outlive it otherwise).
   signal.signal(signal.SIGTERM, _interrupt)
-  app.run(main)
+  common.run(main)

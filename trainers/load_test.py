@@ -12,8 +12,9 @@ N requests or `--time_limit` seconds. Exits with status 1 if any request
 failed.
 """
 
-from absl import app
 from absl import flags
+
+from trainers import common
 
 flags.DEFINE_string("url", "http://127.0.0.1:8501",
                     "Server URL (loopback addresses only).")
@@ -39,7 +40,9 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   # pylint: disable-next=g-import-not-at-top
-  from tfrs_negsamp.serving import load_test
+  from trainers.serving import load_test
+  common.check_finite("time_limit", FLAGS.time_limit, positive=True)
+  common.check_finite("timeout", FLAGS.timeout, positive=True)
   users = FLAGS.user_ids or [
       str(FLAGS.first_user_id + i) for i in range(FLAGS.num_user_ids)]
   try:
@@ -49,7 +52,7 @@ def main(argv):
         batch_size=FLAGS.batch_size, k=FLAGS.k, user_ids=users,
         time_limit_s=FLAGS.time_limit, timeout_s=FLAGS.timeout)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise common.UsageError(str(e)) from e
   print(result.to_markdown())
   print(result.summary(), flush=True)
   if FLAGS.output:
@@ -59,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -13,8 +13,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402  (absl only, no TFRS)
 
 flags.DEFINE_string("model_dir", None, "Exported SavedModel folder.")
 flags.DEFINE_list("user_id", ["0"], "User id(s) to answer for.")
@@ -27,18 +28,45 @@ flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
 
+def _load(model_dir: str):
+  """The SavedModel at `model_dir`, with the ScaNN ops registered if any."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    scann_error = None
+  except Exception as e:  # pylint: disable=broad-except
+    scann_error = e  # a brute-force export loads without it
+  try:
+    return tf, tf.saved_model.load(model_dir)
+  except Exception as e:  # pylint: disable=broad-except
+    if scann_error is not None and "Scann" in str(e):
+      raise common.FatalError(
+          "the SavedModel at --model_dir=%s holds a ScaNN index, but scann "
+          "cannot be imported (%s: %s); install it (pip install "
+          "scann==1.4.2) or export with --index=brute_force"
+          % (model_dir, type(scann_error).__name__, scann_error)) from e
+    raise common.UsageError("cannot load the SavedModel at --model_dir=%s: "
+                            "%s" % (model_dir, str(e).splitlines()[0]
+                                    if str(e) else type(e).__name__)
+                            ) from e
+
+
 def main(argv):
   del argv
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import scann  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
-  if not os.path.isdir(FLAGS.model_dir):
-    raise app.UsageError("no SavedModel at --model_dir=%s" % FLAGS.model_dir)
-  loaded = tf.saved_model.load(FLAGS.model_dir)
+  if not os.path.isfile(os.path.join(FLAGS.model_dir, "saved_model.pb")):
+    raise common.UsageError("no SavedModel at --model_dir=%s (saved_model.pb"
+                            " missing)" % FLAGS.model_dir)
+  if FLAGS.k < 1:
+    raise common.UsageError("--k must be >= 1, got %d" % FLAGS.k)
+  tf, loaded = _load(FLAGS.model_dir)
+  if "serving_default" not in loaded.signatures:
+    raise common.UsageError("the SavedModel at --model_dir=%s has no "
+                            "serving_default signature" % FLAGS.model_dir)
   signature = loaded.signatures["serving_default"]
   inputs = set(signature.structured_input_signature[1])
   if "history" in inputs:
     if not FLAGS.history:
-      raise app.UsageError("this export takes a history: pass --history="
+      raise common.UsageError("this export takes a history: pass --history="
                            "<item ids, oldest first>, e.g. --history=12,7")
     queries = ["history %s" % ",".join(FLAGS.history)]
     kwargs = {"history": tf.constant([FLAGS.history])}
@@ -49,7 +77,7 @@ def main(argv):
       queries = ["user %r, %s" % (user, queries[0])]
   else:
     if FLAGS.history:
-      raise app.UsageError("this export takes user ids, not a history: "
+      raise common.UsageError("this export takes user ids, not a history: "
                            "drop --history and pass --user_id")
     queries = ["user %s" % u for u in FLAGS.user_id]
     kwargs = {"user_id": tf.constant(FLAGS.user_id)}
@@ -57,7 +85,7 @@ def main(argv):
   scores, ids = out["scores"], out["item_ids"]
   index_k = int(ids.shape[1])
   if not 1 <= FLAGS.k <= index_k:
-    raise app.UsageError("--k must be in [1, %d] (the index's k), got %d"
+    raise common.UsageError("--k must be in [1, %d] (the index's k), got %d"
                          % (index_k, FLAGS.k))
   for row, query in enumerate(queries):
     print("top-%d for %s (reloaded SavedModel, ScaNN):"
@@ -75,4 +103,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -10,7 +10,7 @@ r"""Serves an exported SavedModel (query tower + ScaNN) over TF Serving REST.
 
 Routes: POST /v1/models/<name>:predict, GET /v1/models/<name>,
 GET /v1/models/<name>/metadata, GET /healthz (see
-`tfrs_negsamp/serving/rest.py`). The process imports TensorFlow, ScaNN and
+`trainers/serving/rest.py`). The process imports TensorFlow, ScaNN and
 aiohttp, not TFRS or the training code. `--port=0` picks a free port; the
 "Serving ..." line printed once listening names it. SIGINT/SIGTERM stop the
 server after the requests in flight.
@@ -20,8 +20,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402  (absl only, no TFRS)
 
 flags.DEFINE_string("model_dir", None, "Exported SavedModel folder.")
 flags.DEFINE_string("host", "127.0.0.1",
@@ -44,8 +45,21 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  # pylint: disable-next=g-import-not-at-top
-  from tfrs_negsamp.serving import server as server_lib
+  for name in ("port", "max_body_bytes", "max_instances", "threads",
+               "max_history_items"):
+    low = 0 if name == "port" else 1
+    if FLAGS[name].value < low or (name == "port" and
+                                   FLAGS[name].value > 65535):
+      raise common.UsageError("--%s must be %s, got %d" % (
+          name, "in [0, 65535]" if name == "port" else ">= 1",
+          FLAGS[name].value))
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from trainers.serving import server as server_lib
+  except ImportError as e:
+    raise common.FatalError("trainers.serve cannot import %s (%s); install "
+                            "the serving dependencies"
+                            % (e.name or "a module", e)) from e
   if FLAGS.access_log:
     import logging  # pylint: disable=g-import-not-at-top
     logging.basicConfig(level=logging.INFO)
@@ -57,7 +71,13 @@ def main(argv):
         max_instances=FLAGS.max_instances, threads=FLAGS.threads,
         access_log=FLAGS.access_log, max_history=FLAGS.max_history_items)
   except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    raise common.UsageError(str(e)) from e
+  except RuntimeError as e:  # e.g. a ScaNN export without scann
+    raise common.FatalError(str(e)) from e
+  except ImportError as e:  # aiohttp or TensorFlow missing
+    raise common.FatalError("trainers.serve cannot import %s (%s); install "
+                            "the serving dependencies"
+                            % (e.name or "a module", e)) from e
 
   def ready(s):
     print("Serving model %r (index %s, k=%d) on %s/v1/models/%s"
@@ -69,4 +89,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -23,7 +23,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
@@ -34,24 +33,19 @@ common.define_flags()
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise common.UsageError("unexpected argument(s) %s: flags take the "
+                            "form --name=value" % " ".join(argv[1:]))
   logging.set_verbosity(logging.WARNING)
+  # Every flag is checked here, before TensorFlow does any work; the data
+  # is checked after loading, before the model is built (`experiment.run`).
+  # Errors (flags, data, cluster) are one line, exit status 2 (common.run).
   config = common.config_from_flags()
   # Imported here so that the CPU split of `make_strategy` comes first.
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp.data import DataError  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp.cluster import ClusterError  # pylint: disable=g-import-not-at-top
-  try:
-    strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
-  except ClusterError as e:
-    raise app.UsageError(str(e)) from e
-  try:
-    experiment.run(config, strategy=strategy)
-  except DataError as e:
-    raise app.UsageError("data error: %s" % e) from e
-  except MemoryError as e:  # ease_baseline's refusal (models/ease.py)
-    raise app.UsageError(str(e)) from e
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  experiment.run(config, strategy=strategy)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

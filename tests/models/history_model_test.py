@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.data import sequences

@@ -89,6 +89,29 @@ class HistoryTowersTest(tf.test.TestCase):
         tower({"history": history}),
         tf.math.l2_normalize(a[:, -1], axis=-1), atol=1e-6)
 
+  def test_sasrec_last_position_shortcut_matches_the_full_stack(self):
+    # The final block computes only the last position; its value and the
+    # gradients it sends to every weight equal the full stack's last row.
+    tower, item_model = _tower("sasrec", num_blocks=2, num_heads=2)
+    history = _history([[1, 2, 3, 4, 5, 6], [7, 8], []], 6)
+    x, mask = tower.embed_history(history)
+    tower.sequence_output(x, mask)
+    weights = tower.trainable_variables + [item_model.id_embedding.embeddings]
+    outputs, grads = [], []
+    for last_only in (False, True):
+      with tf.GradientTape() as tape:
+        x, mask = tower.embed_history(history)
+        out = tower.sequence_output(x, mask, last_only=last_only)[:, -1]
+        loss = tf.reduce_sum(out * tf.range(1.0, _D + 1.0))
+      outputs.append(out)
+      grads.append([tf.convert_to_tensor(g) if g is not None else None
+                    for g in tape.gradient(loss, weights)])
+    self.assertAllClose(outputs[0], outputs[1], atol=1e-5)
+    for full, short, w in zip(grads[0], grads[1], weights):
+      self.assertEqual(full is None, short is None, msg=w.name)
+      if full is not None:
+        self.assertAllClose(full, short, atol=1e-4, msg=w.name)
+
   def test_sasrec_dropout_only_in_training(self):
     tower, _ = _tower("sasrec", dropout=0.5)
     inputs = {"history": _history([[3, 4, 5]], 6)}

@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 
 
 def _mirrored():

@@ -299,7 +299,8 @@ class CatalogDistributionTest(tf.test.TestCase):
     sampler(tf.zeros([2, 4]), tf.zeros([2, 4]), tf.constant([1, 2],
                                                             tf.int64))
     self.assertEmpty(sampler.trainable_weights)
-    self.assertLen(sampler.non_trainable_weights, 1)  # the CDF
+    # The CDF and the step counter of the stateless draws.
+    self.assertLen(sampler.non_trainable_weights, 2)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import cross_batch

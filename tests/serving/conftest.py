@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 
 TinyExport = collections.namedtuple("TinyExport", "path users num_items k")
 
@@ -33,7 +33,7 @@ def tiny_export(tmp_path_factory):
 @pytest.fixture(scope="session")
 def served(tiny_export):
   """A `ModelServer` on `tiny_export`, on a free loopback port (a thread)."""
-  from tfrs_negsamp.serving import server  # pylint: disable=g-import-not-at-top
+  from trainers.serving import server  # pylint: disable=g-import-not-at-top
   predictor = server.SavedModelPredictor(tiny_export.path)
   srv = server.ModelServer(predictor, port=0, max_body_bytes=MAX_BODY_BYTES,
                            max_instances=MAX_INSTANCES, threads=2).start()

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp.serving import export
 
 # Runs in a fresh interpreter that imports only tensorflow and scann.

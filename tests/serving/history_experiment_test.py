@@ -17,10 +17,10 @@ import tensorflow as tf
 from tests import helpers
 from tests.serving import history_export_test as hist
 from tests.serving import server_test
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp.data import sequences
 from tfrs_negsamp.serving import export
-from tfrs_negsamp.serving import server
+from trainers.serving import server
 
 L = 5
 

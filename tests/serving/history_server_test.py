@@ -16,7 +16,7 @@ import tensorflow as tf
 from tests.serving import history_export_test as hist
 from tests.serving import server_test
 from tfrs_negsamp.serving import export
-from tfrs_negsamp.serving import server
+from trainers.serving import server
 
 PREDICT = server_test.PREDICT
 _call = server_test._call  # pylint: disable=protected-access

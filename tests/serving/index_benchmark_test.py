@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 from tfrs_negsamp.serving import export
-from tfrs_negsamp.serving import index_benchmark as bench
+from trainers.serving import index_benchmark as bench
 
 
 def test_exact_top_k_matches_a_full_sort():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tfrs_negsamp.serving import load_test
+from trainers.serving import load_test
 
 
 def test_requests_at_concurrency_without_errors(served, tmp_path):

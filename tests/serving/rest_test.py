@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tfrs_negsamp.serving import rest
+from trainers.serving import rest
 
 
 def _parse(body, index_k=20, max_instances=None):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
 from tfrs_negsamp.serving import export
 
 

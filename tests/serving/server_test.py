@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tests.serving import conftest
 from tfrs_negsamp.serving import export
-from tfrs_negsamp.serving import server
+from trainers.serving import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -239,7 +239,7 @@ def test_cli_serves_without_tfrs_and_stops_on_sigterm(tiny_export, tmp_path):
   imported = {l.split("|")[-1].strip() for l in err.splitlines()
               if l.startswith("import time:")}
   assert "scann" in imported and "aiohttp" in imported
-  for module in ("tensorflow_recommenders", "tfrs_negsamp.experiment",
+  for module in ("tensorflow_recommenders", "trainers.pipeline.experiment",
                  "tfrs_negsamp.models", "tfrs_negsamp.serving.export"):
     assert module not in imported, module
 

@@ -1,6 +1,7 @@
 """Loads an interaction log from a CSV file with a header."""
 
 import csv
+import io
 import math
 import os
 
@@ -27,12 +28,17 @@ def _parse_timestamp(value: str) -> int:
   return result
 
 
+def _clip(value: str, limit: int = 40) -> str:
+  return value if len(value) <= limit else value[:limit] + "..."
+
+
 def load_csv(path: str, delimiter: str = ",") -> tuple[Interactions,
                                                        Catalog]:
   """Reads `user_id`, `item_id` and `timestamp` columns from a CSV file.
 
-  The header names the columns, in any order; other columns are ignored.
-  Blank lines are skipped. Timestamps must be numbers (whole seconds; a
+  The header names the columns, in any order; other columns are ignored,
+  but every row must have as many fields as the header. Blank lines are
+  skipped. Timestamps must be numbers (whole seconds; a
   fractional part is dropped). The catalog is the sorted unique item ids of
   the file, without titles.
 
@@ -50,8 +56,18 @@ def load_csv(path: str, delimiter: str = ",") -> tuple[Interactions,
   """
   if not os.path.isfile(path):
     raise DataError("%s: file not found" % path)
-  users, items, times = [], [], []
-  with open(path, newline="", encoding="utf-8-sig") as f:
+  users, items, times, lines = [], [], [], []
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = raw[:e.start].count(b"\n") + 1
+    column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+    raise DataError("%s, line %d: not valid UTF-8 (byte 0x%02x at column "
+                    "%d)" % (path, line, raw[e.start], column)) from None
+  del raw
+  with io.StringIO(text, newline="") as f:
     reader = csv.reader(f, delimiter=delimiter)
     try:
       header = next(reader)
@@ -82,19 +98,32 @@ def load_csv(path: str, delimiter: str = ",") -> tuple[Interactions,
               "columns %s), found %d"
               % (path, line, min_fields, ", ".join(REQUIRED_COLUMNS),
                  len(row)))
+        if len(row) != len(names):
+          raise DataError(
+              "%s, line %d: too %s fields: expected %d as in the header, "
+              "found %d" % (path, line,
+                            "many" if len(row) > len(names) else "few",
+                            len(names), len(row)))
         user, item = row[user_col].strip(), row[item_col].strip()
         for column, value in (("user_id", user), ("item_id", item)):
           if not value:
             raise DataError("%s, line %d: empty %s" % (path, line, column))
+          if "\x00" in value:  # numpy str arrays would drop it
+            raise DataError("%s, line %d: %s contains a NUL character: %r"
+                            % (path, line, column, _clip(value)))
         value = row[time_col].strip()
         try:
           timestamp = _parse_timestamp(value)
-        except (ValueError, OverflowError):
+        except ValueError:
           raise DataError("%s, line %d: timestamp is not a number: %r"
-                          % (path, line, value)) from None
+                          % (path, line, _clip(value))) from None
+        except OverflowError:
+          raise DataError("%s, line %d: timestamp out of range [-2^63, "
+                          "2^63): %r" % (path, line, _clip(value))) from None
         users.append(user)
         items.append(item)
         times.append(timestamp)
+        lines.append(line)
     except csv.Error as e:
       raise DataError("%s, line %d: cannot parse the line: %s"
                       % (path, reader.line_num, e)) from None
@@ -106,5 +135,6 @@ def load_csv(path: str, delimiter: str = ",") -> tuple[Interactions,
   interactions = Interactions(
       user_ids=np.asarray(users, dtype=str),
       item_ids=np.asarray(items, dtype=str),
-      timestamps=np.asarray(times, dtype=np.int64), source=path)
+      timestamps=np.asarray(times, dtype=np.int64), source=path,
+      lines=np.asarray(lines, dtype=np.int64))
   return interactions, Catalog(item_ids=interactions.items)

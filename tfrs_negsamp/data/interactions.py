@@ -114,13 +114,16 @@ def _as_int64(values: Any, name: str) -> np.ndarray:
 class Interactions:
   """An implicit-feedback log: one (user, item, timestamp) per row.
 
-  Ids are converted to numpy str arrays and timestamps to int64.
+  Ids are converted to numpy str arrays and timestamps to int64. `lines`
+  (optional, int64) holds each row's 1-based line in `source`, so that
+  errors found after loading can name it.
   """
 
   user_ids: np.ndarray
   item_ids: np.ndarray
   timestamps: np.ndarray
   source: str = ""
+  lines: Optional[np.ndarray] = None
 
   def __post_init__(self):
     self.user_ids = ids_lib.to_str_ids(self.user_ids)
@@ -134,6 +137,19 @@ class Interactions:
       raise ValueError(
           "Interactions from %s: user_ids, item_ids and timestamps have "
           "different lengths %s" % (self.source or "<unknown>", lengths))
+    if self.lines is not None:
+      self.lines = np.asarray(self.lines, dtype=np.int64)
+      if self.lines.shape != (lengths[0],):
+        raise ValueError("Interactions from %s: lines has shape %s for %d "
+                         "rows" % (self.source or "<unknown>",
+                                   self.lines.shape, lengths[0]))
+
+  def where(self, row: int) -> str:
+    """"SOURCE, line L" (or "SOURCE, row R", 1-based) of row `row`."""
+    source = self.source or "<unknown>"
+    if self.lines is not None:
+      return "%s, line %d" % (source, int(self.lines[row]))
+    return "%s, row %d" % (source, row + 1)
 
   @classmethod
   def empty(cls, source: str = "") -> "Interactions":
@@ -184,7 +200,75 @@ class Interactions:
       mask = mask.astype(np.int64)
     return Interactions(self.user_ids[mask], self.item_ids[mask],
                         self.timestamps[mask],
-                        self.source if source is None else source)
+                        self.source if source is None else source,
+                        None if self.lines is None else self.lines[mask])
+
+  def pair_codes(self) -> np.ndarray:
+    """An int64 code per row, equal for rows of the same (user, item)."""
+    _, users = np.unique(self.user_ids, return_inverse=True)
+    items_all, items = np.unique(self.item_ids, return_inverse=True)
+    return users.astype(np.int64) * max(items_all.size, 1) + items
+
+
+DUPLICATE_POLICIES = ("keep_first", "keep_all", "error")
+
+
+def apply_duplicates(interactions: Interactions,
+                     policy: str = "keep_first") -> tuple[Interactions, int]:
+  """Applies a duplicates policy to repeated (user, item) rows.
+
+  `keep_first` keeps, per (user, item) pair, its earliest row by timestamp
+  (ties: the first in the file) and drops the others; the kept rows keep
+  their order. `keep_all` keeps every row (repeat consumption). `error`
+  raises on the first row (in file order) whose pair occurred before.
+
+  Args:
+    interactions: The log.
+    policy: One of `DUPLICATE_POLICIES`.
+
+  Returns:
+    (the log after the policy, number of rows it dropped).
+
+  Raises:
+    ValueError: On an unknown policy.
+    DataError: Under `error`, naming the duplicate's line and the first
+      occurrence's.
+  """
+  if policy not in DUPLICATE_POLICIES:
+    raise ValueError("unknown duplicates policy %r; valid: %s"
+                     % (policy, ", ".join(DUPLICATE_POLICIES)))
+  n = interactions.num_rows
+  if policy == "keep_all" or n < 2:
+    return interactions, 0
+  codes = interactions.pair_codes()
+  rows = np.arange(n)
+  if policy == "error":
+    order = np.lexsort((rows, codes))  # By pair, then file order.
+    repeat = np.zeros(n, bool)
+    repeat[1:] = codes[order[1:]] == codes[order[:-1]]
+    if not np.any(repeat):
+      return interactions, 0
+    first_of_group = np.maximum.accumulate(np.where(~repeat, rows, 0))
+    dup_rows = order[repeat]
+    pick = int(np.argmin(dup_rows))
+    dup = int(dup_rows[pick])
+    original = int(order[first_of_group[repeat][pick]])
+    raise DataError(
+        "%s: duplicate interaction (user %r, item %r), first seen at %s; "
+        "pass --duplicates=keep_first to keep each pair's earliest row, or "
+        "--duplicates=keep_all to keep every row"
+        % (interactions.where(dup), str(interactions.user_ids[dup]),
+           str(interactions.item_ids[dup]),
+           interactions.where(original).rsplit(", ", 1)[-1]))
+  order = np.lexsort((rows, interactions.timestamps, codes))
+  first = np.ones(n, bool)
+  first[1:] = codes[order[1:]] != codes[order[:-1]]
+  keep = np.zeros(n, bool)
+  keep[order[first]] = True
+  dropped = int(n - np.count_nonzero(keep))
+  if not dropped:
+    return interactions, 0
+  return interactions.subset(keep), dropped
 
 
 def _pair_codes(train: Interactions,
@@ -208,6 +292,9 @@ class Dataset:
   validation: Interactions
   test: Interactions
   all_interactions: Optional[Interactions] = None
+  # What loading did to the log, e.g. {"duplicates": "keep_first",
+  # "duplicate_rows_dropped": 3}; part of `summary()`.
+  load_report: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def users(self) -> np.ndarray:
@@ -238,4 +325,5 @@ class Dataset:
         "users": int(self.users.size),
         "items": self.catalog.num_items,
         "test_reconsumption": reconsumption,
+        **self.load_report,
     }

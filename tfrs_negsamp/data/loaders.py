@@ -3,7 +3,10 @@
 import os
 from typing import Any, Optional
 
+import numpy as np
+
 from tfrs_negsamp.data import csv_loader
+from tfrs_negsamp.data import interactions as interactions_lib
 from tfrs_negsamp.data import movielens
 from tfrs_negsamp.data import splits
 from tfrs_negsamp.data import synthetic
@@ -17,6 +20,7 @@ def load_dataset(name: str,
                  split: str = "leave_last_out",
                  seed: int = 0,
                  split_kwargs: Optional[dict[str, Any]] = None,
+                 duplicates: str = "keep_first",
                  **synthetic_kwargs: Any) -> Dataset:
   """Loads data set `name` and splits it.
 
@@ -30,6 +34,12 @@ def load_dataset(name: str,
       deterministic).
     split_kwargs: Extra arguments of the split function, e.g.
       {"num_validation": 1} or {"test_fraction": 0.1}.
+    duplicates: What to do with repeated (user, item) rows, applied after
+      loading and before the split (`interactions.apply_duplicates`):
+      "keep_first" (default: each pair's earliest row; so a held-out item
+      is never also a training row of the same user), "keep_all" (repeat
+      consumption) or "error". The Dataset's `summary()` reports the
+      policy and the rows dropped.
     **synthetic_kwargs: Arguments of `synthetic.make_synthetic`.
 
   Returns:
@@ -45,6 +55,10 @@ def load_dataset(name: str,
   if split not in splits.SPLIT_METHODS:
     raise ValueError("unknown split method %r; valid methods: %s"
                      % (split, ", ".join(splits.SPLIT_METHODS)))
+  if duplicates not in interactions_lib.DUPLICATE_POLICIES:
+    raise ValueError("unknown duplicates policy %r; valid: %s"
+                     % (duplicates,
+                        ", ".join(interactions_lib.DUPLICATE_POLICIES)))
   if synthetic_kwargs and name != "synthetic":
     raise ValueError("arguments %s apply only to the synthetic data set"
                      % ", ".join(sorted(synthetic_kwargs)))
@@ -64,5 +78,20 @@ def load_dataset(name: str,
       raise ValueError("the csv data set needs data_path (a CSV file)")
     interactions, catalog = csv_loader.load_csv(data_path)
     dataset_name = "csv:" + os.path.basename(data_path)
-  return splits.split(interactions, catalog, method=split, name=dataset_name,
-                      **(split_kwargs or {}))
+  interactions, dropped = interactions_lib.apply_duplicates(interactions,
+                                                            duplicates)
+  # keep_first drops every repeated row; error mode got here without any.
+  repeated = (_repeated_rows(interactions) if duplicates == "keep_all"
+              else dropped)
+  dataset = splits.split(interactions, catalog, method=split,
+                         name=dataset_name, **(split_kwargs or {}))
+  dataset.load_report = {"duplicates": duplicates,
+                         "duplicate_rows": repeated,
+                         "duplicate_rows_dropped": dropped}
+  return dataset
+
+
+def _repeated_rows(interactions: interactions_lib.Interactions) -> int:
+  """Rows whose (user, item) pair occurs on an earlier row."""
+  codes = interactions.pair_codes()
+  return int(codes.size - np.unique(codes).size)

@@ -4,7 +4,6 @@ Every rating is kept as an implicit interaction (the rating value is
 dropped).
 """
 
-import contextlib
 import os
 from typing import Optional
 
@@ -32,40 +31,61 @@ def _read_text(path: str) -> str:
     return f.read()
 
 
+def _clip(value: str, limit: int = 40) -> str:
+  return value if len(value) <= limit else value[:limit] + "..."
+
+
 def _parse_int_table(path: str, text: str, num_fields: int,
-                     separator: str) -> np.ndarray:
-  """Parses lines of `num_fields` integers into an int64 [n, num_fields]."""
-  # Fast path; a ValueError (a non-integer somewhere) falls through to the
-  # slow path, which only locates the bad line.
-  with contextlib.suppress(ValueError):
-    values = np.asarray(text.replace(separator, " ").split(), dtype=np.int64)
-    if values.size % num_fields == 0:
-      table = values.reshape(-1, num_fields)
-      if table.shape[0] == sum(1 for l in text.splitlines() if l.strip()):
-        return table
+                     separator: str) -> tuple[np.ndarray, np.ndarray]:
+  """Parses lines of `num_fields` integers into an int64 [n, num_fields].
+
+  Every non-blank line must have exactly `num_fields` fields, each an
+  integer in [-2^63, 2^63) (Python `int` syntax, surrounding blanks
+  allowed). Returns the table and the 1-based line number of each row.
+
+  Raises:
+    DataError: Naming the file, the first bad line and the problem.
+  """
+  numbers, rows = [], []
   for number, line in enumerate(text.splitlines(), start=1):
-    if not line.strip():
-      continue
-    fields = line.split(separator)
-    if len(fields) != num_fields:
+    if line.strip():
+      numbers.append(number)
+      rows.append(line)
+  for number, line in zip(numbers, rows):
+    if line.count(separator) != num_fields - 1:
       raise DataError("%s, line %d: expected %d %r-separated fields, found %d"
-                      % (path, number, num_fields, separator, len(fields)))
-    for field in fields:
+                      % (path, number, num_fields, separator,
+                         line.count(separator) + 1))
+  if not rows:
+    return np.zeros([0, num_fields], np.int64), np.zeros([0], np.int64)
+  # Exactly num_fields tokens per row, so token t is on row t // num_fields.
+  tokens = separator.join(rows).split(separator)
+  try:
+    values = np.asarray(tokens, dtype=np.int64)
+  except (ValueError, OverflowError):
+    for position, token in enumerate(tokens):
+      number = numbers[position // num_fields]
       try:
-        int(field)
+        value = int(token)
       except ValueError:
         raise DataError("%s, line %d: not an integer: %r"
-                        % (path, number, field)) from None
-  raise DataError("%s: cannot parse the file" % path)
+                        % (path, number, _clip(token))) from None
+      if not -2**63 <= value < 2**63:
+        raise DataError("%s, line %d: integer out of range [-2^63, 2^63): "
+                        "%r" % (path, number, _clip(token.strip())))
+    raise DataError("%s: cannot parse the file" % path) from None
+  return (values.reshape(-1, num_fields),
+          np.asarray(numbers, dtype=np.int64))
 
 
-def _interactions(path: str, table: np.ndarray,
+def _interactions(path: str, parsed: tuple[np.ndarray, np.ndarray],
                   catalog: Catalog) -> Interactions:
+  table, lines = parsed
   if table.shape[0] == 0:
     raise DataError("%s: no ratings" % path)
   interactions = Interactions(
       user_ids=table[:, 0].astype(str), item_ids=table[:, 1].astype(str),
-      timestamps=table[:, 3], source=path)
+      timestamps=table[:, 3], source=path, lines=lines)
   try:
     catalog.index_of(interactions.items)
   except KeyError as e:

@@ -102,7 +102,9 @@ def next_item_dataset(interactions: Interactions,
                       batch_size: int,
                       shuffle: bool = True,
                       seed: int = 0,
-                      drop_remainder: bool = True):
+                      drop_remainder: bool = True,
+                      epochs: Optional[int] = None,
+                      start_step: int = 0):
   """Batches of `{"user_id", "item_id", "history"}` next-item examples.
 
   Args:
@@ -113,6 +115,11 @@ def next_item_dataset(interactions: Interactions,
     shuffle: Shuffle the examples (seeded, reshuffled every iteration).
     seed: The shuffle seed.
     drop_remainder: Drop the last partial batch.
+    epochs: If set, the dataset holds `epochs` epochs in the resumable order
+      of `tf_dataset.epoch_batches` (epoch `e` shuffled by the stateless
+      seed `(seed, e)`, remainders dropped), from global step `start_step`
+      on; otherwise one pass, reshuffled on every iteration.
+    start_step: The first global step (with `epochs`).
 
   Returns:
     A `tf.data.Dataset` of dicts: `user_id` tf.string `[B]`, `item_id`
@@ -153,6 +160,14 @@ def next_item_dataset(interactions: Interactions,
             "item_id": tf.gather(item_ids, pos),
             "history": history}
 
+  if epochs is not None:
+    from tfrs_negsamp.data import tf_dataset  # pylint: disable=g-import-not-at-top
+    positions_t = tf.constant(positions, tf.int64)
+    ds = tf_dataset.epoch_batches(
+        positions.size, batch_size, epochs, seed=seed, shuffle=shuffle,
+        start_step=start_step).map(lambda i: tf.gather(positions_t, i))
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
   ds = tf.data.Dataset.from_tensor_slices(positions)
   if shuffle and positions.size > 1:
     ds = ds.shuffle(positions.size, seed=seed, reshuffle_each_iteration=True)

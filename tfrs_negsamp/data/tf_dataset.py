@@ -33,6 +33,63 @@ def _finish(ds: tf.data.Dataset, size: int, batch_size: Optional[int],
   return ds
 
 
+def epoch_batches(num_rows: int, batch_size: int, epochs: int, seed: int = 0,
+                  shuffle: bool = True, start_step: int = 0
+                  ) -> tf.data.Dataset:
+  """Row-index batches `[B]` int64 of `epochs` epochs, from `start_step` on.
+
+  Epoch `e` visits the rows in the order `pi_e = stateless_shuffle(
+  range(n), seed=(seed, e))` (the identity when not `shuffle`), cut into
+  `S = n // B` batches (the remainder is dropped); global step `t = e S + j`
+  gets `pi_e[j B:(j + 1) B]`. Every batch is a pure function of
+  `(seed, t)`: no iterator or RNG state, so a run restarted at step `t`
+  (`start_step`) sees exactly the batches an uninterrupted run sees from `t`.
+
+  Raises:
+    ValueError: If `batch_size` < 1 or > `num_rows`, or `start_step` is
+      outside `[0, epochs S]`.
+  """
+  if batch_size < 1 or batch_size > num_rows:
+    raise ValueError("batch_size must be in [1, %d] (the rows), got %r"
+                     % (num_rows, batch_size))
+  steps = num_rows // batch_size
+  if not 0 <= start_step <= epochs * steps:
+    raise ValueError("start_step must be in [0, %d], got %r"
+                     % (epochs * steps, start_step))
+  start_epoch, skip = divmod(start_step, steps)
+
+  def one_epoch(epoch):
+    order = tf.range(num_rows, dtype=tf.int64)
+    if shuffle:
+      order = tf.random.experimental.stateless_shuffle(
+          order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    return tf.data.Dataset.from_tensor_slices(order).batch(
+        batch_size, drop_remainder=True)
+
+  ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch)
+  if skip:
+    ds = ds.skip(skip)
+  # Known length: `fit` without `steps_per_epoch` stops at the end instead of
+  # running into the end of the data.
+  return ds.apply(tf.data.experimental.assert_cardinality(
+      epochs * steps - start_step))
+
+
+def training_batches(interactions: Interactions, batch_size: int,
+                     epochs: int, seed: int = 0, shuffle: bool = True,
+                     start_step: int = 0) -> tf.data.Dataset:
+  """`{"user_id", "item_id"}` batches of `epoch_batches` (resumable order)."""
+  features = {
+      "user_id": _string_tensor(interactions.user_ids),
+      "item_id": _string_tensor(interactions.item_ids),
+  }
+  ds = epoch_batches(interactions.num_rows, batch_size, epochs, seed=seed,
+                     shuffle=shuffle, start_step=start_step)
+  return ds.map(lambda idx: {k: tf.gather(v, idx)
+                             for k, v in features.items()},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 def to_tf_dataset(interactions: Interactions,
                   catalog: Optional[Catalog] = None,
                   batch_size: Optional[int] = None,

@@ -7,6 +7,8 @@ max(K) items are taken with ties broken by lower item index, and HR / Recall /
 NDCG at each K are computed overall and per popularity cohort.
 """
 
+import concurrent.futures
+import os
 import sys
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -22,10 +24,17 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 DEFAULT_KS = (10, 50, 100)
 
 
-# Rows of a [rows, N] score block partitioned at once by `top_k_indices`:
-# about this many elements (4 MB of float32), so that the partition's copy
-# stays in cache (a [1024, 23715] block is about 3.5x slower per row).
+# Rows of a [rows, N] score block processed at once by `top_k_indices`:
+# about this many elements (4 MB of float32), so that its passes stay in
+# cache (a [1024, 23715] block is about 3.5x slower per row).
 CACHE_ELEMENTS = 1 << 20
+
+# Column groups per row of the threshold top-k: G = GROUPS_PER_K * k (see
+# `_top_k_threshold`); larger G gives a tighter threshold (fewer candidates)
+# for a larger [rows, G] partition.
+GROUPS_PER_K = 8
+
+NAN_MESSAGE = "scores contain NaN."
 
 
 def cache_rows(num_items: int) -> int:
@@ -33,9 +42,19 @@ def cache_rows(num_items: int) -> int:
   return max(1, CACHE_ELEMENTS // max(int(num_items), 1))
 
 
-def _top_k_block(scores: np.ndarray, k: int) -> np.ndarray:
-  """`top_k_indices` of a float [b, N] block, 0 < k < N."""
+def num_threads() -> int:
+  """Threads of the top-k (`EVAL_THREADS`, default: the CPU count, <= 8)."""
+  value = os.environ.get("EVAL_THREADS")
+  if value:
+    return max(1, int(value))
+  return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _top_k_partition(scores: np.ndarray, k: int) -> np.ndarray:
+  """`top_k_indices` of a float [b, N] block by `np.partition`, 0 < k < N."""
   rows, n = scores.shape
+  if np.isnan(scores.max()):
+    raise ValueError(NAN_MESSAGE)
   kth = np.partition(scores, n - k, axis=1)[:, n - k:n - k + 1]
   selected = scores >= kth
   ambiguous = np.flatnonzero(np.count_nonzero(selected, axis=1) > k)
@@ -53,23 +72,71 @@ def _top_k_block(scores: np.ndarray, k: int) -> np.ndarray:
   return np.take_along_axis(candidates, order, axis=1)
 
 
-def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+def _top_k_threshold(scores: np.ndarray, k: int) -> np.ndarray:
+  """`top_k_indices` of a C-contiguous float [b, N] block, N >= G.
+
+  With G = GROUPS_PER_K k column groups {j, j + G, j + 2G, ...} (j < G),
+  the group maxima m_j are G distinct entries, so t = the k-th largest m_j
+  has at least k entries >= t: the row's top k (ties at the cut included)
+  are among the candidates {i : s_i >= t}. Costs one strided elementwise
+  max, one comparison and one `np.flatnonzero` pass (all SIMD, no sort of
+  the row), a partition of [b, G], and a sort of the few candidates by
+  (row, -score, index).
+  """
+  rows, n = scores.shape
+  groups = GROUPS_PER_K * k
+  per_group = n // groups
+  maxima = scores[:, :groups * per_group].reshape(
+      rows, per_group, groups).max(axis=1)
+  # max propagates NaN: the maxima and the few other columns hold any NaN.
+  if (np.isnan(maxima.max())
+      or np.isnan(scores[:, groups * per_group:].max(initial=0.0))):
+    raise ValueError(NAN_MESSAGE)
+  threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k]
+  flat = np.flatnonzero(scores >= threshold[:, None])
+  row = flat // n
+  column = flat - row * n
+  values = scores.reshape(-1)[flat]
+  # Stable: within (row, score) the ascending flat order keeps lower index.
+  order = np.lexsort((-values, row))
+  starts = np.zeros(rows + 1, np.int64)
+  np.cumsum(np.bincount(row, minlength=rows), out=starts[1:])
+  return column[order][starts[:-1, None] + np.arange(k)]
+
+
+def _top_k_block(scores: np.ndarray, k: int) -> np.ndarray:
+  """`top_k_indices` of a float [b, N] block, 0 < k < N."""
+  if (scores.shape[1] >= 10 * GROUPS_PER_K * k
+      and scores.flags.c_contiguous):
+    return _top_k_threshold(scores, k)
+  return _top_k_partition(scores, k)
+
+
+def top_k_indices(scores: np.ndarray, k: int,
+                  threads: Optional[int] = None) -> np.ndarray:
   """Indices of the k best scores per row, best first, ties by lower index.
 
   The order is that of a stable descending sort: the result equals
-  `np.argsort(-scores, axis=1, kind="stable")[:, :k]`, but costs O(N) per row
-  plus O(k log k): `np.partition` finds the k-th largest score v, the top
-  set is every item scoring > v plus the lowest-index items scoring == v
-  (so ties at the cut are resolved exactly, which `np.argpartition` alone
-  does not do), then the k winners are sorted by (-score, index). Rows are
-  processed in cache-sized blocks (`cache_rows`).
+  `np.argsort(-scores, axis=1, kind="stable")[:, :k]`, but costs O(N) per
+  row plus a sort of about k candidates. Wide rows (N >= 80 k) go through
+  `_top_k_threshold` (a lower bound t on the k-th largest score from
+  column-group maxima, then only the scores >= t are sorted); narrow ones
+  through `np.partition` (the k-th largest v; every item > v plus the
+  lowest-index items == v). Ties at the cut are resolved exactly either way
+  (which `np.argpartition` alone does not do). Rows are processed in
+  cache-sized blocks (`cache_rows`), on `threads` threads (default
+  `num_threads()`; NumPy releases the GIL in these passes).
 
   Args:
     scores: [b, N] float scores without NaN.
     k: number of items to keep; clipped to N.
+    threads: worker threads (1: none).
 
   Returns:
     [b, min(k, N)] int64 item indices.
+
+  Raises:
+    ValueError: if a score is NaN.
   """
   scores = np.asarray(scores)
   if not np.issubdtype(scores.dtype, np.floating):
@@ -79,14 +146,35 @@ def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
   if k <= 0 or rows == 0:
     return np.zeros((rows, max(k, 0)), np.int64)
   if k == n:
+    if np.isnan(scores.max()):
+      raise ValueError(NAN_MESSAGE)
     return np.argsort(-scores, axis=1, kind="stable")
   step = cache_rows(n)
   if rows <= step:
     return _top_k_block(scores, k)
   top = np.empty((rows, k), np.int64)
-  for start in range(0, rows, step):
+
+  def block(start):
     top[start:start + step] = _top_k_block(scores[start:start + step], k)
+
+  starts = range(0, rows, step)
+  threads = num_threads() if threads is None else max(1, int(threads))
+  if threads == 1 or len(starts) == 1:
+    for start in starts:
+      block(start)
+  else:
+    list(_executor(threads).map(block, starts))
   return top
+
+
+_EXECUTORS: Dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _executor(threads: int) -> concurrent.futures.ThreadPoolExecutor:
+  if threads not in _EXECUTORS:
+    _EXECUTORS[threads] = concurrent.futures.ThreadPoolExecutor(
+        threads, thread_name_prefix="top_k")
+  return _EXECUTORS[threads]
 
 
 def popularity_scores(item_counts: np.ndarray) -> ScoreFn:
@@ -185,8 +273,8 @@ def _call_score_fn(score_fn: ScoreFn, users: np.ndarray,
                    num_items: int) -> np.ndarray:
   """Calls `score_fn`, checks the result and returns a writable array.
 
-  A copy, unless `score_fn.writable_output` says the result is a buffer
-  the evaluator may modify.
+  A C-contiguous copy, unless `score_fn.writable_output` says the result is
+  a buffer the evaluator may modify. NaN is detected by the top-k.
   """
   scores = np.asarray(score_fn(users))
   expected = (len(users), num_items)
@@ -196,15 +284,13 @@ def _call_score_fn(score_fn: ScoreFn, users: np.ndarray,
                      f"([users, catalog size]).")
   if np.issubdtype(scores.dtype, np.floating):
     if not (getattr(score_fn, "writable_output", False)
-            and scores.flags.writeable):
-      scores = np.array(scores, copy=True)
+            and scores.flags.writeable and scores.flags.c_contiguous):
+      scores = np.array(scores, copy=True, order="C")
   elif np.issubdtype(scores.dtype, np.integer) or scores.dtype == bool:
     scores = scores.astype(np.float64)
   else:
     raise ValueError(f"score_fn must return numbers, got dtype "
                      f"{scores.dtype}.")
-  if scores.size and np.isnan(np.max(scores)):  # max propagates NaN.
-    raise ValueError("score_fn returned NaN scores.")
   return scores
 
 
@@ -254,8 +340,10 @@ def evaluate_full_corpus(
   `num_users_without_targets`). Duplicate items in `targets`/`seen` rows are
   ignored. Peak memory per chunk: the callback's [chunk_size, N] scores, a
   masked copy of them (none for a `DotProductScores` callback, masked in
-  place), a reused boolean [chunk_size, N] target mask, and the top-K's
-  buffers for one cache-sized block of rows (`top_k_indices`).
+  place through flat indices), and the top-K's buffers for one cache-sized
+  block of rows per thread (`top_k_indices`); hits are found by flat
+  index (`np.isin`), with no [chunk_size, N] mask. NaN scores among the
+  items left after the exclusion raise ValueError.
 
   Args:
     score_fn: given user rows [b] (int64 slices of `users`), returns scores
@@ -353,27 +441,26 @@ def evaluate_full_corpus(
   num_reconsumed = 0
 
   bar = _Progress(num_users, progress)
-  # Reused across chunks: True at the chunk's targets, reset after use.
-  relevant_buffer = np.zeros((min(chunk_size, num_users), num_items), bool)
   for start in range(0, num_users, chunk_size):
     stop = min(start + chunk_size, num_users)
     rows = stop - start
     scores = _call_score_fn(score_fn, users[start:stop].copy(), num_items)
     chunk_targets = targets.slice_rows(start, stop)
     t_rows, t_items = chunk_targets.row_ids(), chunk_targets.indices
-    relevant = relevant_buffer[:rows]
-    relevant[t_rows, t_items] = True
+    # Flat positions r N + i in the C-contiguous [rows, N] chunk.
+    t_keys = t_rows * num_items + t_items
     if seen is not None:
       chunk_seen = seen.slice_rows(start, stop)
-      s_rows, s_items = chunk_seen.row_ids(), chunk_seen.indices
-      num_reconsumed += int(np.count_nonzero(relevant[s_rows, s_items]))
-      if exclude_seen and s_rows.size:
-        target_scores = scores[t_rows, t_items]
-        scores[s_rows, s_items] = -np.inf
-        scores[t_rows, t_items] = target_scores  # keep_target.
-    top = top_k_indices(scores, kmax)
-    hits = np.take_along_axis(relevant, top, axis=1)
-    relevant[t_rows, t_items] = False
+      s_keys = chunk_seen.row_ids() * num_items + chunk_seen.indices
+      reconsumed = np.isin(s_keys, t_keys)
+      num_reconsumed += int(np.count_nonzero(reconsumed))
+      if exclude_seen and s_keys.size:  # In place; keep_target.
+        scores.reshape(-1)[s_keys[~reconsumed]] = -np.inf
+    try:
+      top = top_k_indices(scores, kmax)
+    except ValueError as e:
+      raise ValueError("score_fn returned NaN scores.") from e
+    hits = np.isin(np.arange(rows)[:, None] * num_items + top, t_keys)
     hit_counts[start:stop], dcg[start:stop] = metrics_lib.hits_and_dcg_at_ks(
         hits, ks)
     top_cohorts = item_cohorts[top]

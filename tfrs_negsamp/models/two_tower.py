@@ -36,6 +36,9 @@ class TwoTowerModel(tfrs.Model):
       when set, each step builds `consumed = consumed_items.for_users(
       features["user_id"])` and the sampler and the task exclude the rows'
       users' training items from the negatives (`--mask_history`).
+    loss: the task's loss (`retrieval.Retrieval`'s `loss`: "softmax",
+      "triplet", a `losses.CMLTripletLoss` or a Keras loss); None: the CML
+      hinge for a sampler built with `loss="triplet"`, else the softmax.
   """
 
   def __init__(self, query_model: tf.keras.Model, item_model: tf.keras.Model,
@@ -43,7 +46,7 @@ class TwoTowerModel(tfrs.Model):
                temperature: Optional[float] = None,
                global_negatives: bool = True,
                consumed_items: Optional[masking.ConsumedItems] = None,
-               **kwargs) -> None:
+               loss=None, **kwargs) -> None:
     super().__init__(**kwargs)
     self.consumed_items = consumed_items
     self.query_model = query_model
@@ -51,10 +54,12 @@ class TwoTowerModel(tfrs.Model):
     self.item_lookup = tf.keras.layers.StringLookup(
         vocabulary=list(item_vocabulary), mask_token=None, num_oov_indices=1)
     self.sampler = sampler
-    # A sampler with `loss="triplet"` (two-stage CML) gets the hinge loss.
-    self.task = retrieval.SampledRetrieval(
-        temperature=temperature,
-        pairwise_loss=losses.pairwise_loss_for(sampler))
+    # The task's loss is its own argument; when the caller gives none, a
+    # sampler built for the hinge (`loss="triplet"`, two-stage CML) gets it.
+    if loss is None:
+      loss = losses.pairwise_loss_for(sampler)
+    self.task = retrieval.SampledRetrieval(temperature=temperature,
+                                           loss=loss)
     self.global_negatives = global_negatives
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
     # Rows per replica in `fit`, when known (`experiment.train` sets it):
@@ -113,9 +118,27 @@ class TwoTowerModel(tfrs.Model):
     loss = self.task(query, candidates, groups, candidate_ids=cand_ids,
                      sample_weight=features.get("weight"),
                      consumed=consumed)
-    self.loss_per_example.update_state(
-        loss / tf.cast(tf.shape(query)[0], loss.dtype))
+    self._track_loss_per_example(loss, tf.shape(query)[0])
     return loss
+
+  def _track_loss_per_example(self, loss: tf.Tensor, rows: tf.Tensor):
+    """Adds the step's mean loss per example `sum_r L_r / sum_r B_r`.
+
+    With several replicas the loss and rows are summed across them and only
+    replica 0 accumulates (the others add weight 0): the metric's state is
+    `(sum of step means, steps)` on replica 0 and zero elsewhere, a state a
+    restored backup can put back exactly (`experiment.ExactResume`).
+    """
+    rows = tf.cast(rows, loss.dtype)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+      self.loss_per_example.update_state(loss / rows)
+      return
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                               tf.stack([loss, rows]))
+    first = tf.equal(context.replica_id_in_sync_group, 0)
+    self.loss_per_example.update_state(
+        total[0] / total[1], sample_weight=tf.cast(first, loss.dtype))
 
   def catalog_embeddings(self, batch_size: int = 4096) -> np.ndarray:
     """Embeddings `[N, d]` of every catalog item (position order)."""

@@ -8,6 +8,8 @@ from tfrs_negsamp.samplers.adaptive import AdaptiveSampler
 from tfrs_negsamp.samplers.adaptive_mixed import AdaptiveMixedSampler
 from tfrs_negsamp.samplers.balanced import BalancedSampler
 from tfrs_negsamp.samplers.bir import BIRSampler
+from tfrs_negsamp.samplers.catalog import CandidateCatalog
+from tfrs_negsamp.samplers.compose import Compose
 from tfrs_negsamp.samplers.cross_batch import CrossBatchSampler
 from tfrs_negsamp.samplers.in_batch import InBatchSampler
 from tfrs_negsamp.samplers.inverse_popularity import InversePopularitySampler

@@ -34,8 +34,12 @@ are **dropped** (not replaced by a constant logit under a sigmoid loss as
 in the reference code; SAMPLERS.md 7.5), so gradients flow only through the
 positive and the selected negatives; the loss is the softmax, not BCE.
 
-Randomness: the pool is drawn with stateful `tf.random.uniform` per replica
-(SAMPLERS.md D6); no state.
+Randomness: stateless. Each replica draws its rows' pools with the seed
+`importance_resampling.draw_seed(seed, step)`, a function of the sampler's
+`seed`, its step counter and the replica id (SAMPLERS.md D6). State: the
+step counter `step` int64 `[]`, non-trainable, identical on every replica,
+advanced once per training call, so a run restarted from a checkpoint
+draws the same pools.
 
 Paper's query tower: SASRec (`--query_tower=sasrec`).
 
@@ -49,10 +53,13 @@ from typing import Any, Dict, Optional
 
 import tensorflow as tf
 
+from tfrs_negsamp import distribute
 from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import catalog
+from tfrs_negsamp.samplers import importance_resampling as ir
 
 
-def batch_pool_mask(num_queries, num_columns, pool_size: int,
+def batch_pool_mask(num_queries, num_columns, pool_size: int, seed,
                     num_in_batch=None, allowed=None) -> tf.Tensor:
   """`[B, C]` bool: row `i` keeps column `i` and `P` random allowed columns.
 
@@ -66,12 +73,13 @@ def batch_pool_mask(num_queries, num_columns, pool_size: int,
     num_queries: `B`.
     num_columns: `C`, the shared columns.
     pool_size: `P` (capped at the `num_in_batch - 1` other columns).
+    seed: `[2]` int seed of the stateless uniform keys (`ir.draw_seed`).
     num_in_batch: the in-batch columns the pool is drawn from.
     allowed: optional bool `[B, num_in_batch]`, False = never in the pool.
   """
   if num_in_batch is None:
     num_in_batch = num_columns
-  keys = tf.random.uniform([num_queries, num_in_batch])
+  keys = tf.random.stateless_uniform([num_queries, num_in_batch], seed)
   diag = tf.cast(tf.eye(num_queries, num_in_batch), tf.bool)
   eligible = tf.logical_not(diag)
   if allowed is not None:
@@ -120,22 +128,40 @@ class AdaptiveSampler(base.NegativeSampler):
     num_hard_negatives: `k`, kept per row (the reference's
       `num_adaptive_samples`).
     remove_accidental_hits: mask columns equal to the row's positive.
+    seed: base seed of the stateless pool draws.
+
+  Example:
+
+  >>> import tensorflow as tf
+  >>> import tfrs_negsamp as tn
+  >>> sampler = tn.samplers.AdaptiveSampler(pool_size=3, num_hard_negatives=1)
+  >>> task = tn.tasks.Retrieval(sampler=sampler)
+  >>> loss = task(tf.eye(3, 2), tf.eye(3, 2),
+  ...             candidate_ids=tf.constant(["a", "b", "c"]))
+  >>> loss.shape
+  TensorShape([])
   """
 
   def __init__(self, pool_size: int = 100, num_hard_negatives: int = 20,
-               remove_accidental_hits: bool = True, **kwargs) -> None:
+               remove_accidental_hits: bool = True, seed: int = 0,
+               **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
     self.pool_size, self.num_hard_negatives = check_pool_arguments(
         pool_size, num_hard_negatives)
+    self.seed = catalog.check_seed(seed)
+    self.step = distribute.add_state(self, "step", [], tf.int64)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
              positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, training, user_history
+    del candidate_embeddings, user_history
     num_columns = tf.shape(candidate_ids)[0]
     mask = batch_pool_mask(
         tf.shape(query_embeddings)[0], num_columns, self.pool_size,
+        ir.draw_seed(self.seed, self.step.read_value()),
         allowed=own_items_allowed(candidate_ids, positive_ids, consumed))
+    if training:
+      self.step.assign_add(1)
     return [base.CandidateGroup(
         score_mask=mask, num_hard_negatives=self.num_hard_negatives,
         remove_accidental_hits=self.remove_accidental_hits)]
@@ -144,7 +170,8 @@ class AdaptiveSampler(base.NegativeSampler):
     config = super().get_config()
     config.pop("frequency", None)
     config.update({"pool_size": self.pool_size,
-                   "num_hard_negatives": self.num_hard_negatives})
+                   "num_hard_negatives": self.num_hard_negatives,
+                   "seed": self.seed})
     return config
 
 
@@ -157,4 +184,5 @@ def _option(context: base.SamplerContext, name: str, default: int) -> int:
 def _adaptive(context: base.SamplerContext) -> AdaptiveSampler:
   return AdaptiveSampler(
       pool_size=_option(context, "adaptive_pool", 100),
-      num_hard_negatives=_option(context, "num_hard_negatives", 20))
+      num_hard_negatives=_option(context, "num_hard_negatives", 20),
+      seed=context.seed)

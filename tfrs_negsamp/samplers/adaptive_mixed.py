@@ -29,6 +29,11 @@ draws, which costs `B'` item-tower forwards per step instead of `B B'`; the
 loss is the softmax over the kept columns (the reference: BCE with the
 unselected logits set to 0).
 
+Randomness: stateless, as in `mixed` and `adaptive`: the uniform columns
+and the in-batch pool are draws 0 and 1 of
+`importance_resampling.draw_seed(seed, step, draw)`, per replica; the step
+counter `step` advances once per training call.
+
 Paper's query tower: SASRec (`--query_tower=sasrec`).
 
 References:
@@ -46,6 +51,7 @@ import tensorflow as tf
 from tfrs_negsamp.samplers import adaptive
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
+from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import mixed
 
 
@@ -60,9 +66,21 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
     num_hard_negatives: `k`, kept per row.
     logq: subtract the MNS mixture correction before selecting.
     **kwargs: see `mixed.MixedSampler`.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.AdaptiveMixedSampler(
+  ...     candidates=movies.batch(2), candidate_model=movie_model,
+  ...     item_counts=[1, 1, 1, 1], pool_size=2, num_uniform=2,
+  ...     num_hard_negatives=1)
+  >>> loss = tn.tasks.Retrieval(sampler=sampler)(
+  ...     queries, movie_model(titles), candidate_ids=titles)
+  >>> loss.shape
+  TensorShape([])
   """
 
-  def __init__(self, item_counts, pool_size: int = 10,
+  def __init__(self, item_counts=None, pool_size: int = 10,
                num_uniform: int = 100, num_hard_negatives: int = 20,
                logq: bool = False, **kwargs) -> None:
     super().__init__(item_counts, num_uniform=num_uniform, logq=logq,
@@ -72,14 +90,17 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
              positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, training, user_history
-    extra_ids, extra, log_q = self.uniform_columns(candidate_ids)
+    del candidate_embeddings, user_history
+    extra_ids, extra, log_q = self.uniform_columns(candidate_ids, training)
     num_in_batch = tf.shape(candidate_ids)[0]
     mask = adaptive.batch_pool_mask(
         tf.shape(query_embeddings)[0], num_in_batch + self.num_uniform,
-        self.pool_size, num_in_batch=num_in_batch,
+        self.pool_size, ir.draw_seed(self.seed, self.step.read_value(), 1),
+        num_in_batch=num_in_batch,
         allowed=adaptive.own_items_allowed(candidate_ids, positive_ids,
                                            consumed))
+    if training:
+      self.step.assign_add(1)
     if consumed is not None:
       uniform_free = tf.logical_not(tf.cast(consumed(extra_ids), tf.bool))
       mask = tf.concat([mask[:, :num_in_batch],
@@ -106,4 +127,4 @@ def _adaptive_mixed(context: base.SamplerContext) -> AdaptiveMixedSampler:
       num_hard_negatives=int(catalog.option(context, "num_hard_negatives",
                                             20)),
       logq=bool(context.options.get("mixed_logq") or False),
-      item_model=context.item_model)
+      item_model=context.item_model, seed=context.seed)

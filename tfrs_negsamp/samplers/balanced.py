@@ -46,9 +46,18 @@ class BalancedSampler(catalog.CatalogSampler):
     cohort_pmf: 3x3 table, row = cohort of the positive (head, mid, tail),
       column = cohort drawn.
     **kwargs: see `catalog.CatalogSampler`.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.BalancedSampler(
+  ...     candidates=movies.batch(2), candidate_model=movie_model,
+  ...     item_counts=[8, 4, 2, 1], num_negatives=2)
+  >>> sampler.distribution.probabilities().shape  # one row per cohort
+  (3, 5)
   """
 
-  def __init__(self, item_counts,
+  def __init__(self, item_counts=None,
                cohort_pmf: Sequence[Sequence[float]] = (
                    catalog.DEFAULT_COHORT_PMF), **kwargs) -> None:
     self.cohort_pmf = [list(map(float, row)) for row in cohort_pmf]

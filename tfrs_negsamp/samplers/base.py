@@ -90,6 +90,9 @@ class NegativeSampler(tf.keras.layers.Layer):
     remove_accidental_hits: mask negatives equal to the row's positive.
   """
 
+  # Whether `build` needs the embedding dimension (a `[B, d]` shape).
+  needs_embedding_dim = False
+
   def __init__(self,
                frequency: Optional[frequency_lib.FrequencySource] = None,
                remove_accidental_hits: bool = True,
@@ -111,15 +114,16 @@ class NegativeSampler(tf.keras.layers.Layer):
            training: bool = False,
            positive_ids: Optional[tf.Tensor] = None,
            user_history: Optional[tf.Tensor] = None,
-           consumed: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
-           ) -> List[CandidateGroup]:
+           consumed: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+           ids_are_keys: bool = False) -> List[CandidateGroup]:
     """Builds the candidate groups of one step.
 
     Args:
       query_embeddings: `[B, d]` this replica's queries.
       candidate_embeddings: `[G, d]` in-batch candidates of the global batch,
         local block first (row `i`'s positive is column `i`).
-      candidate_ids: `[G]` int64 ids of those candidates.
+      candidate_ids: `[G]` ids of those candidates: int, or strings (see
+        `id_keys`).
       training: state is updated only when True.
       positive_ids: `[B]` ids of the rows' positives (defaults to the first
         `B` candidate ids).
@@ -131,20 +135,35 @@ class NegativeSampler(tf.keras.layers.Layer):
         training (`tfrs_negsamp.masking`). Samplers that select inside
         themselves (resampling, pools, catalog draws) exclude those items;
         the task masks them in the loss. None: no history masking.
+      ids_are_keys: the ids are already `id_keys` (the task maps them
+        before gathering them across replicas).
 
     Returns:
       A list of `CandidateGroup`.
+
+    Raises:
+      ValueError: for a tensor of the wrong rank, or ids and embeddings of
+        different lengths (the message names the argument).
     """
     query_embeddings = tf.convert_to_tensor(query_embeddings)
     candidate_embeddings = tf.convert_to_tensor(candidate_embeddings)
     candidate_ids = tf.convert_to_tensor(candidate_ids)
-    _check_rank(query_embeddings, 2, "query_embeddings")
-    _check_rank(candidate_embeddings, 2, "candidate_embeddings")
-    _check_rank(candidate_ids, 1, "candidate_ids")
+    check_rank(query_embeddings, 2, "query_embeddings")
+    check_rank(candidate_embeddings, 2, "candidate_embeddings")
+    check_rank(candidate_ids, 1, "candidate_ids")
+    check_same_length(candidate_ids, candidate_embeddings, "candidate_ids",
+                      "candidate_embeddings")
     if positive_ids is None:
       positive_ids = candidate_ids[:tf.shape(query_embeddings)[0]]
-    candidate_ids = tf.cast(candidate_ids, tf.int64)
-    positive_ids = tf.cast(positive_ids, tf.int64)
+    else:
+      positive_ids = tf.convert_to_tensor(positive_ids)
+      check_rank(positive_ids, 1, "positive_ids")
+    if ids_are_keys:
+      candidate_ids = tf.cast(candidate_ids, tf.int64)
+      positive_ids = tf.cast(positive_ids, tf.int64)
+    else:
+      candidate_ids = self.id_keys(candidate_ids)
+      positive_ids = self.id_keys(positive_ids)
     return self.sample(query_embeddings, candidate_embeddings, candidate_ids,
                        positive_ids, training=training,
                        user_history=user_history, consumed=consumed)
@@ -154,7 +173,26 @@ class NegativeSampler(tf.keras.layers.Layer):
              consumed=None) -> List[CandidateGroup]:
     raise TypeError("%s must override sample()." % type(self).__name__)
 
+  def build(self, input_shape=None):
+    """Creates the frequency source's state with the sampler's."""
+    if self.frequency is not None and not self.frequency.built:
+      self.frequency.build()
+    super().build(input_shape)
+
   # -- shared mechanics --------------------------------------------------
+
+  def id_keys(self, ids: tf.Tensor) -> tf.Tensor:
+    """The int64 keys the sampler compares, stores and hashes.
+
+    Samplers built with `candidates=` map ids to their catalog indices
+    (`1..N`, 0 out of vocabulary: exact for ints and strings); otherwise
+    int ids are cast and string ids get their 64-bit FarmHash fingerprint
+    (`default_keys`).
+    """
+    catalog = getattr(self, "candidate_catalog", None)
+    if catalog is not None:
+      return catalog.lookup(ids)
+    return default_keys(ids)
 
   def in_batch_log_q(self, candidate_ids: tf.Tensor,
                      training: bool) -> Optional[tf.Tensor]:
@@ -196,10 +234,36 @@ class NegativeSampler(tf.keras.layers.Layer):
     return cls(**config)
 
 
-def _check_rank(x: tf.Tensor, rank: int, name: str) -> None:
+def check_rank(x: tf.Tensor, rank: int, name: str) -> None:
+  """Raises `ValueError` naming `name` unless `x` has rank `rank`."""
   if x.shape.rank is not None and x.shape.rank != rank:
     raise ValueError("%s must have rank %d, got shape %s."
                      % (name, rank, x.shape))
+
+
+def check_same_length(a: tf.Tensor, b: tf.Tensor, name_a: str,
+                      name_b: str) -> None:
+  """Raises `ValueError` unless the (static) leading dimensions agree."""
+  if (a.shape.rank and b.shape.rank and a.shape[0] is not None and
+      b.shape[0] is not None and a.shape[0] != b.shape[0]):
+    raise ValueError("%s and %s must have the same length, got %d and %d."
+                     % (name_a, name_b, a.shape[0], b.shape[0]))
+
+
+# Keys of string ids: FarmHash fingerprints in [0, 2^63 - 1). Two distinct
+# ids collide with probability ~2^-63 per pair.
+STRING_KEY_BUCKETS = 2**63 - 1
+
+
+def default_keys(ids: tf.Tensor) -> tf.Tensor:
+  """int64 keys of ids: a cast for ints, a 64-bit fingerprint for strings."""
+  ids = tf.convert_to_tensor(ids)
+  if ids.dtype == tf.string:
+    return tf.strings.to_hash_bucket_fast(ids, STRING_KEY_BUCKETS)
+  if not (ids.dtype.is_integer):
+    raise ValueError("candidate ids must be integers or strings, got %s."
+                     % ids.dtype.name)
+  return tf.cast(ids, tf.int64)
 
 
 # -- registry: `--sampler=NAME` -------------------------------------------

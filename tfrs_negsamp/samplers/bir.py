@@ -102,6 +102,16 @@ class BIRSampler(base.NegativeSampler):
 
   Raises:
     ValueError: `num_resampled < 1` or `temperature <= 0`.
+
+  Example:
+
+  >>> import tensorflow as tf
+  >>> import tfrs_negsamp as tn
+  >>> task = tn.tasks.Retrieval(sampler=tn.samplers.BIRSampler(num_resampled=2))
+  >>> loss = task(tf.eye(3, 2), tf.eye(3, 2),
+  ...             candidate_ids=tf.constant(["a", "b", "c"]))
+  >>> loss.shape
+  TensorShape([])
   """
 
   def __init__(self, num_resampled: Optional[int] = None,

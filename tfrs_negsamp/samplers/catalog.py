@@ -48,10 +48,16 @@ tower. This module holds that machinery once:
   consumed (rejection sampling). With `logq`, `log(K q_r(j))` then differs
   from the exact log expected count by a per-row constant.
 
-Randomness: per-row draws use stateful `tf.random.uniform` (SAMPLERS.md D6
-allows it for per-row negatives; each replica draws its own rows). Runs are
-reproducible through the global seed (`tf.keras.utils.set_random_seed`,
-which `experiment.create_model` calls with the run's seed).
+Randomness: stateless. Every draw takes an explicit seed `[2]`; the
+samplers pass `importance_resampling.draw_seed(seed, step, draw)`, a
+function of the sampler's `seed`, its step counter `step` (int64 `[]`,
+non-trainable, `distribute.add_state`, checkpointed, advanced once per
+training call), the replica id (each replica draws its own rows) and the
+draw's index within the step (the redraw rounds below are draws 1, 2, ...).
+So a run restarted from a checkpoint draws exactly what the uninterrupted
+run draws (SAMPLERS.md D6). Two samplers with the same `seed` draw the
+same uniforms at the same step: give samplers combined in one model
+(`Compose`) different seeds to keep their draws independent.
 
 Paper's query tower: SASRec (`--query_tower=sasrec`).
 
@@ -70,6 +76,7 @@ from tfrs_negsamp import distribute
 from tfrs_negsamp import masking
 from tfrs_negsamp.evaluation import cohorts as cohorts_lib
 from tfrs_negsamp.samplers import base
+from tfrs_negsamp.samplers import importance_resampling as ir
 
 WEIGHTINGS = ("uniform", "popularity", "inverse")
 # PCNS (Prakash et al. 2024), intended rule: 0.8 for the positive's own
@@ -87,6 +94,14 @@ def check_counts(counts) -> np.ndarray:
   if np.any(counts < 0) or not np.all(np.isfinite(counts)):
     raise ValueError("item_counts must be finite and non-negative.")
   return counts
+
+
+def check_seed(seed) -> int:
+  """`seed` as an int >= 0 (the base seed of a sampler's stateless draws)."""
+  if (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or
+      seed < 0):
+    raise ValueError("seed must be an integer >= 0, got %r." % (seed,))
+  return int(seed)
 
 
 def catalog_weights(counts: Sequence[float], kind: str,
@@ -225,12 +240,13 @@ class CatalogDistribution(tf.keras.layers.Layer):
     lo, hi = self._bounds(rows, ids)
     return tf.cast(hi - lo, tf.float32)
 
-  def sample(self, shape, rows: Optional[tf.Tensor] = None,
+  def sample(self, shape, seed: tf.Tensor, rows: Optional[tf.Tensor] = None,
              exclude: Optional[tf.Tensor] = None):
     """Draws ids with replacement.
 
     Args:
       shape: `[B, K]` (or any shape) of the draw.
+      seed: `[2]` int seed of the stateless uniforms (`ir.draw_seed`).
       rows: optional int `[B]` proposal row per leading index (default 0).
       exclude: optional int64 `[B]` id excluded exactly from row `b`'s draws
         (the draw is from `q(j) / (1 - q(exclude_b))`, `j != exclude_b`).
@@ -242,7 +258,7 @@ class CatalogDistribution(tf.keras.layers.Layer):
     if not self.built:
       self.build()
     shape = tf.convert_to_tensor(shape, tf.int32)
-    u = tf.random.uniform(shape, dtype=tf.float64)
+    u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
     ones = tf.ones_like(u)
     lead = shape[0]
     if rows is None:
@@ -268,12 +284,13 @@ class CatalogDistribution(tf.keras.layers.Layer):
     ids = tf.clip_by_value(ids, 1, self.num_items)
     return tf.stop_gradient(ids), valid
 
-  def sample_unique(self, num: int) -> tf.Tensor:
+  def sample_unique(self, num: int, seed: tf.Tensor) -> tf.Tensor:
     """`num` distinct ids of row 0, drawn without replacement.
 
     Gumbel-top-k over `log q` (`O(N)`): the same law as drawing one id at a
     time from `q` renormalised over the ids not yet drawn (SAMPLERS.md 6.6).
-    `num` must not exceed the number of ids with positive weight.
+    `num` must not exceed the number of ids with positive weight. `seed`:
+    `[2]` int seed of the stateless uniforms (`ir.draw_seed`).
     """
     if not self.built:
       self.build()
@@ -281,8 +298,8 @@ class CatalogDistribution(tf.keras.layers.Layer):
     q = cdf[1:] - cdf[:-1]  # [N], ids 1..N
     log_q = tf.where(q > 0, tf.math.log(tf.maximum(q, 1e-300)),
                      tf.constant(-np.inf, tf.float64))
-    gumbel = -tf.math.log(-tf.math.log(tf.random.uniform(
-        tf.shape(q), minval=1e-300, maxval=1.0, dtype=tf.float64)))
+    gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform(
+        tf.shape(q), seed, minval=1e-300, maxval=1.0, dtype=tf.float64)))
     _, idx = tf.math.top_k(log_q + gumbel, k=num)
     return tf.stop_gradient(tf.cast(idx, tf.int64) + 1)
 
@@ -324,14 +341,176 @@ def embed(layer, ids: tf.Tensor) -> tf.Tensor:
   return fn(ids)
 
 
-def draw_excluding(draw: Callable[[], Any],
+def _collect_ids(candidates) -> np.ndarray:
+  """The distinct ids of `candidates`, in first-occurrence order."""
+  if isinstance(candidates, tf.data.Dataset):
+    chunks = []
+    for batch in candidates:
+      if not tf.is_tensor(batch):
+        raise ValueError(
+            "candidates must be a batched dataset of ids (e.g. "
+            "movies.batch(128)), got elements of type %s."
+            % type(batch).__name__)
+      if batch.shape.rank != 1:
+        raise ValueError(
+            "candidates must be a batched dataset of ids: each batch must "
+            "have rank 1 (e.g. movies.batch(128)), got shape %s."
+            % (batch.shape,))
+      chunks.append(batch.numpy())
+    ids = (np.concatenate(chunks) if chunks else np.zeros([0], np.int64))
+  else:
+    ids = np.asarray(candidates)
+    if ids.ndim != 1:
+      raise ValueError("candidates must be a 1-D array or a batched dataset "
+                       "of ids, got shape %s." % (ids.shape,))
+  if ids.size == 0:
+    raise ValueError("candidates is empty.")
+  if ids.dtype.kind not in "iuSUO":
+    raise ValueError("candidates must hold int or string ids, got dtype %s."
+                     % ids.dtype)
+  _, first = np.unique(ids, return_index=True)
+  return ids[np.sort(first)]
+
+
+class CandidateCatalog(tf.keras.layers.Layer):
+  """The candidate ids of a TFRS model, as model indices `1..N`.
+
+  Built like `tfrs.metrics.FactorizedTopK`'s candidates: from a batched
+  dataset of candidate ids (e.g. `movies.batch(128)`) and the candidate
+  tower. Distinct ids, in first-occurrence order, get the indices `1..N`
+  (a `StringLookup` or `IntegerLookup`, index 0 = out of vocabulary), which
+  the catalog samplers draw and XIR caches; `embed(indices)` runs the
+  candidate tower on the ids of those indices, with gradient. The tower
+  belongs to the model and is not tracked again here.
+
+  Args:
+    candidates: batched `tf.data.Dataset` of int or string ids (or a 1-D
+      array of them).
+    candidate_model: callable ids `[n]` -> embeddings `[n, d]`.
+
+  Raises:
+    ValueError: for a dataset whose batches are not 1-D ids, or an empty
+      one; TypeError: for a non-callable `candidate_model`.
+  """
+
+  def __init__(self, candidates, candidate_model, **kwargs) -> None:
+    super().__init__(**kwargs)
+    if not callable(candidate_model):
+      raise TypeError("candidate_model must be callable (ids -> "
+                      "embeddings), got %r." % (candidate_model,))
+    vocab = _collect_ids(candidates)
+    if vocab.dtype.kind in "SUO":
+      vocab = np.array([v.decode() if isinstance(v, bytes) else str(v)
+                        for v in vocab], dtype=object)
+      self._lookup = tf.keras.layers.StringLookup(
+          vocabulary=list(vocab), mask_token=None, num_oov_indices=1)
+      self._ids = tf.constant(list(vocab), tf.string)
+    else:
+      vocab = vocab.astype(np.int64)
+      self._lookup = tf.keras.layers.IntegerLookup(
+          vocabulary=vocab, mask_token=None, num_oov_indices=1,
+          oov_token=int(vocab.min()) - 1)
+      self._ids = tf.constant(vocab, tf.int64)
+    self.vocabulary = vocab
+    self.num_items = int(vocab.shape[0])
+    self._model_ref = _Untracked(candidate_model)
+
+  @property
+  def candidate_model(self):
+    return self._model_ref.fn
+
+  def lookup(self, ids: tf.Tensor) -> tf.Tensor:
+    """int64 indices `1..N` of `ids` (0 for an id not in `candidates`)."""
+    ids = tf.convert_to_tensor(ids)
+    if (ids.dtype == tf.string) != (self._ids.dtype == tf.string):
+      raise ValueError("candidate_ids are %s but candidates= held %s ids."
+                       % (ids.dtype.name, self._ids.dtype.name))
+    if ids.dtype != tf.string:
+      ids = tf.cast(ids, tf.int64)
+    return tf.cast(self._lookup(ids), tf.int64)
+
+  def ids(self, indices: tf.Tensor) -> tf.Tensor:
+    """The candidate ids of indices `1..N` (index 0 gives the first id)."""
+    return tf.gather(self._ids, tf.maximum(tf.cast(indices, tf.int64) - 1, 0))
+
+  def embed(self, indices: tf.Tensor) -> tf.Tensor:
+    """`candidate_model(ids(indices))`, `[...]` -> `[..., d]`."""
+    indices = tf.convert_to_tensor(indices)
+    flat = self.candidate_model(self.ids(tf.reshape(indices, [-1])))
+    return tf.reshape(flat, tf.concat([tf.shape(indices),
+                                       tf.shape(flat)[-1:]], axis=0))
+
+  def counts(self, item_counts) -> Optional[np.ndarray]:
+    """`[N + 1]` counts per index from per-candidate counts, or None.
+
+    `item_counts` may be a mapping `{id: count}` (missing ids count 0),
+    `[N]` counts in the order of the distinct candidates, or `[N + 1]`
+    counts per index (index 0 = OOV).
+    """
+    if item_counts is None:
+      return None
+    if isinstance(item_counts, dict):
+      def key(v):
+        return v if self._ids.dtype != tf.string else str(v)
+      table = {(k.decode() if isinstance(k, bytes) else key(k)): c
+               for k, c in item_counts.items()}
+      values = [table.get(key(v) if self._ids.dtype == tf.string
+                          else int(v), 0) for v in self.vocabulary]
+      return np.concatenate([[0.0], np.asarray(values, np.float64)])
+    counts = np.asarray(item_counts, np.float64)
+    if counts.ndim == 1 and counts.shape[0] == self.num_items:
+      return np.concatenate([[0.0], counts])
+    if counts.ndim == 1 and counts.shape[0] == self.num_items + 1:
+      return counts
+    raise ValueError(
+        "item_counts must be a {id: count} mapping, [N] or [N + 1] counts "
+        "for the N = %d distinct candidates, got shape %s."
+        % (self.num_items, counts.shape))
+
+
+def attach_candidates(layer, candidates, candidate_model, item_counts,
+                      item_model, needs_counts: bool):
+  """Sets `layer.candidate_catalog`; returns `(counts [N + 1], item_model)`.
+
+  With `candidates` and `candidate_model` the catalog maps ids to indices
+  and `item_model` becomes `catalog.embed`; without them, `item_counts`
+  (per model index) is required. Counts absent with candidates: all ones
+  (uniform), or a `ValueError` when the sampler `needs_counts`.
+  """
+  layer.candidate_catalog = None
+  if candidates is None and candidate_model is None:
+    if item_counts is None:
+      raise ValueError("%s needs item_counts, or candidates= and "
+                       "candidate_model=." % type(layer).__name__)
+    return item_counts, item_model
+  if candidates is None or candidate_model is None:
+    raise ValueError("%s: pass both candidates= (a batched dataset of "
+                     "candidate ids) and candidate_model= (the candidate "
+                     "tower)." % type(layer).__name__)
+  if item_model is not None:
+    raise ValueError("pass item_model= or candidate_model=, not both.")
+  layer.candidate_catalog = CandidateCatalog(candidates, candidate_model,
+                                             name="candidate_catalog")
+  counts = layer.candidate_catalog.counts(item_counts)
+  if counts is None:
+    if needs_counts:
+      raise ValueError("%s needs item_counts (a {id: count} mapping or "
+                       "counts per candidate)." % type(layer).__name__)
+    counts = np.ones([layer.candidate_catalog.num_items + 1])
+    counts[0] = 0.0
+  return counts, layer.candidate_catalog.embed
+
+
+def draw_excluding(draw: Callable[[int], Any],
                    consumed: Optional[masking.Consumed],
                    positive_ids: tf.Tensor,
                    redraws: int = HISTORY_REDRAWS):
   """Per-row draws with the user's consumed items redrawn, then masked.
 
   Args:
-    draw: `() -> (ids [B, K] int64, valid [B, K] bool)`, one fresh draw.
+    draw: `(k) -> (ids [B, K] int64, valid [B, K] bool)`, a fresh draw;
+      `k` (0 for the first draw, then 1, 2, ... for the redraw rounds)
+      is its index within the step, for its seed.
     consumed: `masking.Consumed` of the rows' users, or None (one draw).
     positive_ids: `[B]` the rows' positives (never counted as consumed:
       they are excluded by the draw itself).
@@ -340,12 +519,12 @@ def draw_excluding(draw: Callable[[], Any],
   Returns:
     `(ids, valid)`; `valid` is False where a draw is still consumed.
   """
-  ids, valid = draw()
+  ids, valid = draw(0)
   if consumed is None:
     return ids, valid
-  for _ in range(redraws):
+  for k in range(redraws):
     bad = masking.negatives_mask(consumed, ids, positive_ids)
-    new_ids, new_valid = draw()
+    new_ids, new_valid = draw(k + 1)
     ids = tf.where(bad, new_ids, ids)
     valid = tf.where(bad, new_valid, valid)
   bad = masking.negatives_mask(consumed, ids, positive_ids)
@@ -375,16 +554,50 @@ class CatalogSampler(base.NegativeSampler):
     item_model: callable int64 ids `[...]` -> `[..., d]` embeddings.
     remove_accidental_hits: also mask negatives equal to the positive (they
       are already excluded from the draw; this is a guard).
+    candidates: instead of model indices, a batched dataset of the
+      candidate ids (int or string, e.g. `movies.batch(128)`), with
+      `candidate_model` (the candidate tower); `item_counts` is then
+      optional per candidate (see `CandidateCatalog.counts`).
+    candidate_model: callable candidate ids -> embeddings.
+    seed: base seed of the stateless draws (see the module docstring).
+
+  Example: the set-up of the samplers' examples (the TFRS tutorial's shape:
+  string titles, a `StringLookup` + `Embedding` candidate tower):
+
+  >>> import tensorflow as tf
+  >>> import tfrs_negsamp as tn
+  >>> movies = tf.data.Dataset.from_tensor_slices(["a", "b", "c", "d"])
+  >>> movie_model = tf.keras.Sequential([
+  ...     tf.keras.layers.StringLookup(vocabulary=["a", "b", "c", "d"],
+  ...                                  mask_token=None),
+  ...     tf.keras.layers.Embedding(5, 2)])
+  >>> titles = tf.constant(["a", "c"])   # the batch's candidate ids
+  >>> queries = tf.ones([2, 2])          # the batch's query embeddings
+  >>> movie_model(titles).shape
+  TensorShape([2, 2])
   """
 
-  def __init__(self, item_counts: Sequence[float], num_negatives: int = 32,
-               logq: bool = False,
+  # Whether the proposal needs counts (False: uniform, counts optional).
+  needs_counts = True
+
+  def __init__(self, item_counts: Optional[Sequence[float]] = None,
+               num_negatives: int = 32, logq: bool = False,
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
-               remove_accidental_hits: bool = True, **kwargs) -> None:
+               remove_accidental_hits: bool = True,
+               candidates=None, candidate_model=None, seed: int = 0,
+               **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
-    if int(num_negatives) < 1:
-      raise ValueError("num_negatives must be >= 1, got %r." % num_negatives)
+    self.seed = check_seed(seed)
+    self.step = distribute.add_state(self, "step", [], tf.int64)
+    if (isinstance(num_negatives, bool) or
+        not isinstance(num_negatives, (int, np.integer)) or
+        num_negatives < 1):
+      raise ValueError("num_negatives must be an integer >= 1, got %r."
+                       % (num_negatives,))
+    item_counts, item_model = attach_candidates(
+        self, candidates, candidate_model, item_counts, item_model,
+        self.needs_counts)
     self._counts = check_counts(item_counts)
     self.num_negatives = int(num_negatives)
     self.logq = bool(logq)
@@ -408,13 +621,17 @@ class CatalogSampler(base.NegativeSampler):
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
              positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, candidate_ids, training, user_history
+    del candidate_embeddings, candidate_ids, user_history
     batch = tf.shape(query_embeddings)[0]
     rows = self._rows(positive_ids)
+    step = self.step.read_value()
     ids, valid = draw_excluding(
-        lambda: self.distribution.sample([batch, self.num_negatives],
-                                         rows=rows, exclude=positive_ids),
+        lambda k: self.distribution.sample(
+            [batch, self.num_negatives], ir.draw_seed(self.seed, step, k),
+            rows=rows, exclude=positive_ids),
         consumed, positive_ids)
+    if training:
+      self.step.assign_add(1)
     log_q = None
     if self.logq:
       row_b = None if rows is None else tf.expand_dims(rows, 1)
@@ -430,7 +647,8 @@ class CatalogSampler(base.NegativeSampler):
     config = super().get_config()
     config.pop("frequency", None)
     config.update({"item_counts": self._counts.tolist(),
-                   "num_negatives": self.num_negatives, "logq": self.logq})
+                   "num_negatives": self.num_negatives, "logq": self.logq,
+                   "seed": self.seed})
     return config
 
   @classmethod
@@ -449,4 +667,4 @@ def catalog_kwargs(context: base.SamplerContext) -> Dict[str, Any]:
   return {"item_counts": context.item_counts,
           "num_negatives": int(option(context, "num_negatives", 32)),
           "logq": bool(context.options.get("catalog_logq", False)),
-          "item_model": context.item_model}
+          "item_model": context.item_model, "seed": context.seed}

@@ -114,7 +114,19 @@ class CrossBatchSampler(base.NegativeSampler):
   Raises:
     ValueError: for a non-positive `memory_size` or a negative
       `warmup_steps`.
+
+  Example:
+
+  >>> import tensorflow as tf
+  >>> import tfrs_negsamp as tn
+  >>> sampler = tn.samplers.CrossBatchSampler(memory_size=4)
+  >>> task = tn.tasks.Retrieval(sampler=sampler)
+  >>> _ = task(tf.eye(2), tf.eye(2), candidate_ids=tf.constant(["a", "b"]))
+  >>> int(sampler.filled)  # the batch is now in the queue
+  2
   """
+
+  needs_embedding_dim = True
 
   def __init__(self, memory_size: int, warmup_steps: int = 0,
                frequency: Optional[frequency_lib.FrequencySource] = None,

@@ -24,6 +24,9 @@ public so that any sampler that draws with replacement can reuse them:
 * `count_offsets`: counts -> `(logit_offset, score_mask)` for a
   `CandidateGroup`;
 * `step_seed`: the stateless seed of one (base seed, step, stream);
+* `draw_seed`: the same, folded with the replica id and a draw index, for
+  the per-replica draws of the other samplers (catalog, adaptive,
+  two-stage);
 * `encode_unique`: embeds ids through an item model once per distinct id.
 
 Randomness (SAMPLERS.md D6): all draws are stateless. The uniforms of a draw
@@ -43,6 +46,8 @@ References:
 from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
+
+from tfrs_negsamp import distribute
 
 # Streams of one step's seed, so that the draws of one step are independent.
 STREAM_BATCH = 0
@@ -68,6 +73,33 @@ def step_seed(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
   step = tf.cast(step, tf.int64)
   return tf.stack([tf.constant(seed, tf.int64),
                    step * NUM_STREAMS + stream])
+
+
+def draw_seed(seed: int, step: tf.Tensor, draw: int = 0,
+              stream: int = STREAM_BATCH) -> tf.Tensor:
+  """The stateless seed `[2]` of one per-replica draw of one step.
+
+  `step_seed(seed, step, stream)` folded (`stateless_fold_in`) with this
+  replica's id (`distribute.replica_info`), then with `draw`, the index of
+  an independent draw within the step (e.g. a redraw round). So the seed is
+  a function of `(seed, step, stream, replica id, draw)` only: a run
+  restarted from a checkpoint of `step` draws the same numbers, and
+  replicas draw different ones. For samplers whose replicas draw their own
+  rows or pools; the global-batch draws of `resample_with_replacement` use
+  `step_seed` directly.
+
+  Args:
+    seed: base seed (the sampler's `seed`).
+    step: int scalar, the sampler's step counter.
+    draw: static int, the draw's index within the step.
+    stream: one of the `STREAM_*` constants.
+
+  Returns:
+    A `[2]` int32 tensor for `tf.random.stateless_*` ops.
+  """
+  replica_id, _ = distribute.replica_info()
+  fold = tf.random.experimental.stateless_fold_in
+  return fold(fold(step_seed(seed, step, stream), replica_id), draw)
 
 
 def resample_with_replacement(

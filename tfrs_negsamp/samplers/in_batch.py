@@ -31,6 +31,16 @@ class InBatchSampler(base.NegativeSampler):
   All corrections go through TFRS's own arguments: `column_log_q` becomes the
   `candidate_sampling_probability` correction and accidental hits are removed
   by `tfrs.layers.loss.RemoveAccidentalHits`.
+
+  Example:
+
+  >>> import tensorflow as tf
+  >>> import tfrs_negsamp as tn
+  >>> task = tn.tasks.Retrieval(sampler=tn.samplers.InBatchSampler(
+  ...     frequency=tn.frequency.StreamingFrequencyEstimator(num_buckets=64)))
+  >>> loss = task(tf.eye(2), tf.eye(2), candidate_ids=tf.constant(["a", "b"]))
+  >>> round(float(loss), 4)  # both items seen once: log Q = 0
+  0.6265
   """
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,

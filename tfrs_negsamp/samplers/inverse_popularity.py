@@ -29,6 +29,15 @@ class InversePopularitySampler(catalog.CatalogSampler):
   """`K` negatives per row with `q ~ 1 / count`, excluding the positive.
 
   Args: see `catalog.CatalogSampler`.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.InversePopularitySampler(
+  ...     candidates=movies.batch(2), candidate_model=movie_model,
+  ...     item_counts={"a": 3, "b": 1}, num_negatives=2)
+  >>> sampler.distribution.probabilities()[0].tolist()
+  [0.0, 0.25, 0.75, 0.0, 0.0]
   """
 
   def _distribution_weights(self) -> np.ndarray:

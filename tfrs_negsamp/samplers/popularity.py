@@ -35,9 +35,19 @@ class PopularitySampler(catalog.CatalogSampler):
   Args:
     alpha: exponent of the counts.
     **kwargs: see `catalog.CatalogSampler`.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.PopularitySampler(
+  ...     candidates=movies.batch(2), candidate_model=movie_model,
+  ...     item_counts={"a": 3, "b": 1}, num_negatives=2)
+  >>> sampler.distribution.probabilities()[0].tolist()  # index 0 = OOV
+  [0.0, 0.75, 0.25, 0.0, 0.0]
   """
 
-  def __init__(self, item_counts, alpha: float = 1.0, **kwargs) -> None:
+  def __init__(self, item_counts=None, alpha: float = 1.0,
+               **kwargs) -> None:
     self.alpha = float(alpha)
     super().__init__(item_counts, **kwargs)
 

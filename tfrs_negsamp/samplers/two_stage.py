@@ -3,7 +3,7 @@
 Stage 1 (both rules): one pool of `C` distinct items per step, shared by
 every row, drawn without replacement with `P_1(j) ~ count_j^beta`
 (Gumbel-top-C over `log P_1`, `O(N)`; `beta = 0`: uniform over the items
-seen in training), with stateful RNG per replica (SAMPLERS.md 6.7).
+seen in training), drawn by each replica (SAMPLERS.md 6.7).
 
 Stage 2 has two rules (`rule`):
 
@@ -42,9 +42,7 @@ Stage 2 has two rules (`rule`):
   `activate_l2_norm=True`; the weights assume unit vectors). Only the
   selection uses `T`: the drawn negatives are embedded freshly by the item
   tower, with gradient (the pool once, `C` forwards; rows gather from it).
-  Per-row draws use stateful `tf.random.uniform` (SAMPLERS.md D6 allows it
-  for per-row negatives; each replica draws its own rows; reproducible
-  through the global seed).
+  Each replica draws its own rows.
   Default pool: the reference draws 2000 of 130,791 items (1.5%); scaled to
   the catalog, `C = min(2000, max(128, round(N * 2000 / 130791)))` (at least
   128 so that small catalogs still offer a choice: 128 of ML-100K's 1,682
@@ -70,8 +68,15 @@ Loss (`loss`):
   whole pool (the hardest negative). The model's task reads the sampler's
   `loss` and `margin` attributes.
 
-State: the popularity CDF `[N + 1]` (constant); with the reference rule
-also `item_table` float32 `[N + 1, d]` and the step counter `step` int64.
+Randomness: stateless (SAMPLERS.md D6). The pool and the stage-2 draws
+are draws 0 and 1 of `importance_resampling.draw_seed(seed, step, draw)`,
+a function of the sampler's `seed`, its step counter and the replica id,
+so a run restarted from a checkpoint draws what the uninterrupted run
+draws.
+
+State: the popularity CDF `[N + 1]` (constant), the step counter `step`
+int64 `[]` (advanced once per training call); with the reference rule also
+`item_table` float32 `[N + 1, d]`.
 
 Paper's model: CML (id embeddings; `--query_tower=id`).
 
@@ -91,6 +96,7 @@ from tfrs_negsamp import distribute
 from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
+from tfrs_negsamp.samplers import importance_resampling as ir
 
 REFERENCE = "reference"
 QUERY_SCORE = "query_score"
@@ -132,7 +138,7 @@ def spread_out_log_weights(similarity: tf.Tensor, dim: int) -> tf.Tensor:
 
 
 def draw_by_weight(log_weights: tf.Tensor, allowed: tf.Tensor,
-                   num: int) -> Tuple[tf.Tensor, tf.Tensor]:
+                   num: int, seed) -> Tuple[tf.Tensor, tf.Tensor]:
   """Per row, `num` columns without replacement, `p ~ exp(log_weights)`.
 
   Gumbel-top-`num` over `log w` among the allowed columns with finite
@@ -146,6 +152,7 @@ def draw_by_weight(log_weights: tf.Tensor, allowed: tf.Tensor,
     log_weights: float64 `[B, C]`, `-inf` = weight 0.
     allowed: bool `[B, C]`, False = never drawn.
     num: draws per row (`<= C`).
+    seed: `[2]` int seed of the stateless uniforms (`ir.draw_seed`).
 
   Returns:
     `(index int32 [B, num], ok bool [B, num])`: the drawn columns, and
@@ -153,8 +160,9 @@ def draw_by_weight(log_weights: tf.Tensor, allowed: tf.Tensor,
   """
   log_weights = tf.cast(log_weights, tf.float64)
   allowed = tf.cast(allowed, tf.bool)
-  uniform = tf.random.uniform(tf.shape(log_weights), minval=1e-300,
-                              maxval=1.0, dtype=tf.float64)
+  uniform = tf.random.stateless_uniform(tf.shape(log_weights), seed,
+                                        minval=1e-300, maxval=1.0,
+                                        dtype=tf.float64)
   gumbel = -tf.math.log(-tf.math.log(uniform))
   inf = tf.constant(np.inf, tf.float64)
   weighted = tf.logical_and(allowed, tf.math.is_finite(log_weights))
@@ -196,9 +204,26 @@ class TwoStageSampler(base.NegativeSampler):
       positive on a stale table) or "query_score" (top-K2 by query score).
     refresh_steps: reference rule: training steps between refreshes of the
       stale item table.
+    candidates: instead of model indices, a batched dataset of the candidate
+      ids (int or string), with `candidate_model` (the candidate tower);
+      `item_counts` is then per candidate (`catalog.CandidateCatalog`).
+    candidate_model: the candidate tower, ids -> embeddings.
+    seed: base seed of the stateless draws.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.TwoStageSampler(
+  ...     candidates=movies.batch(2), candidate_model=movie_model,
+  ...     item_counts=[4, 3, 2, 1], pool_size=3, num_hard_negatives=1,
+  ...     rule="query_score")
+  >>> loss = tn.tasks.Retrieval(sampler=sampler)(
+  ...     queries, movie_model(titles), candidate_ids=titles)
+  >>> loss.shape
+  TensorShape([])
   """
 
-  def __init__(self, item_counts: Sequence[float],
+  def __init__(self, item_counts: Optional[Sequence[float]] = None,
                pool_size: Optional[int] = None,
                beta: float = 1.0, num_hard_negatives: int = 32,
                logq: bool = False, loss: str = losses.SOFTMAX,
@@ -206,9 +231,13 @@ class TwoStageSampler(base.NegativeSampler):
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                remove_accidental_hits: bool = True, rule: str = REFERENCE,
                refresh_steps: int = REFERENCE_REFRESH_STEPS,
+               candidates=None, candidate_model=None, seed: int = 0,
                **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
+    item_counts, item_model = catalog.attach_candidates(
+        self, candidates, candidate_model, item_counts, item_model,
+        needs_counts=True)
     if loss not in losses.LOSS_TYPES:
       raise ValueError("unknown loss %r; valid: %s"
                        % (loss, ", ".join(losses.LOSS_TYPES)))
@@ -224,6 +253,7 @@ class TwoStageSampler(base.NegativeSampler):
     if int(refresh_steps) < 1:
       raise ValueError("refresh_steps must be >= 1, got %r." % refresh_steps)
     self.rule = rule
+    self.seed = catalog.check_seed(seed)
     self.refresh_steps = int(refresh_steps)
     self.beta = float(beta)
     weights = catalog.catalog_weights(self._counts, "popularity", self.beta)
@@ -245,6 +275,10 @@ class TwoStageSampler(base.NegativeSampler):
     k = 1 if self.loss == losses.TRIPLET else self.num_hard_negatives
     return min(k, self._pool)
 
+  @property
+  def needs_embedding_dim(self) -> bool:
+    return self.rule == REFERENCE
+
   def build(self, input_shape=None):
     self.distribution.build()
     if self.rule == REFERENCE:
@@ -256,7 +290,7 @@ class TwoStageSampler(base.NegativeSampler):
                          % (input_shape,))
       self.item_table = distribute.add_state(
           self, "item_table", [self._counts.size, int(dim)], tf.float32)
-      self.step = distribute.add_state(self, "step", [], tf.int64)
+    self.step = distribute.add_state(self, "step", [], tf.int64)
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
@@ -265,8 +299,13 @@ class TwoStageSampler(base.NegativeSampler):
     if self.rule == REFERENCE:
       del query_embeddings
       return self._sample_reference(positive_ids, training, consumed)
-    del query_embeddings, training
-    pool_ids = self.distribution.sample_unique(self._pool)
+    del query_embeddings
+    if not self.built:
+      self.build()
+    pool_ids = self.distribution.sample_unique(
+        self._pool, ir.draw_seed(self.seed, self.step.read_value(), 0))
+    if training:
+      self.step.assign_add(1)
     pool = catalog.embed(self, pool_ids)
     log_q = None
     if self.logq:
@@ -321,8 +360,10 @@ class TwoStageSampler(base.NegativeSampler):
     return self.item_table.read_value()
 
   def _sample_reference(self, positive_ids, training, consumed):
+    step = self.step.read_value()  # before `stale_table` advances it
     table = self.stale_table(training)
-    pool_ids = self.distribution.sample_unique(self._pool)  # [C]
+    pool_ids = self.distribution.sample_unique(
+        self._pool, ir.draw_seed(self.seed, step, 0))  # [C]
     similarity = tf.matmul(tf.gather(table, positive_ids),
                            tf.gather(table, pool_ids), transpose_b=True)
     log_w = spread_out_log_weights(similarity, int(table.shape[-1]))
@@ -333,7 +374,8 @@ class TwoStageSampler(base.NegativeSampler):
     if consumed is not None:
       allowed = tf.logical_and(allowed,
                                tf.logical_not(consumed(pool_ids)))
-    index, ok = draw_by_weight(log_w, allowed, self.num_draws)
+    index, ok = draw_by_weight(log_w, allowed, self.num_draws,
+                               ir.draw_seed(self.seed, step, 1))
     ids = tf.stop_gradient(tf.gather(pool_ids, index))  # [B, K2]
     log_q = None
     positive_log_q = None
@@ -357,7 +399,7 @@ class TwoStageSampler(base.NegativeSampler):
                    "num_hard_negatives": self.num_hard_negatives,
                    "logq": self.logq, "loss": self.loss,
                    "margin": self.margin, "rule": self.rule,
-                   "refresh_steps": self.refresh_steps})
+                   "refresh_steps": self.refresh_steps, "seed": self.seed})
     return config
 
   @classmethod
@@ -377,7 +419,7 @@ def _kwargs(context: base.SamplerContext) -> Dict[str, Any]:
               context, "num_hard_negatives", 32)),
           "logq": bool(context.options.get("catalog_logq", False)),
           "margin": 1.0 if margin is None else float(margin),
-          "item_model": context.item_model,
+          "item_model": context.item_model, "seed": context.seed,
           "rule": str(rule),
           "refresh_steps": int(catalog.option(
               context, "two_stage_refresh", REFERENCE_REFRESH_STEPS))}

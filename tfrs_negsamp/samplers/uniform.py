@@ -29,9 +29,22 @@ from tfrs_negsamp.samplers import catalog
 class UniformSampler(catalog.CatalogSampler):
   """`K` uniform catalog negatives per row, excluding the positive.
 
-  Args: see `catalog.CatalogSampler`. State: the (constant) CDF of
+  Args: see `catalog.CatalogSampler` (`item_counts` is optional with
+  `candidates=`: the proposal ignores counts). State: the (constant) CDF of
   `catalog.CatalogDistribution`.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.UniformSampler(candidates=movies.batch(2),
+  ...                                      candidate_model=movie_model,
+  ...                                      num_negatives=3)
+  >>> groups = sampler(queries, movie_model(titles), titles)
+  >>> groups[0].per_query.ids.shape  # 3 draws per row, never its positive
+  TensorShape([2, 3])
   """
+
+  needs_counts = False
 
   def _distribution_weights(self) -> np.ndarray:
     return catalog.catalog_weights(self._counts, "uniform")

@@ -70,6 +70,7 @@ from tfrs_negsamp import frequency as frequency_lib
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import bir
+from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import in_batch
 
@@ -94,22 +95,51 @@ class XIRSampler(bir.BIRSampler):
       from the cache (`K // 2` and `K - K // 2`); None = the number of
       in-batch candidates `G` (the official `C/2 + C/2` with `C = G`).
     temperature, seed, frequency, remove_accidental_hits: as `BIRSampler`.
+    candidates: instead of `num_items` and `item_model`, a batched dataset
+      of the candidate ids (int or string, e.g. `movies.batch(128)`); the
+      cache then holds indices of those candidates, encoded by...
+    candidate_model: ...the candidate tower (ids -> embeddings).
 
   Raises:
     ValueError: for invalid hyperparameters.
+
+  Example (`movies`, `movie_model`, `titles`, `queries`: the set-up of
+  `catalog.CatalogSampler`'s example):
+
+  >>> sampler = tn.samplers.XIRSampler(candidates=movies.batch(2),
+  ...                                  candidate_model=movie_model,
+  ...                                  cache_size=3)
+  >>> task = tn.tasks.Retrieval(sampler=sampler)
+  >>> loss = task(queries, movie_model(titles), candidate_ids=titles)
+  >>> sampler.cache_ids.shape, sampler.id_keys(titles).numpy().tolist()
+  (TensorShape([3]), [1, 3])
   """
 
-  def __init__(self, num_items: int,
+  def __init__(self, num_items: Optional[int] = None,
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                cache_size: int = 128, cache_weight: float = 0.2,
                cache_decay: float = 0.0,
                num_resampled: Optional[int] = None,
                temperature: Optional[float] = None, seed: int = 0,
                frequency: Optional[frequency_lib.FrequencySource] = None,
-               remove_accidental_hits: bool = True, **kwargs) -> None:
+               remove_accidental_hits: bool = True,
+               candidates=None, candidate_model=None, **kwargs) -> None:
     super().__init__(num_resampled=num_resampled, temperature=temperature,
                      seed=seed, frequency=frequency,
                      remove_accidental_hits=remove_accidental_hits, **kwargs)
+    if candidates is not None or candidate_model is not None:
+      _, item_model = catalog.attach_candidates(
+          self, candidates, candidate_model, None, item_model,
+          needs_counts=False)
+      if num_items is not None and num_items != (
+          self.candidate_catalog.num_items):
+        raise ValueError("num_items (%r) differs from the %d distinct "
+                         "candidates; leave it out with candidates=."
+                         % (num_items, self.candidate_catalog.num_items))
+      num_items = self.candidate_catalog.num_items
+    elif num_items is None:
+      raise ValueError("XIRSampler needs num_items (with item_model=), or "
+                       "candidates= and candidate_model=.")
     if self.num_resampled is not None and self.num_resampled < 2:
       raise ValueError("num_resampled must be >= 2 for XIR (half of the "
                        "draws go to each group), got %r." % num_resampled)

@@ -1,2 +1,3 @@
-"""Loss tasks."""
+"""Loss tasks: `Retrieval`, a drop-in for `tfrs.tasks.Retrieval`."""
+from tfrs_negsamp.tasks.retrieval import Retrieval
 from tfrs_negsamp.tasks.retrieval import SampledRetrieval

@@ -27,11 +27,12 @@ correction is otherwise identical (a test checks it against stock
 group's CE is replaced by the triplet hinge over the same negatives.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_negsamp import distribute
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
@@ -39,26 +40,90 @@ from tfrs_negsamp.samplers import base
 MIN_FLOAT = tfrs.layers.loss.MIN_FLOAT
 
 
-class SampledRetrieval(tfrs.tasks.Retrieval):
-  """Retrieval task whose columns and corrections come from a sampler.
+class Retrieval(tfrs.tasks.Retrieval):
+  """`tfrs.tasks.Retrieval` with an optional negative sampler.
+
+  A drop-in for `tfrs.tasks.Retrieval`: the constructor takes the same
+  arguments plus `sampler`, and `call` the same arguments plus `training`.
+
+  * Without a sampler (and with a softmax loss) `call` is TFRS's own: the
+    same loss, metrics and errors.
+  * With a sampler, `call` (1) maps `candidate_ids` (int or string) to the
+    sampler's int64 keys (`sampler.id_keys`); (2) under a strategy with
+    several replicas, gathers the candidate embeddings and keys of every
+    replica, local block first (`distribute.all_gather_local_first`), so
+    each replica's rows see the global batch; (3) calls the sampler and
+    (4) sums its groups' losses, `L = sum_g weight_g CE_g` over this
+    replica's rows (the optimizer's cross-replica gradient sum then equals
+    one device on the global batch). Factorized metrics get the local
+    queries, positives and raw `candidate_ids`; batch metrics get the
+    in-batch columns `Q C^T / tau` (accidental hits removed when the sampler
+    removes them), as TFRS's.
 
   Args:
+    loss: a Keras loss over `(labels, logits)` (default: TFRS's summed
+      softmax cross-entropy), or the CML hinge: `"triplet"` or a
+      `tfrs_negsamp.losses.CMLTripletLoss` (needs a sampler's groups or the
+      in-batch columns; the temperature does not apply). `"softmax"` is the
+      default.
+    metrics: `tfrs.metrics.FactorizedTopK` (or a list), as TFRS.
+    batch_metrics: Keras metrics over the in-batch columns, as TFRS.
+    loss_metrics: Keras metrics fed the loss, as TFRS.
     temperature: softmax temperature `tau` (None = 1).
-    loss: optional Keras loss; defaults to TFRS's summed softmax CE.
+    num_hard_negatives: keep the hardest negatives per row (TFRS
+      `HardNegativeMining`); with a sampler it applies to groups that set
+      none.
+    remove_accidental_hits: as TFRS (needs `candidate_ids`); with a sampler
+      True forces it on every group, False leaves the sampler's setting.
     name: layer name.
-    pairwise_loss: optional `losses.CMLTripletLoss`; when set, each group's
-      loss is the CML hinge over its negatives instead of the softmax
-      (`losses.triplet_group_loss`; the temperature does not apply).
+    sampler: optional `tfrs_negsamp.samplers.NegativeSampler` (or
+      `samplers.Compose`).
+    gather_candidates: gather candidates across replicas (with a sampler).
+
+  Raises:
+    ValueError: for an unknown `loss` name.
+    TypeError: if `sampler` is not a `NegativeSampler`.
   """
 
-  def __init__(self, temperature: Optional[float] = None,
-               loss: Optional[tf.keras.losses.Loss] = None,
+  def __init__(self,
+               loss: Union[None, str, tf.keras.losses.Loss,
+                           losses.CMLTripletLoss] = None,
+               metrics=None,
+               batch_metrics: Optional[List[tf.keras.metrics.Metric]] = None,
+               loss_metrics: Optional[List[tf.keras.metrics.Metric]] = None,
+               temperature: Optional[float] = None,
+               num_hard_negatives: Optional[int] = None,
+               remove_accidental_hits: bool = False,
                name: Optional[str] = None,
-               pairwise_loss: Optional[losses.CMLTripletLoss] = None
-               ) -> None:
-    super().__init__(loss=loss, temperature=temperature, name=name)
+               sampler: Optional[base.NegativeSampler] = None,
+               gather_candidates: bool = True) -> None:
+    pairwise = None
+    if isinstance(loss, str):
+      if loss not in losses.LOSS_TYPES:
+        raise ValueError("unknown loss %r; valid: %s"
+                         % (loss, ", ".join(losses.LOSS_TYPES)))
+      pairwise = losses.CMLTripletLoss() if loss == losses.TRIPLET else None
+      loss = None
+    elif isinstance(loss, losses.CMLTripletLoss):
+      pairwise, loss = loss, None
+    if sampler is not None and not isinstance(sampler, base.NegativeSampler):
+      raise TypeError("sampler must be a tfrs_negsamp NegativeSampler, got "
+                      "%r." % (sampler,))
+    super().__init__(loss=loss, metrics=metrics, batch_metrics=batch_metrics,
+                     loss_metrics=loss_metrics, temperature=temperature,
+                     num_hard_negatives=num_hard_negatives,
+                     remove_accidental_hits=remove_accidental_hits,
+                     name=name)
     self._hit_remover = tfrs.layers.loss.RemoveAccidentalHits()
-    self.pairwise_loss = pairwise_loss
+    self.pairwise_loss = pairwise
+    self.sampler = sampler
+    self.gather_candidates = bool(gather_candidates)
+    # State that does not depend on the embedding dimension is created now,
+    # in the caller's strategy scope (XIR's cache, catalog CDFs, frequency
+    # sketches); the rest on the first call (see `call`).
+    for member in getattr(sampler, "samplers", [sampler] if sampler else []):
+      if not member.built and not member.needs_embedding_dim:
+        member.build(None)
 
   def group_logits(self, query_embeddings: tf.Tensor,
                    candidate_embeddings: tf.Tensor,
@@ -185,31 +250,26 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
       keep = tf.logical_and(keep, tf.logical_not(history))
     return tf.where(keep, logits, MIN_FLOAT)
 
-  def call(self,
-           query_embeddings: tf.Tensor,
-           candidate_embeddings: tf.Tensor,
-           groups: List[base.CandidateGroup],
-           candidate_ids: tf.Tensor,
-           sample_weight: Optional[tf.Tensor] = None,
-           compute_metrics: bool = False,
-           consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
-    """Summed softmax cross-entropy over the groups (per-replica sum).
+  def groups_loss(self,
+                  query_embeddings: tf.Tensor,
+                  candidate_embeddings: tf.Tensor,
+                  groups: List[base.CandidateGroup],
+                  candidate_ids: tf.Tensor,
+                  sample_weight: Optional[tf.Tensor] = None,
+                  consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
+    """Summed loss over the groups (per-replica sum): `sum_g w_g CE_g`.
 
     Args:
       query_embeddings: `[B, d]`.
       candidate_embeddings: `[G, d]` in-batch candidates, local block first.
       groups: the sampler's `CandidateGroup`s.
-      candidate_ids: `[G]` int64 ids of the in-batch candidates.
+      candidate_ids: `[G]` int64 keys of the in-batch candidates.
       sample_weight: optional `[B]` example weights.
-      compute_metrics: unused (factorized metrics over extra columns are
-        undefined, see SAMPLERS.md 1.6); evaluate with the full-corpus
-        evaluator instead.
       consumed: optional `consumed(ids) -> bool [B, K]` of the rows' users
         (`masking.ConsumedItems.for_users`); every consumed column other
         than the positive gets `MIN_FLOAT` before hard-negative mining.
         None: no history masking.
     """
-    del compute_metrics
     if not groups:
       raise ValueError("the sampler returned no candidate group.")
     total = tf.constant(0.0)
@@ -228,3 +288,169 @@ class SampledRetrieval(tfrs.tasks.Retrieval):
                         sample_weight=sample_weight)
       total += group.weight * tf.cast(loss, tf.float32)
     return total
+
+  def call(self,
+           query_embeddings: tf.Tensor,
+           candidate_embeddings: tf.Tensor,
+           sample_weight: Optional[tf.Tensor] = None,
+           candidate_sampling_probability: Optional[tf.Tensor] = None,
+           candidate_ids: Optional[tf.Tensor] = None,
+           compute_metrics: bool = True,
+           compute_batch_metrics: bool = True,
+           score_mask: Optional[tf.Tensor] = None,
+           training: Optional[bool] = None) -> tf.Tensor:
+    """Computes the loss and updates the metrics (TFRS's signature).
+
+    Args:
+      query_embeddings: `[B, d]` (or `[B, heads, d]` without a sampler).
+      candidate_embeddings: `[B, d]` this replica's positives (more rows are
+        extra negatives without a sampler, as in TFRS).
+      sample_weight: optional `[B]` example weights.
+      candidate_sampling_probability: `[B]` probabilities for TFRS's logQ
+        correction; without a sampler only (a sampler has its own).
+      candidate_ids: `[B]` int or string ids; needed with a sampler, with
+        `remove_accidental_hits`, and for id-based factorized metrics.
+      compute_metrics: update the factorized metrics.
+      compute_batch_metrics: update the batch metrics.
+      score_mask: `[B, B]` bool, without a sampler only (as TFRS).
+      training: sampler state (queues, caches, frequency sketches) is
+        updated unless this is False; pass `training=training` from
+        `compute_loss` so that `model.evaluate` leaves it alone.
+
+    Returns:
+      The scalar loss, summed over this replica's rows.
+
+    Raises:
+      ValueError: with a sampler, when `candidate_ids` is missing or has a
+        length other than the candidates', or when
+        `candidate_sampling_probability` or `score_mask` is given.
+    """
+    if self.sampler is None and self.pairwise_loss is None:
+      return super().call(
+          query_embeddings, candidate_embeddings,
+          sample_weight=sample_weight,
+          candidate_sampling_probability=candidate_sampling_probability,
+          candidate_ids=candidate_ids, compute_metrics=compute_metrics,
+          compute_batch_metrics=compute_batch_metrics, score_mask=score_mask)
+    if candidate_sampling_probability is not None:
+      raise ValueError("candidate_sampling_probability is not used with a "
+                       "sampler: give the sampler a frequency source "
+                       "instead (frequency=...).")
+    if score_mask is not None:
+      raise ValueError("score_mask is not supported with a sampler.")
+    query_embeddings = tf.convert_to_tensor(query_embeddings)
+    candidate_embeddings = tf.convert_to_tensor(candidate_embeddings)
+    base.check_rank(query_embeddings, 2, "query_embeddings")
+    base.check_rank(candidate_embeddings, 2, "candidate_embeddings")
+    num_queries = tf.shape(query_embeddings)[0]
+    raw_ids = candidate_ids
+    if candidate_ids is None:
+      if self.sampler is not None:
+        raise ValueError("candidate_ids is required with a sampler: pass "
+                         "candidate_ids=<the positives' ids> to the task.")
+      keys = tf.range(tf.shape(candidate_embeddings)[0], dtype=tf.int64)
+    else:
+      raw_ids = tf.convert_to_tensor(candidate_ids)
+      base.check_rank(raw_ids, 1, "candidate_ids")
+      base.check_same_length(raw_ids, candidate_embeddings, "candidate_ids",
+                             "candidate_embeddings")
+      keys = (self.sampler.id_keys(raw_ids) if self.sampler is not None
+              else base.default_keys(raw_ids))
+    positive_keys = keys[:num_queries]
+    candidates = candidate_embeddings
+    if self.gather_candidates:
+      candidates = distribute.all_gather_local_first(candidate_embeddings)
+      keys = distribute.all_gather_local_first(keys)
+    if self.sampler is not None:
+      if not self.sampler.built:
+        # Create the sampler's state outside the training function, as a
+        # model built before `fit` would: variables created on the first
+        # step inside a replicated `tf.function` do not initialise there.
+        with tf.init_scope():
+          self.sampler.build(query_embeddings.shape)
+      groups = self.sampler(query_embeddings, candidates, keys,
+                            training=training is not False,
+                            positive_ids=positive_keys, ids_are_keys=True)
+    else:
+      groups = [base.CandidateGroup(remove_accidental_hits=False)]
+    groups = [self._with_task_options(g) for g in groups]
+    loss = self.groups_loss(query_embeddings, candidates, groups, keys,
+                            sample_weight=sample_weight)
+
+    update_ops = [m.update_state(loss) for m in self._loss_metrics]
+    if compute_metrics:
+      for metric in self._factorized_metrics:
+        update_ops.append(metric.update_state(
+            query_embeddings, candidate_embeddings[:num_queries],
+            true_candidate_ids=raw_ids, sample_weight=sample_weight))
+    if compute_batch_metrics and self._batch_metrics:
+      scores = self._scale(tf.linalg.matmul(query_embeddings, candidates,
+                                            transpose_b=True))
+      labels = tf.eye(num_queries, tf.shape(scores)[1])
+      if any(g.remove_accidental_hits for g in groups):
+        scores = self._hit_remover(labels, scores, keys)
+      for metric in self._batch_metrics:
+        update_ops.append(metric.update_state(labels, scores,
+                                              sample_weight=sample_weight))
+    with tf.control_dependencies(update_ops):
+      return tf.identity(loss)
+
+  def _with_task_options(self, group: base.CandidateGroup
+                         ) -> base.CandidateGroup:
+    """Applies the task's `remove_accidental_hits` / `num_hard_negatives`."""
+    if self._remove_accidental_hits:
+      group = group._replace(remove_accidental_hits=True)
+    if (self._num_hard_negatives is not None and
+        group.num_hard_negatives is None):
+      group = group._replace(num_hard_negatives=self._num_hard_negatives)
+    return group
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "temperature": self._temperature,
+        "num_hard_negatives": self._num_hard_negatives,
+        "remove_accidental_hits": self._remove_accidental_hits,
+        "gather_candidates": self.gather_candidates,
+        "sampler": (tf.keras.layers.serialize(self.sampler)
+                    if self.sampler is not None else None),
+    })
+    return config
+
+
+class SampledRetrieval(Retrieval):
+  """The group-level task of the experiment pipeline (`TwoTowerModel`).
+
+  `call(query, candidates, groups, candidate_ids=...)` takes the sampler's
+  groups directly (the model calls the sampler and gathers the candidates
+  itself). New code should use `Retrieval(sampler=...)`.
+
+  Args:
+    temperature: softmax temperature `tau` (None = 1).
+    loss: optional Keras loss, `"softmax"`/`"triplet"`, or a
+      `losses.CMLTripletLoss`.
+    name: layer name.
+    pairwise_loss: optional `losses.CMLTripletLoss` (the same as passing it
+      as `loss`): each group's loss is the CML hinge over its negatives.
+  """
+
+  def __init__(self, temperature: Optional[float] = None,
+               loss=None, name: Optional[str] = None,
+               pairwise_loss: Optional[losses.CMLTripletLoss] = None
+               ) -> None:
+    super().__init__(loss=pairwise_loss if pairwise_loss is not None
+                     else loss, temperature=temperature, name=name)
+
+  def call(self,
+           query_embeddings: tf.Tensor,
+           candidate_embeddings: tf.Tensor,
+           groups: List[base.CandidateGroup],
+           candidate_ids: tf.Tensor,
+           sample_weight: Optional[tf.Tensor] = None,
+           compute_metrics: bool = False,
+           consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
+    """`groups_loss` (factorized metrics are not computed here)."""
+    del compute_metrics
+    return self.groups_loss(query_embeddings, candidate_embeddings, groups,
+                            candidate_ids, sample_weight=sample_weight,
+                            consumed=consumed)

@@ -26,8 +26,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from tfrs_negsamp import benchmarking
-from tfrs_negsamp import experiment
+from trainers.pipeline import benchmarking
+from trainers.pipeline import experiment
 
 ALL = ("*",)
 BASELINE_VARIANTS = ("popularity_baseline", "ease_baseline")
@@ -96,6 +96,10 @@ SEARCH_SPACE: Tuple[Param, ...] = (
     # CBNS queue size M: B, 4B, 16B.
     Param("memory_size", "categorical", choices=(1, 4, 16),
           samplers=("cross_batch",), per_batch=True),
+    # CBNS warm-up: plain in-batch steps before the queue joins the softmax
+    # (the paper warms up before switching the memory on).
+    Param("warmup_steps", "categorical", choices=(0, 300, 1000),
+          samplers=("cross_batch",)),
     # BIR / XIR: draws per query K, cache size C, cache weight lambda.
     Param("num_resampled", "categorical", choices=(0.25, 0.5, 1),
           samplers=("bir", "xir"), per_batch=True),

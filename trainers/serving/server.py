@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from aiohttp import web
 
-from tfrs_negsamp.serving import rest
+from trainers.serving import rest
 
 # Same file name as `export.METADATA_FILE` (not imported from there: export
 # needs TensorFlow Recommenders, which serving does not).

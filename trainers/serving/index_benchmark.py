@@ -301,11 +301,11 @@ def trained_table(data_path: str, epochs: int = 2,
                   log: Callable[[str], None] = print) -> Table:
   """Items and users of a model trained here on MovieLens (`data_path`).
 
-  Trains `epochs` epochs with `tfrs_negsamp.experiment` (default settings:
+  Trains `epochs` epochs with `trainers.pipeline.experiment` (default settings:
   d=64, normalised towers); the table holds every catalog item's embedding
   and every training user's query embedding.
   """
-  from tfrs_negsamp import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   config = experiment.ExperimentConfig(
       dataset="movielens", data_path=data_path, sampler=sampler,
       epochs=epochs, seed=seed, verbose=0)

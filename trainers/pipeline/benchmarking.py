@@ -8,12 +8,19 @@ the same command skips those, so an interrupted benchmark resumes.
 
 Outputs: `results.csv` (one row per variant x seed), `results.md` (mean ± std
 per variant, step-time ratio to the reference variant) and PNG plots.
+
+The *floor* (`FLOOR`, issue 17) is a plain TFRS tutorial two-tower
+(`PlainTFRSModel`: id embeddings, `tfrs.tasks.Retrieval`) with the variants'
+batch, optimizer, temperature and normalisation: a variant labelled
+`plain_tfrs` runs it (full runs), and `time_steps` interleaves it with the
+variants' models in rounds and reports each step time as a ratio to it.
 """
 
 import contextlib
 import copy
 import csv
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -22,8 +29,16 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
 
-from tfrs_negsamp import experiment
+from trainers.pipeline import experiment
+from tfrs_negsamp import optimizers as optimizers_lib
+from tfrs_negsamp import protocol
+from tfrs_negsamp.models import query_towers
+
+# Label and pseudo-sampler of the plain-TFRS floor.
+FLOOR = "plain_tfrs"
 
 COHORTS = ("head", "mid", "tail")
 TABLE_COLUMNS = (
@@ -80,7 +95,15 @@ def apply_variant(base: experiment.ExperimentConfig, variant: Variant,
       setattr(config, key, value)
     else:
       config.sampler_options[key] = value
-  config.validate()
+  if variant.sampler == FLOOR:  # Not a registered sampler: check the rest.
+    check = copy.deepcopy(config)
+    check.sampler = "in_batch"
+    check.validate()
+    if query_towers.uses_history(config.query_tower):
+      raise ValueError("the %s floor has an id query tower; got "
+                       "query_tower=%s" % (FLOOR, config.query_tower))
+  else:
+    config.validate()
   return config
 
 
@@ -164,7 +187,8 @@ def run_grid(base: experiment.ExperimentConfig, variants: Sequence[Variant],
       else:
         config = apply_variant(base, variant, seed)
         config.output_dir = run_dir
-        metrics = run_fn(config, dataset=dataset)
+        fn = run_floor if variant.sampler == FLOOR else run_fn
+        metrics = fn(config, dataset=dataset)
         status = "recall@50=%.4f step=%.1fms" % (
             metrics["recall@50"], 1000 * (metrics.get("step_seconds") or 0))
       progress.report("%s seed %d: %s" % (variant.label, seed, status))
@@ -320,3 +344,202 @@ def write_report(rows: List[Dict[str, Any]], output_dir: str,
     f.write(markdown_table(summary, title, reference))
   plot(summary, output_dir)
   return {"summary": summary}
+
+
+class PlainTFRSModel(tfrs.Model):
+  """The floor: the TFRS tutorial two-tower with `tfrs.tasks.Retrieval`.
+
+  `u = E_user[lookup(user_id)]`, `v = E_item[lookup(item_id)]` (`[B, d]`,
+  L2-normalised when `normalize`), loss = in-batch softmax CE of
+  `u v^T / temperature` with SUM reduction (no sampler, no logQ, no masking,
+  no metrics during training).
+  """
+
+  def __init__(self, user_vocabulary, item_vocabulary, embedding_dim: int,
+               temperature: Optional[float] = 0.05, normalize: bool = True,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.user_model = tf.keras.Sequential([
+        tf.keras.layers.StringLookup(vocabulary=list(user_vocabulary),
+                                     mask_token=None),
+        tf.keras.layers.Embedding(len(user_vocabulary) + 1, embedding_dim)])
+    self.item_model = tf.keras.Sequential([
+        tf.keras.layers.StringLookup(vocabulary=list(item_vocabulary),
+                                     mask_token=None),
+        tf.keras.layers.Embedding(len(item_vocabulary) + 1, embedding_dim)])
+    self.item_vocabulary = np.asarray(item_vocabulary, dtype=object)
+    self.normalize = normalize
+    self.task = tfrs.tasks.Retrieval(temperature=temperature)
+
+  def _tower(self, tower, ids):
+    x = tower(ids)
+    return tf.math.l2_normalize(x, axis=-1) if self.normalize else x
+
+  def compute_loss(self, features, training=False):
+    return self.task(self._tower(self.user_model, features["user_id"]),
+                     self._tower(self.item_model, features["item_id"]),
+                     compute_metrics=not training)
+
+  def _embed(self, tower, ids, batch_size: int = 4096) -> np.ndarray:
+    ids = np.asarray(ids, dtype=object)
+    return np.concatenate(
+        [self._tower(tower, tf.constant(ids[i:i + batch_size],
+                                        tf.string)).numpy()
+         for i in range(0, len(ids), batch_size)], axis=0)
+
+  def query_embeddings(self, user_ids, batch_size: int = 4096) -> np.ndarray:
+    return self._embed(self.user_model, user_ids, batch_size)
+
+  def catalog_embeddings(self, batch_size: int = 4096) -> np.ndarray:
+    return self._embed(self.item_model, self.item_vocabulary, batch_size)
+
+
+def _training_data(dataset, config: experiment.ExperimentConfig,
+                   epochs: int):
+  """`experiment.train_dataset` holding `epochs` epochs."""
+  if "epochs" in inspect.signature(experiment.train_dataset).parameters:
+    return experiment.train_dataset(dataset, config, epochs=epochs)
+  return experiment.train_dataset(dataset, config).repeat(epochs)
+
+
+def create_floor(dataset, config: experiment.ExperimentConfig
+                 ) -> PlainTFRSModel:
+  """A compiled `PlainTFRSModel` with `config`'s dim, optimizer, scale."""
+  tf.keras.utils.set_random_seed(config.seed)
+  model = PlainTFRSModel(
+      dataset.users, dataset.catalog.item_ids, config.embedding_dim,
+      temperature=config.temperature if config.normalize else None,
+      normalize=config.normalize)
+  model.compile(optimizer=optimizers_lib.make_optimizer(
+      config.optimizer, config.learning_rate))
+  return model
+
+
+def run_floor(config: experiment.ExperimentConfig,
+              dataset=None) -> Dict[str, Any]:
+  """`experiment.run` for the floor: train `config.epochs`, evaluate."""
+  if dataset is None:
+    dataset = experiment.load_data(config)
+  model = create_floor(dataset, config)
+  timer = experiment.StepTimer()
+  model.fit(_training_data(dataset, config, config.epochs),
+            epochs=config.epochs,
+            steps_per_epoch=dataset.train.num_rows // config.batch_size,
+            callbacks=[timer], verbose=config.verbose)
+  seconds = timer.end - timer.start
+  sets = protocol.evaluation_sets(dataset, config.eval_split)
+  metrics = protocol.evaluate_model(model, sets,
+                                    progress=config.verbose > 0)
+  metrics.update({
+      "train_seconds": seconds, "steps": timer.steps,
+      "step_seconds": timer.step_seconds,
+      "examples_per_second": (timer.steps * config.batch_size / seconds
+                              if seconds > 0 else float("nan"))})
+  if config.output_dir:
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=2, sort_keys=True, default=float)
+  print("%s: %s" % (FLOOR, protocol.summarize(metrics)), file=sys.stderr,
+        flush=True)
+  return metrics
+
+
+def _floor_key(config: experiment.ExperimentConfig):
+  return (config.batch_size, config.embedding_dim, config.optimizer,
+          config.learning_rate, config.temperature, config.normalize)
+
+
+def time_steps(base: experiment.ExperimentConfig,
+               variants: Sequence[Variant], dataset, steps: int = 300,
+               rounds: int = 2, floor: bool = True, seed: int = 0
+               ) -> List[Dict[str, Any]]:
+  """Median step time of every variant, interleaved in rounds, vs the floor.
+
+  Every model is built once (tracing excluded); each round trains every
+  model for `steps` steps in turn (`model.fit`, repeated training data,
+  the first 5 steps of each round skipped), and a variant's time is the
+  best (lowest) round median. With `floor`, one `PlainTFRSModel` per
+  distinct (batch, dim, optimizer, learning rate, temperature, normalize)
+  runs in the same rounds and every variant gets `floor_ratio` = its time
+  / the time of the floor with its settings.
+
+  XLA (`jit_compile=True` on the train step) is not offered: the steps
+  take string ids (`StringLookup` inside the step), which XLA_CPU refuses
+  (no DT_STRING `_Arg`), for the floor and every sampler alike.
+
+  Returns:
+    One row per model (floors first): `variant`, `sampler`, `batch_size`,
+    `step_ms` (best round), `round_ms` (every round), `floor_ratio`.
+  """
+  strategy = experiment.make_strategy(base.strategy, base.cpu_replicas)
+  entries = []  # (label, sampler, config, model)
+  configs = [(v, apply_variant(base, v, seed)) for v in variants]
+  floors = {}
+  if floor:
+    for _, config in configs:
+      key = _floor_key(config)
+      if key not in floors:
+        label = FLOOR if not floors else "%s_%d" % (FLOOR, len(floors))
+        floors[key] = label
+        entries.append((label, FLOOR, config, None))
+    if len({k[0] for k in floors}) == len(floors) and len(floors) > 1:
+      # One floor per batch: name it by the batch.
+      renamed = {k: "%s_B%d" % (FLOOR, k[0]) for k in floors}
+      entries = [(renamed[_floor_key(c)], s, c, m)
+                 for _, s, c, m in entries]
+      floors = renamed
+  entries += [(v.label, v.sampler, c, None) for v, c in configs]
+  built = []
+  for label, sampler, config, _ in entries:
+    if sampler == FLOOR:
+      model = create_floor(dataset, config)
+    else:
+      model = experiment.create_model(dataset, config, strategy)
+      model.local_batch_size = (config.batch_size
+                                // strategy.num_replicas_in_sync)
+    data = _training_data(dataset, config,
+                          -(-rounds * steps // max(
+                              dataset.train.num_rows // config.batch_size,
+                              1)) + 1)
+    built.append((label, sampler, config, model, data))
+  times = {label: [] for label, *_ in built}
+  for r in range(rounds):
+    for label, _, _, model, data in built:
+      timer = experiment.StepTimer(skip=5)
+      model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer],
+                verbose=0)
+      times[label].append(1000.0 * timer.step_seconds)
+      print("round %d/%d %s: %.2f ms/step" % (r + 1, rounds, label,
+                                               times[label][-1]),
+            file=sys.stderr, flush=True)
+  rows = []
+  for label, sampler, config, _, _ in built:
+    best = min(times[label])
+    rows.append({"variant": label, "sampler": sampler,
+                 "batch_size": config.batch_size, "step_ms": best,
+                 "round_ms": list(times[label])})
+  by_label = {row["variant"]: row for row in rows}
+  for row, (_, _, config, _, _) in zip(rows, built):
+    ref = by_label.get(floors.get(_floor_key(config))) if floors else None
+    row["floor_ratio"] = (row["step_ms"] / ref["step_ms"]
+                          if ref and ref["step_ms"] > 0 else float("nan"))
+  return rows
+
+
+def timing_table(rows: List[Dict[str, Any]], title: str = "") -> str:
+  """Markdown: one row per model, step ms (best round) and floor ratio."""
+  lines = ["## " + title, ""] if title else []
+  lines += ["| variant | batch | step ms (best) | rounds ms | "
+            "ratio to %s |" % FLOOR, "|---|---|---|---|---|"]
+  for row in rows:
+    ratio = row["floor_ratio"]
+    lines.append("| %s | %d | %.2f | %s | %s |" % (
+        row["variant"], row["batch_size"], row["step_ms"],
+        " / ".join("%.2f" % t for t in row["round_ms"]),
+        "–" if math.isnan(ratio) else "%.2f" % ratio))
+  lines += ["", "Median wall time of a training step (`model.fit`, first 5 "
+            "steps of a round skipped); every model trained in turn, "
+            "round after round, in one process; best round kept. Ratio: to "
+            "the `%s` floor (TFRS tutorial two-tower, `tfrs.tasks."
+            "Retrieval`) with the same batch." % FLOOR]
+  return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -16,14 +17,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfrs_negsamp import cluster
+from trainers.pipeline import cluster
 from tfrs_negsamp import data as data_lib
 from tfrs_negsamp import distribute
+from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.data import sequences
+from tfrs_negsamp.data.interactions import DUPLICATE_POLICIES
+from tfrs_negsamp.data import tf_dataset
 from tfrs_negsamp.models import features as features_lib
 from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.models import towers
@@ -31,9 +35,72 @@ from tfrs_negsamp.models import two_tower
 from tfrs_negsamp.serving import export as export_lib
 
 BASELINES = ("popularity_baseline", "ease_baseline")
+# Samplers trained with the CML hinge (Tran et al.'s metric learning); the
+# program chooses the task's loss from the sampler name, every other sampler
+# trains the sampled softmax.
+TRIPLET_SAMPLERS = ("two_stage_triplet",)
 EVAL_SPLITS = ("test", "validation")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
+
+
+class ConfigError(ValueError):
+  """A setting (flag) that cannot work; the message names it."""
+
+
+# Sampler options: the lowest valid value of the integers (0 means "the
+# default"), and the valid range of the floats.
+_INT_OPTIONS = {
+    "num_buckets": 0, "num_hashes": 1, "memory_size": 0, "warmup_steps": 0,
+    "num_resampled": 0, "cache_size": 0, "num_negatives": 0,
+    "num_uniform": 0, "adaptive_pool": 0, "num_hard_negatives": 0,
+    "two_stage_pool": 0, "two_stage_refresh": 1}
+_FLOAT_OPTIONS = {
+    "estimator_alpha": "in (0, 1]", "xir_lambda": "in [0, 1]",
+    "cache_decay": "in [0, 1)", "popularity_alpha": "",
+    "two_stage_beta": "", "cml_margin": ">= 0"}
+
+
+def _is_number(value: Any) -> bool:
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, bool))
+
+
+def _finite(value: Any) -> bool:
+  return _is_number(value) and math.isfinite(float(value))
+
+
+def _in_interval(value: float, interval: str) -> bool:
+  """Whether `value` is finite and in `interval` (a `_FLOAT_OPTIONS` value)."""
+  if not _finite(value):
+    return False
+  return {"in (0, 1]": 0 < value <= 1, "in [0, 1]": 0 <= value <= 1,
+          "in [0, 1)": 0 <= value < 1, ">= 0": value >= 0}.get(interval,
+                                                                True)
+
+
+def check_writable_dir(name: str, path: Optional[str]) -> None:
+  """`path` is (or can be created as) a writable folder; ConfigError if not.
+
+  Args:
+    name: the flag, for the message.
+    path: the folder, None to skip.
+  """
+  if path is None:
+    return
+  if not path:
+    raise ConfigError("--%s is empty: pass a folder" % name)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError("--%s=%s is an existing file, not a folder: pass a "
+                      "new or existing folder" % (name, path))
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError("--%s=%s: %s is a file, so the folder cannot be "
+                      "created" % (name, path, parent))
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError("--%s=%s: %s is not writable" % (name, path, parent))
 
 
 @dataclasses.dataclass
@@ -92,40 +159,71 @@ class ExperimentConfig:
   # from `ease.lambda_grid`).
   ease_lambda: float = 0.0
   synthetic: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Repeated (user, item) rows (`data.DUPLICATE_POLICIES`): keep_first
+  # (each pair's earliest row), keep_all (repeat consumption) or error.
+  duplicates: str = "keep_first"
 
   def validate(self) -> None:
+    """Checks every setting that needs no data; `ConfigError` naming it.
+
+    `check_dataset` does the checks that need the loaded data and the
+    strategy (batch vs rows, replicas, an evaluable split).
+    """
+    try:
+      self._validate()
+    except ConfigError:
+      raise
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def _validate(self) -> None:
     valid = samplers_lib.available_samplers() + list(BASELINES)
     if self.sampler not in valid:
       raise ValueError("unknown sampler %r; valid samplers: %s"
                        % (self.sampler, ", ".join(sorted(valid))))
+    self._validate_data_source()
     if self.eval_split not in EVAL_SPLITS:
-      raise ValueError("unknown eval_split %r; valid: %s"
+      raise ValueError("unknown eval_split %r (--eval_split); valid: %s"
                        % (self.eval_split, ", ".join(EVAL_SPLITS)))
     if self.num_validation < 0:
-      raise ValueError("num_validation must be >= 0, got %r."
+      raise ValueError("--num_validation must be >= 0, got %r"
                        % self.num_validation)
     if self.eval_split == "validation" and self.num_validation == 0:
-      raise ValueError("eval_split=validation needs num_validation >= 1.")
-    if self.ease_lambda < 0:
-      raise ValueError("ease_lambda must be >= 0 (0: chosen on validation)"
-                       ", got %r." % self.ease_lambda)
+      raise ValueError("--eval_split=validation needs --num_validation >= 1")
+    if not _finite(self.ease_lambda) or self.ease_lambda < 0:
+      raise ValueError("--ease_lambda must be >= 0 (0: chosen on "
+                       "validation), got %r" % self.ease_lambda)
     if self.strategy not in STRATEGIES:
       raise ValueError("unknown strategy %r; valid: %s"
                        % (self.strategy, ", ".join(STRATEGIES)))
     query_towers.uses_history(self.query_tower)  # ValueError if unknown
     for name in ("max_history", "num_blocks", "num_heads"):
       if getattr(self, name) < 1:
-        raise ValueError("%s must be >= 1, got %r."
+        raise ValueError("--%s must be >= 1, got %r"
                          % (name, getattr(self, name)))
-    if not 0 <= self.dropout < 1:
-      raise ValueError("dropout must be in [0, 1), got %r." % self.dropout)
+    if not _finite(self.dropout) or not 0 <= self.dropout < 1:
+      raise ValueError("--dropout must be in [0, 1), got %r" % self.dropout)
     for name in ("batch_size", "epochs", "embedding_dim", "top_k",
                  "cpu_replicas", "backup_freq"):
       if getattr(self, name) < 1:
-        raise ValueError("%s must be >= 1, got %r."
+        raise ValueError("--%s must be >= 1, got %r"
                          % (name, getattr(self, name)))
-    if self.learning_rate <= 0 or self.temperature <= 0:
-      raise ValueError("learning_rate and temperature must be > 0.")
+    for name in ("learning_rate", "temperature"):
+      value = getattr(self, name)
+      if not _finite(value) or value <= 0:
+        raise ValueError("--%s must be a finite number > 0, got %r"
+                         % (name, value))
+    for name in ("query_hidden", "item_hidden"):
+      widths = tuple(getattr(self, name))
+      if any(isinstance(w, bool) or not isinstance(w, (int, np.integer))
+             or w < 1 for w in widths):
+        raise ValueError("--%s must be positive layer widths such as "
+                         "128,64, got %s"
+                         % (name, ",".join(str(w) for w in widths)))
+    self._validate_sampler_options()
+    check_writable_dir("output_dir", self.output_dir)
+    check_writable_dir("backup_dir", self.backup_dir)
+    check_writable_dir("export_dir", self.export_dir)
     if self.optimizer not in optimizers_lib.OPTIMIZERS:
       raise ValueError("unknown optimizer %r; valid: %s"
                        % (self.optimizer,
@@ -140,6 +238,113 @@ class ExperimentConfig:
             % (name, value, ", ".join(export_lib.SCANN_PARAMETERS)))
 
 
+  def _validate_data_source(self) -> None:
+    if self.dataset not in data_lib.DATASET_NAMES:
+      raise ConfigError("unknown --dataset=%s; valid: %s"
+                        % (self.dataset, ", ".join(data_lib.DATASET_NAMES)))
+    if self.split not in data_lib.SPLIT_METHODS:
+      raise ConfigError("unknown --split=%s; valid: %s"
+                        % (self.split, ", ".join(data_lib.SPLIT_METHODS)))
+    if self.duplicates not in DUPLICATE_POLICIES:
+      raise ConfigError("unknown --duplicates=%s; valid: %s"
+                        % (self.duplicates,
+                           ", ".join(DUPLICATE_POLICIES)))
+    if self.dataset == "csv":
+      if not self.data_path:
+        raise ConfigError("--dataset=csv needs --data_path=<a CSV file with "
+                          "user_id,item_id,timestamp columns>")
+      if not os.path.isfile(self.data_path):
+        raise ConfigError("--data_path=%s: %s" % (
+            self.data_path, "is a folder, not a CSV file"
+            if os.path.isdir(self.data_path) else "file not found"))
+    elif self.dataset == "movielens" and self.data_path:
+      if not os.path.exists(self.data_path):
+        raise ConfigError("--data_path=%s: MovieLens folder not found"
+                          % self.data_path)
+    elif self.dataset == "synthetic":
+      if self.data_path:
+        raise ConfigError("--data_path applies to --dataset=movielens or "
+                          "csv, not synthetic")
+      for key, flag in (("num_users", "synthetic_users"),
+                        ("num_items", "synthetic_items"),
+                        ("interactions_per_user",
+                         "synthetic_interactions")):
+        value = self.synthetic.get(key)
+        if value is not None and (not _finite(value) or value < 1):
+          raise ConfigError("--%s must be >= 1, got %r" % (flag, value))
+
+  def _validate_sampler_options(self) -> None:
+    for name, value in self.sampler_options.items():
+      if name in _INT_OPTIONS:
+        low = _INT_OPTIONS[name]
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+            or value < low):
+          raise ConfigError("--%s must be an integer >= %d%s, got %r"
+                            % (name, low, " (0: the default)" if low == 0
+                               else "", value))
+      elif name in _FLOAT_OPTIONS:
+        interval = _FLOAT_OPTIONS[name]
+        if not _in_interval(value, interval):
+          raise ConfigError("--%s must be a finite number%s, got %r"
+                            % (name, " " + interval if interval else "",
+                               value))
+    if self.sampler == "xir" and self.sampler_options.get(
+        "num_resampled") == 1:
+      raise ConfigError("--num_resampled must be 0 (the global batch) or "
+                        ">= 2 for xir (half batch, half cache draws), got 1")
+
+
+def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
+                  num_replicas: int = 1) -> None:
+  """Checks that `dataset` can be trained and evaluated with `config`.
+
+  Run after loading and before building the model: the batch fits the
+  training split and splits evenly over the replicas, and the evaluated
+  split has users that the model knows (a temporal split may hold out only
+  users absent from training).
+
+  Raises:
+    ConfigError: naming the flag and the numbers.
+  """
+  train_rows = dataset.train.num_rows
+  if config.sampler not in BASELINES:
+    if config.batch_size % num_replicas:
+      raise ConfigError("--batch_size=%d is not divisible by the %d "
+                        "replicas: use a multiple of %d"
+                        % (config.batch_size, num_replicas, num_replicas))
+    if train_rows < config.batch_size:
+      raise ConfigError("--batch_size=%d is larger than the training split "
+                        "of %s (%d rows): lower --batch_size"
+                        % (config.batch_size, dataset.name, train_rows))
+    if query_towers.uses_history(config.query_tower):
+      examples = sequences.user_sequences(
+          dataset.train, dataset.catalog).example_positions.size
+      if examples < config.batch_size:
+        raise ConfigError(
+            "--batch_size=%d is larger than the %d next-item examples "
+            "(training rows with a history) of %s for --query_tower=%s: "
+            "lower --batch_size" % (config.batch_size, examples,
+                                    dataset.name, config.query_tower))
+  if train_rows == 0:
+    raise ConfigError("the training split of %s is empty" % dataset.name)
+  evaluated = (dataset.test if config.eval_split == "test"
+               else dataset.validation)
+  if evaluated.num_rows == 0:
+    raise ConfigError("the %s split of %s is empty: nothing to evaluate "
+                      "(--split=%s)" % (config.eval_split, dataset.name,
+                                        config.split))
+  users = np.unique(evaluated.user_ids)
+  known = np.isin(users, dataset.users)
+  if not np.any(known):
+    raise ConfigError(
+        "none of the %d users of the %s split of %s is in the training "
+        "split, so none can be evaluated (--split=%s holds out %s); use "
+        "--split=leave_last_out" % (
+            users.size, config.eval_split, dataset.name, config.split,
+            "the latest rows of all users" if config.split == "temporal"
+            else "rows per user"))
+
+
 def split_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
   """Arguments of the split function that `config.num_validation` implies."""
   if config.split == "leave_last_out":
@@ -149,10 +354,17 @@ def split_kwargs(config: ExperimentConfig) -> Dict[str, Any]:
 
 
 def load_data(config: ExperimentConfig) -> data_lib.Dataset:
-  return data_lib.load_dataset(config.dataset, data_path=config.data_path,
-                               split=config.split, seed=config.seed,
-                               split_kwargs=split_kwargs(config),
-                               **config.synthetic)
+  dataset = data_lib.load_dataset(config.dataset, data_path=config.data_path,
+                                  split=config.split, seed=config.seed,
+                                  split_kwargs=split_kwargs(config),
+                                  duplicates=config.duplicates,
+                                  **config.synthetic)
+  dropped = dataset.load_report.get("duplicate_rows_dropped", 0)
+  if dropped and config.verbose:
+    print("%s: dropped %d repeated (user, item) rows (--duplicates=%s)"
+          % (dataset.name, dropped, config.duplicates), file=sys.stderr,
+          flush=True)
+  return dataset
 
 
 def make_strategy(name: str, cpu_replicas: int = 2
@@ -236,8 +448,16 @@ def num_workers(strategy: tf.distribute.Strategy) -> int:
 
 
 def train_dataset(dataset: data_lib.Dataset, config: ExperimentConfig,
-                  shuffle: bool = True) -> tf.data.Dataset:
-  """The training pipeline: shuffled (seeded), global batches.
+                  shuffle: bool = True, start_step: int = 0,
+                  epochs: Optional[int] = None) -> tf.data.Dataset:
+  """The training pipeline: `epochs` epochs of global batches from `start_step`.
+
+  `epochs` defaults to `config.epochs`; one dataset holds them all (`fit`
+  gets `steps_per_epoch=train_steps_per_epoch(...)` and one iterator). Epoch
+  `e` visits the rows in a stateless permutation seeded by `(seed, e)` and
+  global step `t` takes a fixed slice of it (`tf_dataset.epoch_batches`), so
+  a run restored from a backup at step `t` (`start_step`) reads exactly the
+  batches an uninterrupted run reads from step `t` on.
 
   Every worker builds the same pipeline (same seed, same order); tf.distribute
   splits each global batch into one contiguous block per replica (replica
@@ -249,16 +469,118 @@ def train_dataset(dataset: data_lib.Dataset, config: ExperimentConfig,
   History towers get next-item examples (`sequences.next_item_dataset`:
   `user_id`, `item_id` = target, `history` `[B, max_history]`).
   """
+  epochs = config.epochs if epochs is None else epochs
   if query_towers.uses_history(config.query_tower):
     ds = sequences.next_item_dataset(
         dataset.train, dataset.catalog, config.max_history,
         batch_size=config.batch_size, shuffle=shuffle, seed=config.seed,
-        drop_remainder=True)
+        drop_remainder=True, epochs=epochs, start_step=start_step)
     return _shard_by_data(ds).prefetch(tf.data.AUTOTUNE)
-  ds = data_lib.to_tf_dataset(
-      dataset.train, batch_size=config.batch_size, shuffle=shuffle,
-      seed=config.seed, drop_remainder=True)
+  ds = tf_dataset.training_batches(
+      dataset.train, config.batch_size, epochs, seed=config.seed,
+      shuffle=shuffle, start_step=start_step)
   return _shard_by_data(ds).prefetch(tf.data.AUTOTUNE)
+
+
+def train_steps_per_epoch(dataset: data_lib.Dataset,
+                          config: ExperimentConfig) -> int:
+  """`S = n // B`: n training rows (history towers: next-item examples)."""
+  if query_towers.uses_history(config.query_tower):
+    n = sequences.user_sequences(dataset.train,
+                                 dataset.catalog).example_positions.size
+  else:
+    n = dataset.train.num_rows
+  return n // config.batch_size
+
+
+def backup_position(backup_dir: str, steps_per_epoch: int) -> int:
+  """The global step `fit` resumes at from `backup_dir` (0: no backup).
+
+  Reads the counters `BackupAndRestore` saves (`ckpt_saved_epoch` `e`,
+  `ckpt_saved_batch` `j`: the last finished step) and continues where Keras
+  does: `e S + j + 1` (`(e + 1) S` after an epoch-end save).
+  """
+  latest = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+  if latest is None:
+    return 0
+  reader = tf.train.load_checkpoint(latest)
+  epoch, batch = (int(reader.get_tensor(
+      "%s/.ATTRIBUTES/VARIABLE_VALUE" % name))
+                  for name in ("ckpt_saved_epoch", "ckpt_saved_batch"))
+  if epoch < 0:
+    return 0
+  if batch < 0:
+    return (epoch + 1) * steps_per_epoch
+  return epoch * steps_per_epoch + batch + 1
+
+
+class ExactResume(tf.keras.callbacks.Callback):
+  """Checks a restored backup against the input position; restores metrics.
+
+  Goes right after `BackupAndRestore`. The restored optimizer step must be
+  `start_step`, the step the input pipeline was built from (else the backup
+  came from other flags). When resuming inside an epoch, `fit` resets the
+  metrics at the epoch's start: their partial-epoch state is put back from
+  the backup, so the epoch's mean covers all its steps, as without a
+  restart. The metrics accumulate on replica 0 only (`TwoTowerModel`), so
+  the saved (summed) value goes back to replica 0 and zeros elsewhere:
+  bit-identical for any replica count.
+  """
+
+  def __init__(self, start_step: int, steps_per_epoch: int,
+               backup_dir: str):
+    super().__init__()
+    self.start_step = start_step
+    self.steps_per_epoch = steps_per_epoch
+    self.backup_dir = backup_dir
+    self._metric_state = None
+
+  def on_train_begin(self, logs=None):
+    restored = int(self.model.optimizer.iterations.numpy())
+    if self.start_step and restored != self.start_step:
+      raise ValueError(
+          "the backup in %s is at optimizer step %d, but its epoch/batch "
+          "counters give step %d with %d steps per epoch: it was written "
+          "with other flags; remove it or use the original flags."
+          % (self.backup_dir, restored, self.start_step,
+             self.steps_per_epoch))
+    if self.start_step % self.steps_per_epoch:
+      reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+          os.path.join(self.backup_dir, "chief")))
+      self._metric_state = [(v, _saved_value(reader, m, v))
+                            for m in self.model.metrics
+                            for v in m.variables]
+
+  def on_epoch_begin(self, epoch, logs=None):
+    if self._metric_state is None:
+      return
+    state, self._metric_state = self._metric_state, None
+    strategy = self.model.distribute_strategy
+    if strategy.num_replicas_in_sync == 1:
+      for variable, value in state:
+        variable.assign(value)
+      return
+
+    def put_back():
+      context = tf.distribute.get_replica_context()
+      first = tf.equal(context.replica_id_in_sync_group, 0)
+      for variable, value in state:
+        variable.assign(tf.where(first, value, tf.zeros_like(value)))
+
+    strategy.run(put_back)
+
+
+def _saved_value(reader, metric, variable) -> tf.Tensor:
+  """`variable` of `metric` as saved in the backup (summed over replicas).
+
+  Read from the file: the restored variable holds the sum split evenly
+  across the replicas, which need not add up to it bit for bit.
+  """
+  key = "model/%s/%s/.ATTRIBUTES/VARIABLE_VALUE" % (
+      metric.name, variable.name.split(":")[0].split("/")[-1])
+  if reader.has_tensor(key):
+    return tf.constant(reader.get_tensor(key), variable.dtype)
+  return tf.convert_to_tensor(variable.read_value())
 
 
 def _shard_by_data(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -296,8 +618,10 @@ def build_model(dataset: data_lib.Dataset, config: ExperimentConfig,
                    temperature=config.temperature if config.normalize
                    else None))
   sampler = samplers_lib.create_sampler(config.sampler, context)
+  task_loss = (losses.CMLTripletLoss(margin=sampler.margin)
+               if config.sampler in TRIPLET_SAMPLERS else losses.SOFTMAX)
   model = two_tower.TwoTowerModel(
-      query_model, item_model, catalog.item_ids, sampler,
+      query_model, item_model, catalog.item_ids, sampler, loss=task_loss,
       temperature=config.temperature if config.normalize else None,
       consumed_items=(consumed_items(dataset) if config.mask_history
                       else None))
@@ -388,7 +712,16 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   if global_batch % replicas:
     raise ValueError("batch_size %d is not divisible by the %d replicas."
                      % (global_batch, replicas))
-  train_ds = train_dataset(dataset, config)
+  steps_per_epoch = train_steps_per_epoch(dataset, config)
+  start_step = (backup_position(config.backup_dir, steps_per_epoch)
+                if config.backup_dir else 0)
+  if start_step > config.epochs * steps_per_epoch:
+    raise ValueError(
+        "the backup in %s is at step %d, past the %d steps of --epochs=%d; "
+        "remove it or use the original flags."
+        % (config.backup_dir, start_step, config.epochs * steps_per_epoch,
+           config.epochs))
+  train_ds = train_dataset(dataset, config, start_step=start_step)
   model.local_batch_size = global_batch // replicas
   timer = StepTimer()
   resume = ResumeReporter()
@@ -397,9 +730,12 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
     callbacks.append(tf.keras.callbacks.BackupAndRestore(
         config.backup_dir, save_freq=config.backup_freq,
         delete_checkpoint=True))
+    callbacks.append(ExactResume(start_step, steps_per_epoch,
+                                 config.backup_dir))
   callbacks += [resume, timer] + list(extra_callbacks)
   with distribute.GatherLog() as gathers:
-    history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks,
+    history = model.fit(train_ds, epochs=config.epochs,
+                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
                         verbose=config.verbose)
   steps = timer.steps
   seconds = timer.end - timer.start
@@ -513,6 +849,7 @@ def run(config: ExperimentConfig,
     strategy = make_strategy(config.strategy, config.cpu_replicas)
   if dataset is None:
     dataset = load_data(config)
+  check_dataset(config, dataset, strategy.num_replicas_in_sync)
   chief = is_chief(strategy)
   progress = config.verbose > 0
   sets = protocol.evaluation_sets(dataset, config.eval_split)

@@ -22,7 +22,10 @@ FLAGS = flags.FLAGS
 if "sampler" not in FLAGS:
   common.define_flags()
 
-SETTINGS = settings(max_examples=60, deadline=None,
+# Derandomized and without an example database: the same examples on every
+# machine (CI included), nothing written to the checkout.
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
+                    database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 _FLOAT_FLAGS = ("learning_rate", "temperature", "dropout", "ease_lambda",

@@ -240,7 +240,6 @@ def test_catalog_sampler_resume_is_bit_identical(tmp_path_factory, tmp_path,
                     sampler_state=state)
 
 
-@pytest.mark.slow
 def test_mirrored_resume_is_bit_identical(tmp_path_factory, tmp_path):
   extra = ["--strategy=mirrored", "--cpu_replicas=2"]
   reference = _reference(tmp_path_factory, extra)

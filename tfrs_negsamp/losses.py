@@ -89,21 +89,6 @@ class CMLTripletLoss(tf.keras.layers.Layer):
     return config
 
 
-def pairwise_loss_for(sampler) -> Optional[CMLTripletLoss]:
-  """The task's pairwise loss for a sampler with `loss="triplet"`, else None.
-
-  Samplers choose their loss through an optional `loss` attribute (default
-  "softmax"); only `TwoStageSampler` sets it today.
-  """
-  kind = getattr(sampler, "loss", SOFTMAX)
-  if kind == SOFTMAX:
-    return None
-  if kind != TRIPLET:
-    raise ValueError("unknown sampler loss %r; valid: %s"
-                     % (kind, ", ".join(LOSS_TYPES)))
-  return CMLTripletLoss(margin=getattr(sampler, "margin", 1.0))
-
-
 def triplet_group_loss(loss: CMLTripletLoss, query_embeddings: tf.Tensor,
                        candidate_embeddings: tf.Tensor,
                        candidate_ids: tf.Tensor, group,

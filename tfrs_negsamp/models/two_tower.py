@@ -7,7 +7,6 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
-from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.tasks import retrieval
@@ -37,8 +36,9 @@ class TwoTowerModel(tfrs.Model):
       features["user_id"])` and the sampler and the task exclude the rows'
       users' training items from the negatives (`--mask_history`).
     loss: the task's loss (`retrieval.Retrieval`'s `loss`: "softmax",
-      "triplet", a `losses.CMLTripletLoss` or a Keras loss); None: the CML
-      hinge for a sampler built with `loss="triplet"`, else the softmax.
+      "triplet", a `losses.CMLTripletLoss` or a Keras loss); None: the
+      softmax. The task's loss is its own argument: a two-stage sampler
+      built with `loss="triplet"` needs `loss="triplet"` here too.
   """
 
   def __init__(self, query_model: tf.keras.Model, item_model: tf.keras.Model,
@@ -54,10 +54,6 @@ class TwoTowerModel(tfrs.Model):
     self.item_lookup = tf.keras.layers.StringLookup(
         vocabulary=list(item_vocabulary), mask_token=None, num_oov_indices=1)
     self.sampler = sampler
-    # The task's loss is its own argument; when the caller gives none, a
-    # sampler built for the hinge (`loss="triplet"`, two-stage CML) gets it.
-    if loss is None:
-      loss = losses.pairwise_loss_for(sampler)
     self.task = retrieval.SampledRetrieval(temperature=temperature,
                                            loss=loss)
     self.global_negatives = global_negatives

@@ -222,3 +222,66 @@ def test_tiny_tuning_run_with_real_training(tmp_path):
 
   _check_run(base, dataset, run_fn, calls, tmp_path / "tune",
              other="cross_batch", option="memory_size")
+
+
+def _settings(study):
+  return [t.params for t in study.trials if t.state.name == "COMPLETE"]
+
+
+def _dir(path):
+  os.makedirs(path, exist_ok=True)
+  return str(path)
+
+
+def test_resumed_search_draws_what_an_uninterrupted_one_draws(tmp_path):
+  """Each trial's setting depends on the seed and the trials before it."""
+  base = _base()
+  dataset = types.SimpleNamespace(name="fake")
+  calls = []
+  fake = _fake_run(calls)
+  straight = tuning.search(base, "uniform", 5, _dir(tmp_path / "a"), dataset,
+                           run_fn=fake)
+
+  # Stopped after 2 trials, then resumed (a new process: a new sampler).
+  tuning.search(base, "uniform", 2, _dir(tmp_path / "b"), dataset,
+                run_fn=fake)
+  resumed = tuning.search(base, "uniform", 5, _dir(tmp_path / "b"), dataset,
+                          run_fn=fake)
+  assert _settings(resumed) == _settings(straight)
+  assert len({json.dumps(p, sort_keys=True)
+              for p in _settings(straight)}) == 5
+
+  # Interrupted inside the third trial: that trial fails and is re-done.
+  def interrupted(config, dataset=None):
+    if len(calls) == 2:
+      calls.append("interrupt")
+      raise KeyboardInterrupt
+    return fake(config, dataset)
+
+  calls.clear()
+  with pytest.raises(KeyboardInterrupt):
+    tuning.search(base, "uniform", 5, _dir(tmp_path / "c"), dataset,
+                  run_fn=interrupted)
+  again = tuning.search(base, "uniform", 5, _dir(tmp_path / "c"), dataset,
+                        run_fn=fake)
+  assert [t.state.name for t in again.trials].count("FAIL") == 1
+  assert _settings(again) == _settings(straight)
+
+
+def test_a_rejected_setting_is_not_drawn_again(tmp_path):
+  calls = []
+  fake = _fake_run(calls)
+  rejected = []
+
+  def run_fn(config, dataset=None):
+    if config.eval_split == "validation" and len(calls) == 1 and not rejected:
+      rejected.append(config.sampler_options["num_negatives"])
+      raise ValueError("num_negatives rejected")
+    return fake(config, dataset)
+
+  study = tuning.search(_base(), "uniform", 3, str(tmp_path),
+                        types.SimpleNamespace(name="fake"), run_fn=run_fn)
+  states = [t.state.name for t in study.trials]
+  assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+  assert study.trials[1].user_attrs[tuning.REJECTED]
+  assert study.trials[2].params != study.trials[1].params

@@ -210,11 +210,49 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
         time.time() - start))
     return value
 
+  evaluate_or_reject = _rejecting(evaluate)
   # A setting a sampler rejects (e.g. more hard negatives than its pool)
   # fails its trial and the study goes on.
-  study.optimize(evaluate, n_trials=trials - done,
-                 catch=(ValueError, tf_errors()))
+  for _ in range(trials - done):
+    study.sampler = trial_sampler(study, seed)
+    study.optimize(evaluate_or_reject, n_trials=1,
+                   catch=(ValueError, tf_errors()))
   return study
+
+
+REJECTED = "rejected"
+
+
+def _rejecting(evaluate):
+  """`evaluate`, marking a trial whose setting the sampler rejected."""
+
+  def run(trial):
+    try:
+      return evaluate(trial)
+    except (ValueError, tf_errors()):
+      trial.set_user_attr(REJECTED, True)
+      raise
+
+  return run
+
+
+def trial_sampler(study, seed: int):
+  """The TPE sampler of the study's next trial, seeded by its place.
+
+  A fresh `TPESampler(seed)` on every resume would replay the first random
+  draws of the study (the repeated settings of an interrupted search).
+  Seeding each trial with `(seed, n)`, `n` the number of trials that ended
+  (completed or rejected), makes a trial's setting a function of the seed
+  and the trials before it: a search resumed after an interruption (whose
+  unfinished trial is failed and re-done) draws the same settings as one
+  that ran straight through. TPE reads only completed trials.
+  """
+  import optuna  # pylint: disable=g-import-not-at-top
+  ended = sum(
+      1 for t in study.get_trials(deepcopy=False)
+      if t.state == optuna.trial.TrialState.COMPLETE
+      or t.user_attrs.get(REJECTED))
+  return optuna.samplers.TPESampler(seed=seed * 1_000_003 + ended)
 
 
 def tf_errors():

@@ -143,12 +143,13 @@ TRIAL_METRICS = ("recall@10", "recall@50", "recall@100", "ndcg@10",
                  "balance", "step_ms")
 
 
-def _study(sampler: str, storage: str, seed: int):
+def _study(sampler: str, storage: str):
+  """The stored study of `sampler` (its TPE sampler is set per trial)."""
   import optuna  # pylint: disable=g-import-not-at-top
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   study = optuna.create_study(
       study_name="tune-%s" % sampler, storage=storage, direction="maximize",
-      sampler=optuna.samplers.TPESampler(seed=seed), load_if_exists=True)
+      load_if_exists=True)
   # Trials a killed process left RUNNING: failed, so they are re-done.
   for trial in study.get_trials(deepcopy=False,
                                 states=(optuna.trial.TrialState.RUNNING,)):
@@ -169,7 +170,7 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
   run_fn = run_fn or experiment.run
   storage = "sqlite:///" + os.path.abspath(
       os.path.join(output_dir, "optuna.db"))
-  study = _study(sampler, storage, seed)
+  study = _study(sampler, storage)
   params = space_for(sampler, space)
   if not any(t.state == optuna.trial.TrialState.COMPLETE
              for t in study.trials):
@@ -215,8 +216,7 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
   # fails its trial and the study goes on.
   for _ in range(trials - done):
     study.sampler = trial_sampler(study, seed)
-    study.optimize(evaluate_or_reject, n_trials=1,
-                   catch=(ValueError, tf_errors()))
+    study.optimize(evaluate_or_reject, n_trials=1, catch=rejections())
   return study
 
 
@@ -229,7 +229,7 @@ def _rejecting(evaluate):
   def run(trial):
     try:
       return evaluate(trial)
-    except (ValueError, tf_errors()):
+    except rejections():
       trial.set_user_attr(REJECTED, True)
       raise
 
@@ -255,9 +255,10 @@ def trial_sampler(study, seed: int):
   return optuna.samplers.TPESampler(seed=seed * 1_000_003 + ended)
 
 
-def tf_errors():
+def rejections():
+  """The errors that mean "the sampler rejects this setting"."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.errors.InvalidArgumentError
+  return (ValueError, tf.errors.InvalidArgumentError)
 
 
 def trial_rows(studies: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -34,8 +34,13 @@ def test_space_holds_shared_and_own_parameters():
       p.name for p in tuning.space_for("xir")}
   assert {"adaptive_pool", "num_hard_negatives"} <= {
       p.name for p in tuning.space_for("adaptive_mixed")}
-  assert {"two_stage_pool", "num_hard_negatives"} <= {
-      p.name for p in tuning.space_for("two_stage")}
+  assert {"two_stage_pool", "two_stage_beta", "num_hard_negatives",
+          "temperature"} <= {p.name for p in tuning.space_for("two_stage")}
+  # The CML hinge has no softmax (no temperature) and one negative per
+  # pair (no K2); its margin is searched instead.
+  hinge = {p.name for p in tuning.space_for("two_stage_triplet")}
+  assert {"two_stage_pool", "two_stage_beta", "cml_margin"} <= hinge
+  assert not {"temperature", "num_hard_negatives"} & hinge
   assert "num_negatives" in {p.name for p in tuning.space_for("uniform")}
 
 

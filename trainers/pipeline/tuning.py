@@ -34,6 +34,7 @@ BASELINE_VARIANTS = ("popularity_baseline", "ease_baseline")
 _CATALOG = ("uniform", "popularity", "inverse_popularity", "balanced")
 _ADAPTIVE = ("adaptive", "adaptive_mixed")
 _TWO_STAGE = ("two_stage", "two_stage_triplet")
+_HINGE = ("two_stage_triplet",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +48,8 @@ class Param:
     kind: "float", "int" (ranges `low`..`high`, `log` scale) or
       "categorical" (`choices`).
     samplers: Registry names it applies to; `ALL` for every sampler.
+    excluded: Registry names it never applies to (e.g. the temperature
+      for the CML hinge, which has no softmax).
     per_batch: The values are multiples of the global batch size.
     config_field: Skipped (not searched) when `ExperimentConfig` has no such
       field, e.g. an option another engineer has not added yet.
@@ -58,10 +61,13 @@ class Param:
   log: bool = False
   choices: Tuple[Any, ...] = ()
   samplers: Tuple[str, ...] = ALL
+  excluded: Tuple[str, ...] = ()
   per_batch: bool = False
   config_field: bool = False
 
   def applies_to(self, sampler: str) -> bool:
+    if sampler in self.excluded:
+      return False
     if self.samplers != ALL and sampler not in self.samplers:
       return False
     if self.config_field:
@@ -89,7 +95,7 @@ class Param:
 # The search space: one row per (parameter, samplers). Extend with
 # `SEARCH_SPACE += (Param(...),)`; the ranges bracket each option's default.
 SEARCH_SPACE: Tuple[Param, ...] = (
-    Param("temperature", "float", 0.02, 0.5, log=True),
+    Param("temperature", "float", 0.02, 0.5, log=True, excluded=_HINGE),
     Param("learning_rate", "float", 1e-3, 5e-2, log=True),
     Param("mask_history", "categorical", choices=(True, False),
           config_field=True),
@@ -114,9 +120,15 @@ SEARCH_SPACE: Tuple[Param, ...] = (
     # ANS / AMNS: in-batch pool per row and hard negatives kept.
     Param("adaptive_pool", "int", 10, 200, log=True, samplers=_ADAPTIVE),
     Param("num_hard_negatives", "int", 4, 64, log=True,
-          samplers=_ADAPTIVE + _TWO_STAGE),
-    # Two-stage: stage-1 pool size C.
+          samplers=_ADAPTIVE + ("two_stage",)),
+    # Two-stage: stage-1 pool size C and popularity exponent beta (the
+    # reference code's `neg_alpha`: 1 its default, 0 uniform), the CML
+    # hinge margin (reference 1.0).
     Param("two_stage_pool", "int", 64, 2048, log=True, samplers=_TWO_STAGE),
+    Param("two_stage_beta", "categorical", choices=(0.0, 0.5, 1.0),
+          samplers=_TWO_STAGE),
+    Param("cml_margin", "categorical", choices=(0.25, 0.5, 1.0),
+          samplers=_HINGE),
 )
 
 

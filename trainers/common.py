@@ -321,7 +321,10 @@ def define_flags() -> None:
                        "two_stage (reference rule): training steps between "
                        "refreshes of the stale item table.")
   flags.DEFINE_float("two_stage_beta", 1.0,
-                     "two_stage: stage-1 popularity exponent beta.")
+                     "two_stage: stage-1 popularity exponent beta (1: the "
+                     "reference code's default; 0: a uniform pool, which "
+                     "the tuner chose for the softmax in every README "
+                     "table).")
   flags.DEFINE_float("cml_margin", 1.0, "two_stage_triplet: hinge margin.")
   # Synthetic generator.
   flags.DEFINE_integer("synthetic_users", 2000, "Synthetic: users.")

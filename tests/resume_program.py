@@ -22,6 +22,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402
 
+from tests.distributed import state_program  # noqa: E402
 from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -69,6 +70,7 @@ def _dump(model, strategy, path):
             ("metric", [v for m in model.metrics for v in m.variables]))
   for group, variables in groups:
     for i, v in enumerate(variables):
+      state_program.check_replicas_agree(strategy, [v])
       for r, value in enumerate(strategy.experimental_local_results(v)):
         arrays["%s/%d/%s/%d" % (group, i, v.name, r)] = np.asarray(value)
   np.savez(path, **arrays)

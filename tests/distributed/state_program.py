@@ -62,6 +62,25 @@ def _replica_rows(strategy, dataset, config):
   return np.array(steps, dtype=object)  # [steps, local replicas, rows]
 
 
+def check_replicas_agree(strategy, variables):
+  """Every variable holds the same value on this process's replicas.
+
+  The cross-worker comparison is the test's; this one fails the program
+  (non-zero exit) when two local replicas of one process disagree.
+  Sync-on-read variables (metric totals) differ per replica by design and
+  are skipped.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for v in variables:
+    if v.synchronization == tf.VariableSynchronization.ON_READ:
+      continue
+    values = [np.asarray(x) for x in strategy.experimental_local_results(v)]
+    for r, value in enumerate(values[1:], 1):
+      assert np.array_equal(value, values[0]), (
+          "%s: replica %d differs from replica 0" % (v.name, r))
+
+
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -76,6 +95,7 @@ def main(argv):
     dataset = experiment.load_data(config)
     model = experiment.create_model(dataset, config, strategy)
     stats = experiment.train(model, dataset, config, strategy)
+    check_replicas_agree(strategy, model.sampler.weights)
     state = {"sampler/" + v.name: v.numpy() for v in model.sampler.weights}
     weights = {"weight/%d" % i: v.numpy()
                for i, v in enumerate(model.trainable_weights)}

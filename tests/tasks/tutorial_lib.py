@@ -125,6 +125,9 @@ def fit_summed(name: str, strategy, steps: int = 4, batch: int = 8):
   initial = [w.numpy().copy() for w in model.trainable_weights]
   history = model.fit(ratings.batch(batch, drop_remainder=True).take(steps),
                       epochs=1, verbose=0)
+  # The comparison is of `steps` trained steps, not of a shorter epoch.
+  done = int(model.optimizer.iterations.numpy())
+  assert done == steps, "trained %d steps, expected %d" % (done, steps)
   return (initial, history.history["loss_sum"][0],
           [w.numpy() for w in model.trainable_weights])
 

@@ -208,7 +208,12 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
     config.output_dir = os.path.join(output_dir, "trials", sampler,
                                      "trial%d" % trial.number)
     start = time.time()
-    metrics = run_fn(config, dataset=dataset)
+    try:
+      metrics = run_fn(config, dataset=dataset)
+    except rejections():
+      # Marked, so that `trial_sampler` counts it as ended (not re-drawn).
+      trial.set_user_attr(REJECTED, True)
+      raise
     flat = benchmarking.flatten(metrics)
     for key in TRIAL_METRICS:
       if _finite(flat.get(key)):
@@ -223,29 +228,15 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
         time.time() - start))
     return value
 
-  evaluate_or_reject = _rejecting(evaluate)
   # A setting a sampler rejects (e.g. more hard negatives than its pool)
   # fails its trial and the study goes on.
   for _ in range(trials - done):
     study.sampler = trial_sampler(study, seed)
-    study.optimize(evaluate_or_reject, n_trials=1, catch=rejections())
+    study.optimize(evaluate, n_trials=1, catch=rejections())
   return study
 
 
 REJECTED = "rejected"
-
-
-def _rejecting(evaluate):
-  """`evaluate`, marking a trial whose setting the sampler rejected."""
-
-  def run(trial):
-    try:
-      return evaluate(trial)
-    except rejections():
-      trial.set_user_attr(REJECTED, True)
-      raise
-
-  return run
 
 
 def trial_sampler(study, seed: int):

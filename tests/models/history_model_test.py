@@ -112,7 +112,7 @@ class HistoryModelTest(tf.test.TestCase):
       self.assertGreater(float(loss), 0.0, msg=(name, tower))
 
   def test_samplers_work_with_history_towers(self):
-    # Shared columns, a queue, per-row draws with user_history, resampling.
+    # Shared columns, a queue, per-row draws, resampling.
     self._check_samplers((("cross_batch", "mean"), ("uniform", "gru"),
                           ("xir", "sasrec")))
 
@@ -122,7 +122,10 @@ class HistoryModelTest(tf.test.TestCase):
                           for name in samplers_lib.available_samplers()
                           for tower in ("mean", "gru", "sasrec")])
 
-  def test_sampler_gets_the_history_as_minus_one_padded_ids(self):
+  def test_sampler_gets_the_users_training_items_as_consumed(self):
+    # One door: the task turns the rows' users into `consumed`, which the
+    # sampler receives; it holds each row's user's training items (all of
+    # them, not only the history window), and nothing else.
     config = _config("mean")
     model = experiment.create_model(self.dataset, config,
                                     tf.distribute.get_strategy())
@@ -130,15 +133,20 @@ class HistoryModelTest(tf.test.TestCase):
     sample = model.sampler.sample
 
     def spy(*args, **kwargs):
-      seen["user_history"] = kwargs["user_history"]
+      seen["consumed"] = kwargs["consumed"]
       return sample(*args, **kwargs)
 
     model.sampler.sample = spy
     batch = _batches(self.dataset, config, 1)[0]
     model.compute_loss(batch)
-    history = batch["history"].numpy()
-    self.assertAllEqual(seen["user_history"],
-                        np.where(history > 0, history, -1))
+    catalog = self.dataset.catalog
+    items = tf.range(1, catalog.num_items + 1, dtype=tf.int64)
+    got = seen["consumed"](items).numpy()
+    train = self.dataset.train
+    for row, user in enumerate(batch["user_id"].numpy().astype(str)):
+      mine = catalog.index_of(train.item_ids[train.user_ids == user]) + 1
+      want = np.isin(np.arange(1, catalog.num_items + 1), mine)
+      self.assertAllEqual(got[row], want)
 
   def test_cbns_queue_gradient_reaches_the_shared_table_via_the_query(self):
     # The queue columns are stop-gradient: with an id tower they update

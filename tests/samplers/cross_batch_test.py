@@ -126,11 +126,11 @@ STEPS = [  # (queries, candidates, ids)
 
 
 def _loss(sampler, q, c, ids, training=True):
-  task = retrieval.SampledRetrieval()
+  task = retrieval.Retrieval()
   q, c = tf.constant(q), tf.constant(c)
   ids = tf.constant(ids, tf.int64)
   groups = sampler(q, c, ids, training=training)
-  return float(task(q, c, groups, candidate_ids=ids))
+  return float(task.groups_loss(q, c, groups, candidate_ids=ids))
 
 
 class LossTest(tf.test.TestCase):
@@ -204,11 +204,11 @@ class LossTest(tf.test.TestCase):
     q = tf.Variable(STEPS[2][0])
     c = tf.Variable(STEPS[2][1])
     ids = tf.constant(STEPS[2][2], tf.int64)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(sampler.queue_emb)  # a path into it would show a gradient
       groups = sampler(q, c, ids, training=True)
-      loss = task(q, c, groups, candidate_ids=ids)
+      loss = task.groups_loss(q, c, groups, candidate_ids=ids)
     self.assertIsNone(tape.gradient(loss, sampler.queue_emb))
     grad_q, grad_c = tape.gradient(loss, [q, c])
 
@@ -229,7 +229,7 @@ class LossTest(tf.test.TestCase):
     self.assertGreater(float(tf.reduce_sum(tf.abs(grad_c))), 0.0)
     # The queue's columns do change the query gradient (they are used).
     with tf.GradientTape() as tape3:
-      plain = task(q, c, in_batch.InBatchSampler(
+      plain = task.groups_loss(q, c, in_batch.InBatchSampler(
           frequency=frequency.StaticItemProbability(COUNTS))(q, c, ids),
                    candidate_ids=ids)
     self.assertNotAllClose(tape3.gradient(plain, q), grad_q)

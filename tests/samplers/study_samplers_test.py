@@ -44,9 +44,9 @@ def table(dim=2, seed=0):
 
 
 def task_loss(groups, q, c, ids, temperature=None, pairwise=None):
-  task = retrieval.SampledRetrieval(temperature=temperature,
-                                    pairwise_loss=pairwise)
-  return float(task(tf.constant(q), tf.constant(c), groups,
+  task = retrieval.Retrieval(temperature=temperature,
+                                    loss=pairwise)
+  return float(task.groups_loss(tf.constant(q), tf.constant(c), groups,
                     candidate_ids=tf.constant(ids, tf.int64)))
 
 
@@ -74,7 +74,7 @@ class AdaptiveTest(tf.test.TestCase):
     mask = groups[0].score_mask.numpy()
     s = q @ c.T
     expected = 0.0
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, labels = task.group_logits(tf.constant(q), tf.constant(c),
                                        tf.constant(ids), groups[0])
     logits = logits.numpy()
@@ -170,7 +170,7 @@ class TwoStageTest(tf.test.TestCase):
     self.assertLen(set(pool.tolist()), 6)  # without replacement
     self.assertTrue(np.all(COUNTS[pool] > 0))  # beta = 1: seen items only
     self.assertTrue(g.drop_in_batch)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, _ = task.group_logits(tf.constant(Q), tf.constant(C),
                                   tf.constant(ids), g)
     logits = logits.numpy()

@@ -161,7 +161,7 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     with tf.GradientTape() as tape:
       c = tf.gather(table, ids)
       groups = sampler(q, c, ids, training=True)
-      loss = retrieval.SampledRetrieval()(q, c, groups, candidate_ids=ids)
+      loss = retrieval.Retrieval().groups_loss(q, c, groups, candidate_ids=ids)
     self.assertEqual([g.weight for g in groups], [0.25, 0.75])
     e = np.exp
     batch_loss = (-2 + np.log(e(2) + 2)) + (-3 + np.log(e(3) + 2))
@@ -193,11 +193,11 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                              item_model=lambda i: tf.gather(table, i),
                              cache_size=4, num_resampled=6, temperature=0.5,
                              cache_weight=0.4, seed=2)
-    task = retrieval.SampledRetrieval(temperature=0.5)
+    task = retrieval.Retrieval(temperature=0.5)
     with tf.GradientTape() as tape:
       c = tf.gather(table, ids)
       groups = sampler(q, c, tf.constant(ids, tf.int64), training=False)
-      loss = task(q, c, groups, candidate_ids=tf.constant(ids, tf.int64))
+      loss = task.groups_loss(q, c, groups, candidate_ids=tf.constant(ids, tf.int64))
     cache = sampler.cache_ids.numpy()
     n_c = group_counts(groups[0], 0)[:, 1:]
     n_b = group_counts(groups[1], np.arange(4))

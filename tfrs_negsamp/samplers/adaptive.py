@@ -154,8 +154,8 @@ class AdaptiveSampler(base.NegativeSampler):
     self.step = distribute.add_state(self, "step", [], tf.int64)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings
     num_columns = tf.shape(candidate_ids)[0]
     mask = batch_pool_mask(
         tf.shape(query_embeddings)[0], num_columns, self.pool_size,

@@ -90,8 +90,8 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
         pool_size, num_hard_negatives)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids, training)
     num_in_batch = tf.shape(candidate_ids)[0]
     mask = adaptive.batch_pool_mask(

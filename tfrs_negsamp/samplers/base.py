@@ -4,7 +4,7 @@ A sampler is a Keras layer. Given the query embeddings of a (per-replica)
 batch and the in-batch candidates (gathered across replicas, local block
 first), it returns one or more `CandidateGroup`s: the columns of a softmax and
 the corrections that apply to them. It never computes the loss: the
-`SampledRetrieval` task turns groups into logits and a loss through
+`tasks.Retrieval` task turns groups into logits and a loss through
 `tfrs.tasks.Retrieval`'s machinery. See SAMPLERS.md, section 9.
 
 State (queues, caches, frequency sketches) lives in non-trainable variables
@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp import keys as keys_lib
 
 
 class PerQuery(NamedTuple):
@@ -125,7 +126,6 @@ class NegativeSampler(tf.keras.layers.Layer):
            candidate_ids: tf.Tensor,
            training: bool = False,
            positive_ids: Optional[tf.Tensor] = None,
-           user_history: Optional[tf.Tensor] = None,
            consumed: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
            ids_are_keys: bool = False) -> List[CandidateGroup]:
     """Builds the candidate groups of one step.
@@ -139,9 +139,6 @@ class NegativeSampler(tf.keras.layers.Layer):
       training: state is updated only when True.
       positive_ids: `[B]` ids of the rows' positives (defaults to the first
         `B` candidate ids).
-      user_history: optional `[B, H]` int64 ids consumed by the row's user,
-        padded with -1 (raw ids for samplers that need them; exclusion goes
-        through `consumed`).
       consumed: optional `consumed(ids) -> bool [B, K]` (ids `[K]` shared or
         `[B, K]` per row): True where the row's user consumed the item in
         training (`tfrs_negsamp.masking`). Samplers that select inside
@@ -177,11 +174,10 @@ class NegativeSampler(tf.keras.layers.Layer):
       candidate_ids = self.id_keys(candidate_ids)
       positive_ids = self.id_keys(positive_ids)
     return self.sample(query_embeddings, candidate_embeddings, candidate_ids,
-                       positive_ids, training=training,
-                       user_history=user_history, consumed=consumed)
+                       positive_ids, training=training, consumed=consumed)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history,
+             positive_ids, training,
              consumed=None) -> List[CandidateGroup]:
     raise TypeError("%s must override sample()." % type(self).__name__)
 
@@ -199,12 +195,12 @@ class NegativeSampler(tf.keras.layers.Layer):
     Samplers built with `candidates=` map ids to their catalog indices
     (`1..N`, 0 out of vocabulary: exact for ints and strings); otherwise
     int ids are cast and string ids get their 64-bit FarmHash fingerprint
-    (`default_keys`).
+    (`keys.default_keys`).
     """
     catalog = getattr(self, "candidate_catalog", None)
     if catalog is not None:
       return catalog.lookup(ids)
-    return default_keys(ids)
+    return keys_lib.default_keys(ids)
 
   def in_batch_log_q(self, candidate_ids: tf.Tensor,
                      training: bool) -> Optional[tf.Tensor]:
@@ -261,22 +257,6 @@ def check_same_length(a: tf.Tensor, b: tf.Tensor, name_a: str,
       b.shape[0] is not None and a.shape[0] != b.shape[0]):
     raise ValueError("%s and %s must have the same length, got %d and %d."
                      % (name_a, name_b, a.shape[0], b.shape[0]))
-
-
-# Keys of string ids: FarmHash fingerprints in [0, 2^63 - 1). Two distinct
-# ids collide with probability ~2^-63 per pair.
-STRING_KEY_BUCKETS = 2**63 - 1
-
-
-def default_keys(ids: tf.Tensor) -> tf.Tensor:
-  """int64 keys of ids: a cast for ints, a 64-bit fingerprint for strings."""
-  ids = tf.convert_to_tensor(ids)
-  if ids.dtype == tf.string:
-    return tf.strings.to_hash_bucket_fast(ids, STRING_KEY_BUCKETS)
-  if not (ids.dtype.is_integer):
-    raise ValueError("candidate ids must be integers or strings, got %s."
-                     % ids.dtype.name)
-  return tf.cast(ids, tf.int64)
 
 
 # -- typed options: one frozen dataclass per sampler -----------------------

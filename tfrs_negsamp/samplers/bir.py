@@ -93,7 +93,7 @@ class BIRSampler(base.NegativeSampler):
       of in-batch candidates `G` (the official default).
     temperature: the softmax temperature of the task (None = 1). The
       resampling logits are `<u, v> / temperature - log q`, so this must equal
-      the `SampledRetrieval` temperature, otherwise the draws target another
+      the task's temperature, otherwise the draws target another
       softmax than the loss.
     seed: base seed of the stateless draws.
     frequency: `FrequencySource` of `log q` (updated once per training step);
@@ -206,8 +206,7 @@ class BIRSampler(base.NegativeSampler):
     return group, counts
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del user_history
+             positive_ids, training, consumed=None):
     step = self.step.read_value()
     log_q = self.in_batch_log_q(candidate_ids, training)
     group, _ = self.resample_batch(

@@ -621,8 +621,8 @@ class CatalogSampler(base.NegativeSampler):
     return None
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, candidate_ids, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings, candidate_ids
     batch = tf.shape(query_embeddings)[0]
     rows = self._rows(positive_ids)
     step = self.step.read_value()

@@ -189,8 +189,8 @@ class CrossBatchSampler(base.NegativeSampler):
     return self.queue.filled
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del positive_ids, user_history  # hits are found from the column ids
+             positive_ids, training, consumed=None):
+    del positive_ids  # hits are found from the column ids
     del consumed  # the task masks consumed batch and queue columns
     local_batch = query_embeddings.shape[0]
     num_columns = candidate_embeddings.shape[0]

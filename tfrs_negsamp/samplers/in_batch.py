@@ -46,8 +46,8 @@ class InBatchSampler(base.NegativeSampler):
   """
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del query_embeddings, candidate_embeddings, positive_ids, user_history
+             positive_ids, training, consumed=None):
+    del query_embeddings, candidate_embeddings, positive_ids
     del consumed  # the task masks consumed columns
     return [base.CandidateGroup(
         column_log_q=self.in_batch_log_q(candidate_ids, training),

@@ -159,9 +159,9 @@ class MixedSampler(base.NegativeSampler):
     return extra_ids, extra, log_q
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
+             positive_ids, training, consumed=None):
     del query_embeddings, candidate_embeddings, positive_ids
-    del user_history, consumed  # the task masks consumed columns
+    del consumed  # the task masks consumed columns
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids, training)
     if training:
       self.step.assign_add(1)

@@ -295,8 +295,8 @@ class TwoStageSampler(base.NegativeSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, candidate_ids, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings, candidate_ids
     if self.rule == REFERENCE:
       del query_embeddings
       return self._sample_reference(positive_ids, training, consumed)

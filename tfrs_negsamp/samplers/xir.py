@@ -170,8 +170,7 @@ class XIRSampler(bir.BIRSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del user_history
+             positive_ids, training, consumed=None):
     if self.item_model is None:
       raise ValueError(
           "XIRSampler needs an item_model to encode the cache ids: pass "

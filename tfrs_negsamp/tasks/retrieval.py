@@ -1,4 +1,4 @@
-"""`SampledRetrieval`: `tfrs.tasks.Retrieval` fed by sampler candidate groups.
+"""`Retrieval`: `tfrs.tasks.Retrieval` with a negative sampler (candidate groups).
 
 For each `CandidateGroup` the task builds one logits matrix and reuses TFRS's
 own pieces, in TFRS's order (SAMPLERS.md 1.6):
@@ -35,6 +35,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import keys as keys_lib
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
@@ -81,6 +82,18 @@ class Retrieval(tfrs.tasks.Retrieval):
     sampler: optional `tfrs_negsamp.samplers.NegativeSampler` (or
       `samplers.Compose`).
     gather_candidates: gather candidates across replicas (with a sampler).
+    consumed_items: optional `tfrs_negsamp.masking.ConsumedItems` of the
+      training (user, item) pairs (`ConsumedItems.from_interactions`):
+      with `query_ids=` in `call`, every negative column whose item the
+      row's user consumed in training gets zero softmax mass (the positive
+      excepted), and the samplers that select negatives (resampling, pools,
+      catalog draws) skip them.
+    mask_history: mask the users' consumed items when the call says what
+      they are (`query_ids` with `consumed_items`, or `query_history`);
+      False turns masking off. Without either input there is nothing to
+      mask: the false negatives (a user's own items among the in-batch or
+      sampled columns) stay in the softmax, which costs hardness-based
+      samplers most (SAMPLERS.md 0.3).
 
   Raises:
     ValueError: for an unknown `loss` name.
@@ -98,7 +111,9 @@ class Retrieval(tfrs.tasks.Retrieval):
                remove_accidental_hits: bool = False,
                name: Optional[str] = None,
                sampler: Optional[base.NegativeSampler] = None,
-               gather_candidates: bool = True) -> None:
+               gather_candidates: bool = True,
+               consumed_items: Optional[masking.ConsumedItems] = None,
+               mask_history: bool = True) -> None:
     pairwise = None
     if isinstance(loss, str):
       if loss not in losses.LOSS_TYPES:
@@ -111,6 +126,11 @@ class Retrieval(tfrs.tasks.Retrieval):
     if sampler is not None and not isinstance(sampler, base.NegativeSampler):
       raise TypeError("sampler must be a tfrs_negsamp NegativeSampler, got "
                       "%r." % (sampler,))
+    if consumed_items is not None and not isinstance(
+        consumed_items, masking.ConsumedItems):
+      raise TypeError("consumed_items must be a "
+                      "tfrs_negsamp.masking.ConsumedItems, got %r."
+                      % (consumed_items,))
     super().__init__(loss=loss, metrics=metrics, batch_metrics=batch_metrics,
                      loss_metrics=loss_metrics, temperature=temperature,
                      num_hard_negatives=num_hard_negatives,
@@ -120,6 +140,11 @@ class Retrieval(tfrs.tasks.Retrieval):
     self.pairwise_loss = pairwise
     self.sampler = sampler
     self.gather_candidates = bool(gather_candidates)
+    self.consumed_items = consumed_items
+    self.mask_history = bool(mask_history)
+    if consumed_items is not None:
+      # The table is consulted with the keys the columns carry.
+      consumed_items.bind_keys(self._keys)
     # State that does not depend on the embedding dimension is created now,
     # in the caller's strategy scope (XIR's cache, catalog CDFs, frequency
     # sketches); the rest on the first call (see `call`).
@@ -314,7 +339,9 @@ class Retrieval(tfrs.tasks.Retrieval):
            compute_metrics: bool = True,
            compute_batch_metrics: bool = True,
            score_mask: Optional[tf.Tensor] = None,
-           training: Optional[bool] = None) -> tf.Tensor:
+           training: Optional[bool] = None,
+           query_ids: Optional[tf.Tensor] = None,
+           query_history: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Computes the loss and updates the metrics (TFRS's signature).
 
     Args:
@@ -332,6 +359,12 @@ class Retrieval(tfrs.tasks.Retrieval):
       training: sampler state (queues, caches, frequency sketches) is
         updated unless this is False; pass `training=training` from
         `compute_loss` so that `model.evaluate` leaves it alone.
+      query_ids: `[B]` the rows' user ids (strings or ints), for masking
+        with the task's `consumed_items`.
+      query_history: `[B, L]` the items each row's user consumed, as a
+        history tower reads them (the candidate ids' type; padding: `""`
+        for strings, negative for ints), for masking without a table. With
+        both, the table (all training items) is used.
 
     Returns:
       The scalar loss, summed over this replica's rows.
@@ -341,7 +374,9 @@ class Retrieval(tfrs.tasks.Retrieval):
         length other than the candidates', or when
         `candidate_sampling_probability` or `score_mask` is given.
     """
-    if self.sampler is None and self.pairwise_loss is None:
+    consumed = self._consumed(query_ids, query_history)
+    if (self.sampler is None and self.pairwise_loss is None and
+        consumed is None):
       return super().call(
           query_embeddings, candidate_embeddings,
           sample_weight=sample_weight,
@@ -370,8 +405,7 @@ class Retrieval(tfrs.tasks.Retrieval):
       base.check_rank(raw_ids, 1, "candidate_ids")
       base.check_same_length(raw_ids, candidate_embeddings, "candidate_ids",
                              "candidate_embeddings")
-      keys = (self.sampler.id_keys(raw_ids) if self.sampler is not None
-              else base.default_keys(raw_ids))
+      keys = self._keys(raw_ids)
     positive_keys = keys[:num_queries]
     candidates = candidate_embeddings
     if self.gather_candidates:
@@ -386,12 +420,13 @@ class Retrieval(tfrs.tasks.Retrieval):
           self.sampler.build(query_embeddings.shape)
       groups = self.sampler(query_embeddings, candidates, keys,
                             training=training is not False,
-                            positive_ids=positive_keys, ids_are_keys=True)
+                            positive_ids=positive_keys, consumed=consumed,
+                            ids_are_keys=True)
     else:
       groups = [base.CandidateGroup(remove_accidental_hits=False)]
     groups = [self._with_task_options(g) for g in groups]
     loss = self.groups_loss(query_embeddings, candidates, groups, keys,
-                            sample_weight=sample_weight)
+                            sample_weight=sample_weight, consumed=consumed)
 
     update_ops = [m.update_state(loss) for m in self._loss_metrics]
     if compute_metrics:
@@ -411,6 +446,40 @@ class Retrieval(tfrs.tasks.Retrieval):
     with tf.control_dependencies(update_ops):
       return tf.identity(loss)
 
+  def _keys(self, ids: tf.Tensor) -> tf.Tensor:
+    """The int64 keys of ids: the sampler's (`id_keys`), else the default."""
+    if self.sampler is not None:
+      return self.sampler.id_keys(ids)
+    return keys_lib.default_keys(ids)
+
+  def _consumed(self, query_ids: Optional[tf.Tensor],
+                query_history: Optional[tf.Tensor]
+                ) -> Optional[masking.Consumed]:
+    """`consumed(keys) -> bool [B, K]` of the rows' users, or None."""
+    if query_ids is not None and self.consumed_items is None:
+      if query_history is None:
+        raise ValueError("query_ids is used for masking with a table of "
+                         "the training pairs: build the task with "
+                         "consumed_items=tfrs_negsamp.masking.ConsumedItems"
+                         ".from_interactions(...), or pass query_history.")
+    if not self.mask_history:
+      return None
+    if query_ids is not None and self.consumed_items is not None:
+      if not self.consumed_items.built:
+        with tf.init_scope():
+          self.consumed_items.build(None)
+      return self.consumed_items.for_users(query_ids)
+    if query_history is None:
+      return None
+    history = tf.convert_to_tensor(query_history)
+    base.check_rank(history, 2, "query_history")
+    padding = (tf.equal(history, "") if history.dtype == tf.string
+               else history < 0)
+    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
+                      tf.shape(history))
+    return masking.history_consumed(tf.where(padding, -tf.ones_like(keys),
+                                             keys))
+
   def _with_task_options(self, group: base.CandidateGroup
                          ) -> base.CandidateGroup:
     """Applies the task's `remove_accidental_hits` / `num_hard_negatives`."""
@@ -428,45 +497,10 @@ class Retrieval(tfrs.tasks.Retrieval):
         "num_hard_negatives": self._num_hard_negatives,
         "remove_accidental_hits": self._remove_accidental_hits,
         "gather_candidates": self.gather_candidates,
+        "mask_history": self.mask_history,
+        "consumed_items": (tf.keras.layers.serialize(self.consumed_items)
+                           if self.consumed_items is not None else None),
         "sampler": (tf.keras.layers.serialize(self.sampler)
                     if self.sampler is not None else None),
     })
     return config
-
-
-class SampledRetrieval(Retrieval):
-  """The group-level task of the experiment pipeline (`TwoTowerModel`).
-
-  `call(query, candidates, groups, candidate_ids=...)` takes the sampler's
-  groups directly (the model calls the sampler and gathers the candidates
-  itself). New code should use `Retrieval(sampler=...)`.
-
-  Args:
-    temperature: softmax temperature `tau` (None = 1).
-    loss: optional Keras loss, `"softmax"`/`"triplet"`, or a
-      `losses.CMLTripletLoss`.
-    name: layer name.
-    pairwise_loss: optional `losses.CMLTripletLoss` (the same as passing it
-      as `loss`): each group's loss is the CML hinge over its negatives.
-  """
-
-  def __init__(self, temperature: Optional[float] = None,
-               loss=None, name: Optional[str] = None,
-               pairwise_loss: Optional[losses.CMLTripletLoss] = None
-               ) -> None:
-    super().__init__(loss=pairwise_loss if pairwise_loss is not None
-                     else loss, temperature=temperature, name=name)
-
-  def call(self,
-           query_embeddings: tf.Tensor,
-           candidate_embeddings: tf.Tensor,
-           groups: List[base.CandidateGroup],
-           candidate_ids: tf.Tensor,
-           sample_weight: Optional[tf.Tensor] = None,
-           compute_metrics: bool = False,
-           consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
-    """`groups_loss` (factorized metrics are not computed here)."""
-    del compute_metrics
-    return self.groups_loss(query_embeddings, candidate_embeddings, groups,
-                            candidate_ids, sample_weight=sample_weight,
-                            consumed=consumed)

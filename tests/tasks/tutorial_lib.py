@@ -54,11 +54,13 @@ class MovielensModel(tfrs.Model):
     positive_movie_embeddings = self.movie_model(features["movie_title"])
     # With a table of the training pairs, the rows' user ids let the task
     # mask each user's own items among the negatives.
-    masked = getattr(self.task, "consumed_items", None) is not None
+    extra = ({"query_ids": features["user_id"]}
+             if getattr(self.task, "consumed_items", None) is not None
+             else {})
     return self.task(user_embeddings, positive_movie_embeddings,
                      candidate_ids=features["movie_title"],
-                     query_ids=features["user_id"] if masked else None,
-                     compute_metrics=not training, training=training)
+                     compute_metrics=not training, training=training,
+                     **extra)
 
 
 def _freq():

@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import adaptive
@@ -269,7 +270,7 @@ class TaskMaskingTest(tf.test.TestCase):
     never = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids,
                  consumed=lambda ids: tf.zeros([4, 4], tf.bool))
     self.assertEqual(float(plain), float(never))
-    off = experiment.build_model(
+    off = assembly.build_model(
         helpers.tiny_dataset(), helpers.tiny_config(mask_history=False), 8)
     self.assertIsNone(off.consumed_items)
 
@@ -458,7 +459,7 @@ class DistributedMaskingTest(tf.test.TestCase):
 
   def test_mirrored_equals_one_device_with_masking(self):
     dataset = helpers.tiny_dataset()
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     for sampler in ("in_batch_logq", "bir"):
       config = helpers.tiny_config(sampler=sampler, mask_history=True)
       single, mirrored = helpers.single_and_mirrored(dataset, config,
@@ -477,9 +478,9 @@ class DistributedMaskingTest(tf.test.TestCase):
           dataset.catalog.num_items, method="csr", name="consumed_items")
 
     dataset = helpers.tiny_dataset()
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     config = helpers.tiny_config(sampler="in_batch_logq", mask_history=True)
-    with mock.patch.object(experiment, "consumed_items", csr_items):
+    with mock.patch.object(assembly, "consumed_items", csr_items):
       single, mirrored = helpers.single_and_mirrored(dataset, config,
                                                      strategy)
     self.assertEqual(single.consumed_items.method, "csr")
@@ -490,7 +491,7 @@ class DistributedMaskingTest(tf.test.TestCase):
   def test_model_masks_consumed_in_batch_columns(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="in_batch", mask_history=True)
-    model = experiment.build_model(dataset, config, 8)
+    model = assembly.build_model(dataset, config, 8)
     batch = helpers.first_batch(dataset, 8)
     masked = float(model.compute_loss(batch, training=False))
     consumed = model.consumed_items.for_users(batch["user_id"])

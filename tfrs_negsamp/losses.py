@@ -51,6 +51,8 @@ class CMLTripletLoss(tf.keras.layers.Layer):
     margin: the hinge margin `m`.
   """
 
+  kind = "triplet"  # the loss family (`samplers.loss_kind`)
+
   def __init__(self, margin: float = 1.0, **kwargs) -> None:
     super().__init__(**kwargs)
     if margin < 0:

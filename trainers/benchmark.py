@@ -75,7 +75,7 @@ SUITES = {
     # Issue 4: CBNS at batch B with memory M in {B, 4B, 16B} vs in-batch at
     # B and at larger batches. The item tower has a real encoding cost
     # (titles, genres, MLP). All variants correct with the streaming logQ
-    # estimator (`--logq`, default streaming). Labels may not contain "=".
+    # estimator (`--frequency`, default streaming). Labels may not contain "=".
     # The CBNS variants fix their own warm-up (200 steps, about a quarter of
     # an ML-100K epoch at B), overriding --warmup_steps.
     "cbns": {
@@ -93,8 +93,8 @@ SUITES = {
         ],
     },
     # Issue 5: in-batch + logQ vs BIR vs XIR at the same batch B, all with
-    # the streaming logQ estimator (--logq). BIR: K = B draws per query;
-    # XIR: K/2 batch + K/2 cache draws, cache C = B, lambda = --xir_lambda.
+    # the streaming logQ estimator (--frequency). BIR: K = B draws per query;
+    # XIR: K/2 batch + K/2 cache draws, cache C = B, lambda = --cache_weight.
     # The item tower has a real cost, which XIR pays again on its cache.
     "xir": {
         "base": {"batch_size": B, "item_hidden": (256, 128),
@@ -157,7 +157,8 @@ def main(argv):
   del argv
   # Imported after flag parsing so that the CPU split comes first.
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
     raise common.UsageError("--output_dir is required")
@@ -194,9 +195,9 @@ def main(argv):
     timing_steps = suite.get("timing_steps", 0)
   floor = FLAGS.floor or suite.get("floor", False)
   if timing_steps > 0:
-    experiment.make_strategy(base.strategy, base.cpu_replicas)
+    strategies.make_strategy(base.strategy, base.cpu_replicas)
     rows = benchmarking.time_steps(
-        base, variants, experiment.load_data(base), steps=timing_steps,
+        base, variants, inputs.load_data(base), steps=timing_steps,
         rounds=FLAGS.timing_rounds, floor=floor)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
@@ -217,7 +218,7 @@ def main(argv):
   if FLAGS.baseline:
     variants.append(benchmarking.Variant("popularity_baseline",
                                          "popularity_baseline", {}))
-  experiment.make_strategy(base.strategy, base.cpu_replicas)
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
   rows = benchmarking.run_grid(base, variants, _seeds(FLAGS.seeds),
                                FLAGS.output_dir)
   reference = FLAGS.reference or variants[0].label

@@ -187,6 +187,10 @@ def define_flags() -> None:
                     "(repeat consumption), error stops at the first "
                     "repeat. The data summary and metrics.json report the "
                     "rows dropped.")
+  flags.DEFINE_float("user_fraction", 1.0,
+                     "Keep this fraction of the users (all their rows; one "
+                     "fixed choice per data set), e.g. to search settings "
+                     "on part of a large set.")
   flags.DEFINE_integer("num_validation", 1,
                        "Rows per user held out for validation before the "
                        "test row (leave_last_out; 1: the second-to-last). "
@@ -255,77 +259,7 @@ def define_flags() -> None:
                       "with the same flags resumes from it.")
   flags.DEFINE_integer("backup_freq", 50, "Back up every N steps.")
   flags.DEFINE_integer("verbose", 1, "Keras verbosity (0, 1 bar, 2 lines).")
-  # Sampler options.
-  flags.DEFINE_enum("logq", "streaming", ["streaming", "static", "none"],
-                    "Source of log Q for samplers that take one.")
-  flags.DEFINE_integer("num_buckets", 0,
-                       "Streaming estimator buckets (0: 16x catalog).")
-  flags.DEFINE_integer("num_hashes", 2, "Streaming estimator hashes.")
-  flags.DEFINE_float("estimator_alpha", 0.01, "Streaming estimator rate.")
-  flags.DEFINE_enum("estimator_rule", "debiased",
-                    ["paper", "first_gap", "debiased"],
-                    "Streaming estimator update rule.")
-  # Cross-batch negative sampling (CBNS).
-  flags.DEFINE_integer("memory_size", 0,
-                       "CBNS queue size M (0: 4x the global batch).")
-  flags.DEFINE_boolean("cbns_fresh_queue", False,
-                       "CBNS diagnostic: re-embed the queue's ids at every "
-                       "step (no stale embeddings; not the paper's method).")
-  flags.DEFINE_boolean("cbns_fresh_queue_gradient", False,
-                       "With --cbns_fresh_queue: keep the gradient of the "
-                       "re-embedded queue columns (diagnostic).")
-  flags.DEFINE_integer("warmup_steps", 0,
-                       "CBNS: steps before the queue is used as negatives.")
-  # BIR / XIR importance resampling.
-  flags.DEFINE_integer("num_resampled", 0,
-                       "BIR/XIR draws per query K (0: the global batch).")
-  flags.DEFINE_integer("cache_size", 0,
-                       "XIR cache size C (0: the global batch).")
-  flags.DEFINE_float("xir_lambda", 0.2,
-                     "XIR weight of the cache group (1 - lambda: batch).")
-  flags.DEFINE_float("cache_decay", 0.0,
-                     "XIR: occurrence counts decay by (1 - decay) per step.")
-  # Catalog samplers, MNS / ANS / AMNS and two-stage (issue 6).
-  flags.DEFINE_integer("num_negatives", 0,
-                       "uniform/popularity/inverse_popularity/balanced: "
-                       "negatives per row K (0: 32).")
-  flags.DEFINE_float("popularity_alpha", 1.0,
-                     "popularity: exponent of the training counts.")
-  flags.DEFINE_boolean("catalog_logq", False,
-                       "Catalog samplers and two_stage: subtract the log "
-                       "expected count (off, as in the studies).")
-  flags.DEFINE_integer("num_uniform", 0,
-                       "mixed/adaptive_mixed: shared uniform columns B' "
-                       "(0: the global batch for mixed, 100 for "
-                       "adaptive_mixed).")
-  flags.DEFINE_boolean("mixed_logq", None,
-                       "MNS mixture correction log(G f + B'/N) (unset: on "
-                       "for mixed, off for adaptive_mixed).")
-  flags.DEFINE_integer("adaptive_pool", 0,
-                       "adaptive/adaptive_mixed: random in-batch pool per "
-                       "row (0: 100 for adaptive, 10 for adaptive_mixed).")
-  flags.DEFINE_integer("num_hard_negatives", 0,
-                       "adaptive/adaptive_mixed/two_stage: negatives kept "
-                       "per row (0: 20, 20, 32); for adaptive/adaptive_mixed "
-                       "the reference's num_adaptive_samples.")
-  flags.DEFINE_integer("two_stage_pool", 0,
-                       "two_stage: stage-1 pool size C (0: 512 for "
-                       "query_score; for reference 1.5 percent of the "
-                       "catalog, at least 128, at most 2000).")
-  flags.DEFINE_enum("two_stage_rule", "reference",
-                    ["reference", "query_score"],
-                    "two_stage: stage 2 draws by spread-out weights of the "
-                    "similarity to the positive on a stale item table "
-                    "(reference) or keeps the top-K2 by query score.")
-  flags.DEFINE_integer("two_stage_refresh", 100,
-                       "two_stage (reference rule): training steps between "
-                       "refreshes of the stale item table.")
-  flags.DEFINE_float("two_stage_beta", 1.0,
-                     "two_stage: stage-1 popularity exponent beta (1: the "
-                     "reference code's default; 0: a uniform pool, which "
-                     "the tuner chose for the softmax in every README "
-                     "table).")
-  flags.DEFINE_float("cml_margin", 1.0, "two_stage_triplet: hinge margin.")
+  define_sampler_flags()
   # Synthetic generator.
   flags.DEFINE_integer("synthetic_users", 2000, "Synthetic: users.")
   flags.DEFINE_integer("synthetic_items", 1000, "Synthetic: items.")
@@ -337,21 +271,58 @@ def define_flags() -> None:
 # tutorial two-tower, `tfrs.tasks.Retrieval`; `benchmarking.FLOOR`).
 FLOOR = "plain_tfrs"
 
-SAMPLER_OPTION_FLAGS = ("logq", "num_buckets", "num_hashes",
-                        "estimator_alpha", "estimator_rule", "memory_size",
-                        "warmup_steps", "num_resampled", "cache_size",
-                        "xir_lambda", "cache_decay", "num_negatives",
-                        "popularity_alpha", "catalog_logq", "num_uniform",
-                        "mixed_logq", "adaptive_pool", "num_hard_negatives",
-                        "two_stage_pool", "two_stage_beta", "cml_margin")
-SAMPLER_OPTION_FLAGS += ("two_stage_rule", "two_stage_refresh")
-SAMPLER_OPTION_FLAGS += ("cbns_fresh_queue", "cbns_fresh_queue_gradient")
+
+def sampler_option_flags() -> Tuple[str, ...]:
+  """The flags of the samplers' options (one per option name)."""
+  from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
+  return tuple(sorted(samplers.option_table()))
+
+
+def define_sampler_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """One flag per option of the registered samplers, derived from them.
+
+  A flag's name is the option's (the sampler's constructor argument), its
+  type the option's, its help the option's help line followed by the
+  samplers that take it and their defaults. Its default is None: "the
+  sampler's own default" (the options dataclass holds it), so that
+  `config_from_flags` knows which options were set.
+  """
+  from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
+  for name, info in sorted(samplers.option_table().items()):
+    if name in flag_values:
+      continue
+    takers = ", ".join("%s (%s)" % (s, _default_text(d))
+                       for s, d in sorted(info.defaults.items()))
+    text = "%s. Samplers (default): %s." % (info.help.rstrip("."), takers)
+    if info.kind is bool:
+      flags.DEFINE_boolean(name, None, text, flag_values=flag_values)
+    elif info.kind is int:
+      flags.DEFINE_integer(name, None, text, flag_values=flag_values)
+    elif info.kind is float:
+      flags.DEFINE_float(name, None, text, flag_values=flag_values)
+    elif info.choices:
+      flags.DEFINE_enum(name, None, list(info.choices), text,
+                        flag_values=flag_values)
+    else:
+      flags.DEFINE_string(name, None, text, flag_values=flag_values)
+
+
+def _default_text(value) -> str:
+  return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def sampler_options_from_flags(flag_values: flags.FlagValues = FLAGS
+                               ) -> dict:
+  """`{option: value}` of the sampler option flags given on the command
+  line (unset flags are None and leave the sampler's default)."""
+  return {name: flag_values[name].value for name in sampler_option_flags()
+          if name in flag_values and flag_values[name].value is not None}
 
 
 def config_from_flags(**overrides):
   """An `ExperimentConfig` from the parsed flags."""
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  config = experiment.ExperimentConfig(
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
+  config = configuration.ExperimentConfig(
       dataset=FLAGS.dataset, data_path=FLAGS.data_path, split=FLAGS.split,
       num_validation=FLAGS.num_validation, eval_split=FLAGS.eval_split,
       ease_lambda=FLAGS.ease_lambda,
@@ -364,6 +335,7 @@ def config_from_flags(**overrides):
       query_hidden=parse_widths("query_hidden", FLAGS.query_hidden),
       item_hidden=parse_widths("item_hidden", FLAGS.item_hidden),
       seed=FLAGS.seed, duplicates=FLAGS.duplicates,
+      user_fraction=FLAGS.user_fraction,
       query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
       share_item_embeddings=FLAGS.share_item_embeddings,
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
@@ -376,8 +348,7 @@ def config_from_flags(**overrides):
           "num_leaves_to_search": FLAGS.scann_leaves_to_search,
           "num_reordering_candidates": FLAGS.scann_reorder},
       backup_freq=FLAGS.backup_freq, verbose=FLAGS.verbose,
-      sampler_options={name: FLAGS[name].value
-                       for name in SAMPLER_OPTION_FLAGS},
+      sampler_options=sampler_options_from_flags(),
       synthetic=({"num_users": FLAGS.synthetic_users,
                   "num_items": FLAGS.synthetic_items,
                   "interactions_per_user": FLAGS.synthetic_interactions}

@@ -48,7 +48,8 @@ def main(argv):
   config = common.config_from_flags()
   # Imported here so that the CPU split of `make_strategy` comes first.
   from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   experiment.run(config, strategy=strategy)
 
 
@@ -57,12 +58,12 @@ def _run_floor():
   config = common.config_from_flags(sampler="in_batch")
   config.sampler = common.FLOOR
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   try:
     benchmarking.check_floor(config)
   except ValueError as e:
     raise common.UsageError(str(e)) from e
-  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   benchmarking.run_floor(config, strategy=strategy)
 
 

@@ -6,10 +6,10 @@ r"""Tunes every sampler on the validation split, then reports it on test.
 
   python -m trainers.tune --samplers=in_batch_logq,xir --trials=10 ...
 
-Per sampler: an Optuna TPE study (fixed `--tune_seed`) over the
-hyperparameters of `trainers.pipeline.tuning.SEARCH_SPACE` that apply to it
-(temperature, learning rate, history masking and the sampler's own
-options), each trial trained with the shared flags and scored on the
+Per sampler: an Optuna TPE study (fixed `--tune_seed`) over the shared
+settings (temperature, learning rate, history masking) and the sampler's own
+options (the search ranges declared with them, in the sampler's module),
+each trial trained with the shared flags and scored on the
 validation split (each user's second-to-last interaction, `--objective`).
 The best setting is re-trained with `--final_seeds` seeds and evaluated on
 test, next to the popularity and EASE^R baselines (and, with `--floor`, the
@@ -47,6 +47,21 @@ flags.DEFINE_boolean("floor", False,
                      "Also train the plain-TFRS floor (tfrs.tasks.Retrieval,"
                      " id towers, the shared setting) with the final seeds "
                      "and report every step time as a ratio to it.")
+flags.DEFINE_list("data", [],
+                  "Transfer study (defaults chosen on several data sets, "
+                  "SAMPLERS.md section 13): name:dataset:path[:user_fraction]"
+                  " items, e.g. ml100k:movielens:DIR,ml1m:csv:FILE:0.3. Each "
+                  "trial trains on every set; per study the setting with "
+                  "the largest minimum over the sets of validation metric / "
+                  "the study's best on that set is chosen (transfer.md).")
+flags.DEFINE_list("towers", [],
+                  "With --data: one study per query tower for each sampler "
+                  "(labels sampler@tower), to choose the trainer's tower, "
+                  "learning rate and temperature.")
+flags.DEFINE_enum("search", "all", ["all", "shared", "own"],
+                  "With --data: search the shared settings and the sampler's"
+                  " own options (all), only the shared ones, or only the "
+                  "sampler's own options.")
 FLAGS = flags.FLAGS
 
 
@@ -54,7 +69,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   # Imported after flag parsing so that the CPU split comes first.
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import tuning  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
@@ -66,14 +82,19 @@ def main(argv):
   names = FLAGS.samplers or samplers.available_samplers()
   unknown = [s for s in names if s not in samplers.available_samplers()]
   bad_baselines = [b for b in FLAGS.baselines
-                   if b not in experiment.BASELINES]
+                   if b not in configuration.BASELINES]
   if unknown or bad_baselines:
     raise common.UsageError(
         "unknown samplers %s; valid: %s; baselines: %s" % (
             ", ".join(unknown + bad_baselines),
             ", ".join(samplers.available_samplers()),
-            ", ".join(experiment.BASELINES)))
-  experiment.make_strategy(base.strategy, base.cpu_replicas)
+            ", ".join(configuration.BASELINES)))
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
+  if FLAGS.data:
+    return _transfer(base, names)
+  if FLAGS.towers or FLAGS.search != "all":
+    raise common.UsageError("--towers and --search apply to the transfer "
+                            "study: give --data too")
   try:
     tuning.tune(base, names, FLAGS.trials, FLAGS.output_dir,
                 final_seeds=FLAGS.final_seeds, objective=FLAGS.objective,
@@ -84,6 +105,37 @@ def main(argv):
   for name in ("results.md",):
     with open(os.path.join(FLAGS.output_dir, name)) as f:
       print(f.read())
+
+
+def _transfer(base, names):
+  """`--data`: the transfer study (`trainers.pipeline.transfer`)."""
+  from trainers.pipeline import transfer  # pylint: disable=g-import-not-at-top
+  from tfrs_negsamp.models import query_towers  # pylint: disable=g-import-not-at-top
+  for flag in ("dataset", "data_path", "eval_split", "final_seeds",
+               "baselines", "floor"):
+    if FLAGS[flag].present:
+      raise common.UsageError(
+          "--%s does not apply to the transfer study (--data sets the data "
+          "and evaluates on each validation split; the chosen defaults are "
+          "measured on test with trainers.benchmark)" % flag)
+  bad = [t for t in FLAGS.towers if t not in query_towers.QUERY_TOWERS]
+  if bad:
+    raise common.UsageError("--towers: unknown %s; valid: %s" % (
+        ", ".join(bad), ", ".join(query_towers.QUERY_TOWERS)))
+  try:
+    specs = transfer.parse_data_specs(FLAGS.data)
+  except ValueError as e:
+    raise common.UsageError(str(e)) from e
+  labels = ["%s@%s" % (n, t) for n in names for t in FLAGS.towers] or names
+  try:
+    transfer.transfer(base, specs, labels, FLAGS.trials, FLAGS.output_dir,
+                      objective=FLAGS.objective, seed=FLAGS.tune_seed,
+                      shared_only=FLAGS.search == "shared",
+                      own_only=FLAGS.search == "own")
+  except ValueError as e:
+    raise common.UsageError(str(e)) from e
+  with open(os.path.join(FLAGS.output_dir, "transfer.md")) as f:
+    print(f.read())
 
 
 if __name__ == "__main__":

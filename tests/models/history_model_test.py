@@ -5,7 +5,9 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import inputs
+from trainers.pipeline import strategies
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.data import sequences
@@ -14,7 +16,7 @@ from tfrs_negsamp.data import sequences
 def _mirrored():
   devices = tf.config.list_logical_devices("CPU")
   assert len(devices) >= 2, "conftest must split the CPU into 2 devices"
-  return experiment.make_strategy("mirrored", 2)
+  return strategies.make_strategy("mirrored", 2)
 
 
 def _config(tower, **overrides):
@@ -26,7 +28,7 @@ def _config(tower, **overrides):
 def _batches(dataset, config, count):
   # Shuffled (seeded: the same batches on every call), so that a batch mixes
   # users (history masking would hide every negative of a one-user batch).
-  ds = experiment.train_dataset(dataset, config, shuffle=True)
+  ds = inputs.train_dataset(dataset, config, shuffle=True)
   return list(ds.take(count))
 
 
@@ -44,12 +46,12 @@ class HistoryModelTest(tf.test.TestCase):
 
   def test_train_batches_have_static_history_features(self):
     config = _config("mean")
-    spec = experiment.train_dataset(self.dataset, config).element_spec
+    spec = inputs.train_dataset(self.dataset, config).element_spec
     self.assertEqual(spec["history"].shape.as_list(), [8, 5])
     self.assertEqual(spec["history"].dtype, tf.int64)
     self.assertEqual(spec["item_id"].shape.as_list(), [8])
     # The id tower keeps today's pipeline.
-    spec = experiment.train_dataset(self.dataset, _config("id")).element_spec
+    spec = inputs.train_dataset(self.dataset, _config("id")).element_spec
     self.assertNotIn("history", spec)
 
   def test_config_validation(self):
@@ -61,10 +63,10 @@ class HistoryModelTest(tf.test.TestCase):
   def _check_fit(self, tower):
     strategy = tf.distribute.get_strategy()
     config = _config(tower, learning_rate=0.02, dropout=0.1)
-    model = experiment.create_model(self.dataset, config, strategy)
+    model = assembly.create_model(self.dataset, config, strategy)
     batches = _batches(self.dataset, config, 4)
     before = np.mean([float(model.compute_loss(b)) for b in batches])
-    train = experiment.train_dataset(self.dataset, config).take(15)
+    train = inputs.train_dataset(self.dataset, config).take(15)
     history = model.fit(train.repeat(2), epochs=1, verbose=0)
     after = np.mean([float(model.compute_loss(b)) for b in batches])
     self.assertLess(after, before, msg=tower)
@@ -82,7 +84,7 @@ class HistoryModelTest(tf.test.TestCase):
 
   def test_evaluation_queries_use_the_evaluation_histories(self):
     config = _config("gru")
-    model = experiment.create_model(self.dataset, config,
+    model = assembly.create_model(self.dataset, config,
                                     tf.distribute.get_strategy())
     sets = protocol.evaluation_sets(self.dataset)
     histories = sequences.evaluation_histories(self.dataset, sets.user_ids,
@@ -105,7 +107,7 @@ class HistoryModelTest(tf.test.TestCase):
     strategy = tf.distribute.get_strategy()
     for name, tower in pairs:
       config = _config(tower, sampler=name)
-      model = experiment.create_model(self.dataset, config, strategy)
+      model = assembly.create_model(self.dataset, config, strategy)
       batch = _batches(self.dataset, config, 1)[0]
       loss = model.compute_loss(batch, training=True)
       self.assertTrue(np.isfinite(float(loss)), msg=(name, tower))
@@ -127,7 +129,7 @@ class HistoryModelTest(tf.test.TestCase):
     # sampler receives; it holds each row's user's training items (all of
     # them, not only the history window), and nothing else.
     config = _config("mean")
-    model = experiment.create_model(self.dataset, config,
+    model = assembly.create_model(self.dataset, config,
                                     tf.distribute.get_strategy())
     seen = {}
     sample = model.sampler.sample
@@ -157,7 +159,7 @@ class HistoryModelTest(tf.test.TestCase):
       config = _config(tower, sampler="cross_batch", item_features=False)
       config.sampler_options = dict(config.sampler_options, memory_size=16,
                                     logq="none")
-      model = experiment.create_model(self.dataset, config, strategy)
+      model = assembly.create_model(self.dataset, config, strategy)
       batches = _batches(self.dataset, config, 3)
       for b in batches[:2]:
         model.compute_loss(b, training=True)  # fills the queue (16 slots)
@@ -214,9 +216,9 @@ class HistoryModelTest(tf.test.TestCase):
   def test_fit_under_mirrored_strategy_restores_static_shapes(self):
     strategy = _mirrored()
     config = _config("mean", sampler="cross_batch")
-    model = experiment.create_model(self.dataset, config, strategy)
+    model = assembly.create_model(self.dataset, config, strategy)
     model.local_batch_size = config.batch_size // 2
-    train = experiment.train_dataset(self.dataset, config).take(10)
+    train = inputs.train_dataset(self.dataset, config).take(10)
     history = model.fit(train, epochs=1, verbose=0)
     self.assertEqual(int(model.optimizer.iterations.numpy()), 10)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))

@@ -290,10 +290,10 @@ class CatalogDistributionTest(tf.test.TestCase):
       sampler = base.create_sampler(name, ctx)
       self.assertIsInstance(sampler, cls)
       self.assertEqual(sampler.num_negatives, 9)
-    # popularity_alpha is popularity's own option; the others refuse it.
-    ctx = ctx._replace(options={"num_negatives": 9, "popularity_alpha": 0.5})
+    # alpha is popularity's own option; the others refuse it.
+    ctx = ctx._replace(options={"num_negatives": 9, "alpha": 0.5})
     self.assertEqual(base.create_sampler("popularity", ctx).alpha, 0.5)
-    with self.assertRaisesRegex(ValueError, "no option 'popularity_alpha'"):
+    with self.assertRaisesRegex(ValueError, "no option 'alpha'"):
       base.create_sampler("uniform", ctx)
 
   def test_item_tower_is_not_tracked_by_the_sampler(self):

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrs_negsamp import data as data_lib
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import adaptive
 from tfrs_negsamp.samplers import adaptive_mixed
@@ -232,9 +233,9 @@ class TwoStageTest(tf.test.TestCase):
   def test_two_stage_triplet_model_uses_the_hinge(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="two_stage_triplet")
-    model = experiment.build_model(dataset, config, 8)
+    model = assembly.build_model(dataset, config, 8)
     self.assertIsInstance(model.task.pairwise_loss, losses.CMLTripletLoss)
-    softmax = experiment.build_model(
+    softmax = assembly.build_model(
         dataset, helpers.tiny_config(sampler="two_stage"), 8)
     self.assertIsNone(softmax.task.pairwise_loss)
 
@@ -273,20 +274,21 @@ class MirroredTest(tf.test.TestCase):
     # is called eagerly: tracing a tf.function per sampler costs ~8 s each
     # on the shared 2-core machine, and `model.fit` under the strategy is
     # covered by tests/models.
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     dataset = helpers.tiny_dataset()
     # One row per user: the first rows all belong to one user, whose own
     # items user-history masking removes from every in-batch pool.
     _, rows = np.unique(dataset.train.user_ids, return_index=True)
     batch = next(iter(data_lib.to_tf_dataset(
         dataset.train.subset(np.sort(rows)[:8]), batch_size=8)))
-    options = {"num_negatives": 4, "adaptive_pool": 3,
-               "num_hard_negatives": 2, "num_uniform": 5,
-               "two_stage_pool": 6}
+    options = {"num_negatives": 4, "num_hard_negatives": 2, "num_uniform": 5}
     for name in STUDY_SAMPLERS:
-      config = helpers.tiny_config(sampler=name, sampler_options=options)
+      # Two-stage's pool holds its K2 = 2 among 6 items; the adaptive pools
+      # are 3 in-batch items.
+      config = helpers.tiny_config(sampler=name, sampler_options=dict(
+          options, pool_size=6 if name.startswith("two_stage") else 3))
       with strategy.scope():
-        model = experiment.build_model(dataset, config, 8)
+        model = assembly.build_model(dataset, config, 8)
       dist = next(iter(strategy.experimental_distribute_dataset(
           tf.data.Dataset.from_tensors(batch))))
 

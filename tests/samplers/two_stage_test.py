@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import two_stage
@@ -244,14 +245,14 @@ class StaleTableTest(tf.test.TestCase):
   def test_identical_on_both_replicas_under_mirrored_strategy(self):
     # Refresh every 2 steps; the item tower changes between steps, so the
     # table must hold the tower of steps 0 and 2 after steps 1 and 3.
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="two_stage", sampler_options={
-        "two_stage_refresh": 2, "two_stage_pool": 6,
+        "refresh_steps": 2, "pool_size": 6,
         "num_hard_negatives": 2})
     # create_model builds every variable (as the trainer does) with an
     # evaluation-mode call, which neither refreshes nor counts.
-    model = experiment.create_model(dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
     batch = helpers.first_batch(dataset, 8)
     dist = next(iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(batch))))

@@ -5,7 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import fitting
+from trainers.pipeline import strategies
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
@@ -107,7 +109,7 @@ def group_counts(group, positive_columns):
 
 def _mirrored():
   assert len(tf.config.list_logical_devices("CPU")) >= 2
-  return experiment.make_strategy("mirrored", 2)
+  return strategies.make_strategy("mirrored", 2)
 
 
 class XIRTest(tf.test.TestCase, parameterized.TestCase):
@@ -262,9 +264,9 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     # Unmasked: with history masking a row may have no column to draw.
     config = helpers.tiny_config(sampler="xir", mask_history=False)
     config.sampler_options.update(temperature=config.temperature)
-    model = experiment.create_model(dataset, config,
+    model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
-    stats = experiment.train(model, dataset, config,
+    stats = fitting.train(model, dataset, config,
                              tf.distribute.get_strategy())
     sampler = model.sampler
     self.assertEqual(int(sampler.step.numpy()), stats["steps"])
@@ -275,7 +277,7 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
 
     path = tf.train.Checkpoint(model=model).save(
         self.get_temp_dir() + "/ckpt")
-    fresh = experiment.create_model(dataset, config, _mirrored())
+    fresh = assembly.create_model(dataset, config, _mirrored())
     self.assertNotAllEqual(fresh.sampler.occurrence.values[0].numpy(),
                            sampler.occurrence.numpy())
     tf.train.Checkpoint(model=fresh).restore(
@@ -335,8 +337,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     ctx = base.SamplerContext(
         item_counts=np.array([0., 3., 1., 2.]), item_model=item_model,
         global_batch_size=32, seed=4,
-        options={"cache_size": 0, "num_resampled": 0, "xir_lambda": 0.5,
-                 "cache_decay": 0.1, "logq": "static", "temperature": 0.3})
+        options={"cache_size": 0, "num_resampled": 0, "cache_weight": 0.5,
+                 "cache_decay": 0.1, "frequency": "static"}, temperature=0.3)
     sampler = base.create_sampler("xir", ctx)
     self.assertIsInstance(sampler, xir.XIRSampler)
     self.assertEqual((sampler.num_items, sampler.cache_size,
@@ -352,8 +354,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                       sampler.cache_weight), (7, 10, 0.2))
     with self.assertRaisesRegex(ValueError, "needs context.item_model"):
       base.create_sampler("xir", ctx._replace(item_model=None))
-    with self.assertRaisesRegex(ValueError, "xir_lambda must be"):
-      base.create_sampler("xir", ctx._replace(options={"xir_lambda": 2.0}))
+    with self.assertRaisesRegex(ValueError, "cache_weight must be"):
+      base.create_sampler("xir", ctx._replace(options={"cache_weight": 2.0}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A trained history-tower model, exported through `experiment`: same top-k.
 
 Trains the real towers (`--query_tower=mean|sasrec`) one tiny epoch, exports
-them with `experiment.export_model`, reloads the SavedModel in a fresh
+them with `exporting.export_model`, reloads the SavedModel in a fresh
 process importing only TensorFlow and ScaNN, and compares its top-k with
 the in-memory model on the users' evaluation histories (sent as item id
 strings, with unknown ids and padding mixed in).
@@ -17,7 +17,9 @@ import tensorflow as tf
 from tests import helpers
 from tests.serving import history_export_test as hist
 from tests.serving import server_test
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import exporting
+from trainers.pipeline import fitting
 from tfrs_negsamp.data import sequences
 from tfrs_negsamp.serving import export
 from trainers.serving import server
@@ -30,8 +32,8 @@ def _trained(query_tower, **overrides):
   config = helpers.tiny_config(query_tower=query_tower, max_history=L,
                                epochs=1, **overrides)
   strategy = tf.distribute.get_strategy()
-  model = experiment.create_model(dataset, config, strategy)
-  experiment.train(model, dataset, config, strategy)
+  model = assembly.create_model(dataset, config, strategy)
+  fitting.train(model, dataset, config, strategy)
   return dataset, config, model
 
 
@@ -68,7 +70,7 @@ class HistoryExperimentExportTest(tf.test.TestCase):
     # equal exact search (ScaNN's approximation is export_test's concern).
     leaves = export.scann_parameters(dataset.catalog.num_items,
                                      10)["num_leaves"]
-    experiment.export_model(model, dataset, path, kind=kind, k=10,
+    exporting.export_model(model, dataset, path, kind=kind, k=10,
                             scann_overrides={"num_leaves_to_search": leaves},
                             history_length=config.max_history)
     with open(os.path.join(path, export.METADATA_FILE)) as f:
@@ -113,13 +115,13 @@ class ExportModelTest(tf.test.TestCase):
   def test_export_model_needs_the_history_length(self):
     dataset = helpers.tiny_dataset(num_users=30, num_items=60)
     config = helpers.tiny_config(query_tower="mean", max_history=L)
-    model = experiment.create_model(dataset, config,
+    model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
     history_length = model.query_model.history_length
     try:
       model.query_model.history_length = None
       with self.assertRaisesRegex(ValueError, "history length"):
-        experiment.export_model(model, dataset, self.get_temp_dir(),
+        exporting.export_model(model, dataset, self.get_temp_dir(),
                                 kind="brute_force", k=5)
     finally:
       model.query_model.history_length = history_length

@@ -13,7 +13,7 @@ import tensorflow_recommenders as tfrs
 
 import tfrs_negsamp as tn
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
 
 # Three rows (user, positive): (a, x), (b, y), (a, z). Training pairs:
 # a -> {x, y}, b -> {z}. Row 0 masks column y; row 1 masks column z; row 2
@@ -119,9 +119,9 @@ class PipelineIsADropInUserTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     for sampler in ("in_batch", "cross_batch"):
       config = helpers.tiny_config(sampler=sampler, mask_history=True,
-                                   sampler_options={"logq": "none"}
+                                   sampler_options={"frequency": "none"}
                                    if sampler == "cross_batch" else {})
-      model = experiment.build_model(dataset, config, 8)
+      model = assembly.build_model(dataset, config, 8)
       batch = helpers.first_batch(dataset, 8)
       pipeline = float(model.compute_loss(batch, training=False))
 

@@ -22,7 +22,9 @@ from absl import flags
 import pytest
 
 from trainers import common
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -75,14 +77,14 @@ CASES = [
     Case("estimator_alpha_zero", ["--estimator_alpha=0"],
          "error: --estimator_alpha must be a finite number in (0, 1], got "
          "0.0"),
-    Case("xir_lambda_above_one", ["--xir_lambda=1.5"],
-         "error: --xir_lambda must be a finite number in [0, 1], got 1.5"),
+    Case("xir_lambda_above_one", ["--cache_weight=1.5"],
+         "error: --cache_weight must be a finite number in [0, 1], got 1.5"),
     Case("cache_decay_nan", ["--cache_decay=nan"],
          "error: --cache_decay must be a finite number in [0, 1), got nan"),
-    Case("cml_margin_negative", ["--cml_margin=-1"],
-         "error: --cml_margin must be a finite number >= 0, got -1.0"),
-    Case("popularity_alpha_inf", ["--popularity_alpha=inf"],
-         "error: --popularity_alpha must be a finite number, got inf"),
+    Case("cml_margin_negative", ["--margin=-1"],
+         "error: --margin must be a finite number >= 0, got -1.0"),
+    Case("popularity_alpha_inf", ["--alpha=inf"],
+         "error: --alpha must be a finite number, got inf"),
     # Integers and lists.
     Case("batch_size_not_a_number", ["--batch_size=abc"],
          "error: flag --batch_size=abc: invalid literal for int() with base "
@@ -320,8 +322,8 @@ def train_error_line(argv: Sequence[str]):
                                 "form --name=value" % " ".join(rest[1:]))
       config = common.config_from_flags()
       replicas = config.cpu_replicas if config.strategy == "mirrored" else 1
-      dataset = experiment.load_data(config)
-      experiment.check_dataset(config, dataset, replicas)
+      dataset = inputs.load_data(config)
+      configuration.check_dataset(config, dataset, replicas)
     except Exception as e:  # pylint: disable=broad-except
       return common.error_line(e)
     return None
@@ -389,9 +391,9 @@ def test_run_checks_the_data_before_building_the_model(tmp_path,
   built = []
   monkeypatch.setattr(experiment, "create_model",
                       lambda *a, **k: built.append(1))
-  config = experiment.ExperimentConfig(dataset="csv", data_path=str(path),
+  config = configuration.ExperimentConfig(dataset="csv", data_path=str(path),
                                        batch_size=64, verbose=0)
-  with pytest.raises(experiment.ConfigError, match="--batch_size=64 is "
+  with pytest.raises(configuration.ConfigError, match="--batch_size=64 is "
                      "larger than the training split"):
     experiment.run(config)
   assert not built

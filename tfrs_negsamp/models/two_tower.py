@@ -55,7 +55,7 @@ class TwoTowerModel(tfrs.Model):
         loss=loss, temperature=temperature, sampler=sampler,
         gather_candidates=global_negatives, consumed_items=consumed_items)
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
-    # Rows per replica in `fit`, when known (`experiment.train` sets it):
+    # Rows per replica in `fit`, when known (`fitting.train` sets it):
     # MultiWorkerMirroredStrategy's rebatched input has no static batch size.
     self.local_batch_size: Optional[int] = None
     # History towers: `(user_ids, split) -> [U, L]` evaluation histories.
@@ -113,7 +113,7 @@ class TwoTowerModel(tfrs.Model):
     With several replicas the loss and rows are summed across them and only
     replica 0 accumulates (the others add weight 0): the metric's state is
     `(sum of step means, steps)` on replica 0 and zero elsewhere, a state a
-    restored backup can put back exactly (`experiment.ExactResume`).
+    restored backup can put back exactly (`fitting.ExactResume`).
     """
     rows = tf.cast(rows, loss.dtype)
     context = tf.distribute.get_replica_context()
@@ -145,7 +145,7 @@ class TwoTowerModel(tfrs.Model):
     A history tower reads `histories` (`[U, L]` int64 model indices,
     left-padded with 0) or, when None, the evaluation histories of `split`
     from `self.history_source(user_ids, split)` (set by
-    `experiment.build_model`).
+    `assembly.build_model`).
     """
     out = []
     user_ids = np.asarray(user_ids)

@@ -1,11 +1,14 @@
 """Negative samplers: one module per strategy, one contract (`base`)."""
 
 from tfrs_negsamp.samplers.base import (CandidateGroup, NegativeSampler,
-                                        PerQuery, SamplerContext,
-                                        available_samplers, build_options,
-                                        check_option, create_sampler,
-                                        option_names, register_sampler,
-                                        sampler_options)
+                                        OptionInfo, PerQuery, SamplerContext,
+                                        Tune, available_samplers,
+                                        build_options, check_option,
+                                        create_sampler, loss_kind, option,
+                                        option_names, option_table,
+                                        option_tunes, register_sampler,
+                                        sampler_options, sampler_summary,
+                                        task_loss, unregister_sampler)
 from tfrs_negsamp.samplers.adaptive import AdaptiveSampler
 from tfrs_negsamp.samplers.adaptive_mixed import AdaptiveMixedSampler
 from tfrs_negsamp.samplers.balanced import BalancedSampler

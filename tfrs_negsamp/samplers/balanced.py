@@ -85,4 +85,5 @@ class BalancedSampler(catalog.CatalogSampler):
 @base.register_sampler("balanced", options=catalog.CatalogOptions)
 def _balanced(context: base.SamplerContext,
               options: catalog.CatalogOptions) -> BalancedSampler:
+  """Per-row negatives by popularity cohort, 0.8 from the positive's (PCNS)."""
   return BalancedSampler(**catalog.catalog_kwargs(context, options))

@@ -303,33 +303,73 @@ class OptionSpec:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Tune:
+  """How the tuner searches an option (its search range).
+
+  Attributes:
+    kind: "float" or "int" (the range `low`..`high`, on a log scale when
+      `log`) or "categorical" (`choices`).
+    low: lowest value searched.
+    high: highest value searched.
+    log: search on a log scale.
+    choices: the values of a categorical search.
+    per_batch: the choices are multiples of the global batch size (rounded
+      to whole numbers, at least 1).
+  """
+  kind: str
+  low: float = 0.0
+  high: float = 0.0
+  log: bool = False
+  choices: Tuple[Any, ...] = ()
+  per_batch: bool = False
+
+  def __post_init__(self):
+    if self.kind not in ("float", "int", "categorical"):
+      raise ValueError("unknown Tune kind %r" % self.kind)
+    if self.kind == "categorical" and not self.choices:
+      raise ValueError("a categorical Tune needs choices")
+
+
 def option(default: Any, *, low: Optional[float] = None,
            high: Optional[float] = None, low_open: bool = False,
            high_open: bool = False, zero_is_default: bool = False,
-           choices: Sequence[str] = ()) -> Any:
-  """A field of an options dataclass: its default and its valid values.
+           choices: Sequence[str] = (), help: str = "",  # pylint: disable=redefined-builtin
+           tune: Optional[Tune] = None) -> Any:
+  """A field of an options dataclass: the one place an option is written.
+
+  The field's name is the constructor argument it sets (and the trainer's
+  flag: `--<name>`); it holds the default, the valid values, the help text
+  of the flag and the tuner's search range.
 
   ```
   @dataclasses.dataclass(frozen=True)
   class CrossBatchOptions:
-    memory_size: int = base.option(0, low=0)  # 0: 4 x the global batch
+    memory_size: int = base.option(
+        0, low=0, help="queue size M (0: 4x the global batch)",
+        tune=base.Tune("categorical", choices=(1, 4, 16), per_batch=True))
   ```
 
   Args:
-    default: the option's default (the one place it is written).
+    default: the option's default.
     low: see `OptionSpec`.
     high: see `OptionSpec`.
     low_open: see `OptionSpec`.
     high_open: see `OptionSpec`.
     zero_is_default: see `OptionSpec`.
     choices: see `OptionSpec`.
+    help: one line for the flag's help and the docs.
+    tune: the tuner's search range (None: not searched).
 
   Returns:
-    A `dataclasses.field` with `metadata={"spec": OptionSpec(...)}`.
+    A `dataclasses.field` with `metadata={"spec": OptionSpec(...), "help":
+    help, "tune": tune}`.
   """
   return dataclasses.field(default=default, metadata={"spec": OptionSpec(
       low=low, high=high, low_open=low_open, high_open=high_open,
-      zero_is_default=zero_is_default, choices=tuple(choices))})
+      zero_is_default=zero_is_default, choices=tuple(choices)),
+                                                      "help": help,
+                                                      "tune": tune})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,24 +473,40 @@ def unknown_option_message(sampler: str, key: str,
 # -- registry: `--sampler=NAME` -------------------------------------------
 
 SamplerFactory = Callable[..., NegativeSampler]
+# The task's loss of a sampler: "softmax", "triplet", "gbce", or a callable
+# `options -> loss` (e.g. a `losses.CMLTripletLoss` with the options' margin).
+LossSpec = Union[str, Callable[[Any], Any]]
 
 
 class _Entry(NamedTuple):
   factory: SamplerFactory
   options: type
+  loss: LossSpec
+  summary: str
 
 
 _REGISTRY: Dict[str, _Entry] = {}
 
 
-def register_sampler(name: str, options: type = NoOptions
+def register_sampler(name: str, options: type = NoOptions,
+                     loss: LossSpec = "softmax", summary: str = ""
                      ) -> Callable[[SamplerFactory], SamplerFactory]:
   """Registers `fn(context, options) -> NegativeSampler` as `name`.
 
+  Everything a program needs about a sampler comes from here: the trainer's
+  flags (`--<option>`, help and type from the options' fields), the tuner's
+  search space (the fields' `tune`), the task's loss and the docs' one-line
+  summary. A new sampler is its module (ending in this decorator), one
+  import line in `samplers/__init__.py`, and its tests.
+
   Args:
     name: the registry name (`--sampler=NAME`).
-    options: the sampler's frozen options dataclass; `create_sampler` builds
-      it from `context.options` and passes it to the factory.
+    options: the sampler's frozen options dataclass (fields made with
+      `option`); `create_sampler` builds it from `context.options` and
+      passes it to the factory.
+    loss: the task's loss for this sampler (see `LossSpec`).
+    summary: one line for `--help` and the docs (default: the first line of
+      the factory's docstring).
 
   Returns:
     The decorator (it returns the factory unchanged).
@@ -465,9 +521,15 @@ def register_sampler(name: str, options: type = NoOptions
   def decorator(fn: SamplerFactory) -> SamplerFactory:
     if name in _REGISTRY:
       raise ValueError("sampler %r registered twice" % name)
-    _REGISTRY[name] = _Entry(fn, options)
+    line = summary or (fn.__doc__ or "").strip().split("\n")[0]
+    _REGISTRY[name] = _Entry(fn, options, loss, line)
     return fn
   return decorator
+
+
+def unregister_sampler(name: str) -> None:
+  """Removes `name` from the registry (for tests that register one)."""
+  _REGISTRY.pop(name, None)
 
 
 def available_samplers() -> List[str]:
@@ -476,8 +538,10 @@ def available_samplers() -> List[str]:
 
 def _entry(name: str) -> _Entry:
   if name not in _REGISTRY:
-    raise ValueError("unknown sampler %r; valid samplers: %s"
-                     % (name, ", ".join(available_samplers())))
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    raise ValueError("unknown sampler %r%s; valid samplers: %s"
+                     % (name, " (did you mean %r?)" % close[0]
+                        if close else "", ", ".join(available_samplers())))
   return _REGISTRY[name]
 
 
@@ -486,9 +550,87 @@ def sampler_options(name: str) -> type:
   return _entry(name).options
 
 
+def sampler_summary(name: str) -> str:
+  """The one-line description of the sampler registered as `name`."""
+  return _entry(name).summary
+
+
 def option_names(name: str) -> Tuple[str, ...]:
   """The options the sampler `name` declares (its dataclass's fields)."""
   return tuple(f.name for f in dataclasses.fields(sampler_options(name)))
+
+
+def task_loss(name: str, options: Any = None) -> Any:
+  """The task's loss argument for sampler `name` with `options`.
+
+  A string ("softmax", "triplet", ...) or what the registered callable
+  returns for the options (default options when None).
+  """
+  entry = _entry(name)
+  if callable(entry.loss):
+    return entry.loss(options if options is not None else entry.options())
+  return entry.loss
+
+
+def loss_kind(name: str) -> str:
+  """"softmax", "triplet" or "gbce": the family of the sampler's loss."""
+  loss = task_loss(name)
+  return loss if isinstance(loss, str) else getattr(loss, "kind", "softmax")
+
+
+class OptionInfo(NamedTuple):
+  """One option across the samplers that declare it (for flags and docs).
+
+  Attributes:
+    name: the option (flag) name.
+    kind: int, float, bool or str.
+    help: the help line (the first declaration's).
+    choices: the valid strings of a str option (union over samplers).
+    defaults: `{sampler: default}`.
+  """
+  name: str
+  kind: type
+  help: str
+  choices: Tuple[str, ...]
+  defaults: Dict[str, Any]
+
+
+def option_table() -> Dict[str, OptionInfo]:
+  """Every option of every registered sampler, by name.
+
+  Raises:
+    TypeError: two samplers declare one option name with different types
+      (a flag has one type).
+  """
+  table: Dict[str, OptionInfo] = {}
+  for sampler in available_samplers():
+    options_cls = sampler_options(sampler)
+    for f in dataclasses.fields(options_cls):
+      kind, _ = _value_type(options_cls, f.name)
+      spec = f.metadata.get("spec", OptionSpec())
+      info = table.get(f.name)
+      if info is None:
+        table[f.name] = OptionInfo(f.name, kind, f.metadata.get("help", ""),
+                                   spec.choices, {sampler: f.default})
+        continue
+      if info.kind is not kind:
+        raise TypeError(
+            "option %r is %s for %s but %s for %s: one flag has one type; "
+            "rename one of them" % (f.name, info.kind.__name__,
+                                    ", ".join(info.defaults),
+                                    kind.__name__, sampler))
+      info.defaults[sampler] = f.default
+      choices = tuple(dict.fromkeys(info.choices + spec.choices))
+      table[f.name] = info._replace(
+          help=info.help or f.metadata.get("help", ""), choices=choices)
+  return table
+
+
+def option_tunes(name: str) -> Dict[str, Tune]:
+  """`{option: Tune}` of the options of sampler `name` that are searched."""
+  options_cls = sampler_options(name)
+  return {f.name: f.metadata["tune"] for f in dataclasses.fields(options_cls)
+          if f.metadata.get("tune") is not None}
 
 
 def build_options(name: str, values: Mapping[str, Any]) -> Any:
@@ -541,9 +683,12 @@ class SamplerContext(NamedTuple):
     seed: base seed for stateless randomness.
     options: `{option: value}` (from flags), e.g. `memory_size`; only
       options the sampler declares (`sampler_options(name)`).
+    temperature: the task's softmax temperature (None: raw dot products),
+      for samplers that select by the model's own softmax (BIR, XIR).
   """
   item_counts: Any
   item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
   global_batch_size: int = 128
   seed: int = 0
   options: Dict[str, Any] = {}
+  temperature: Optional[float] = None

@@ -659,14 +659,15 @@ class CatalogSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class CatalogOptions:
-  """Options of the per-row catalog samplers (uniform, popularity, ...).
-
-  Attributes:
-    num_negatives: negatives per row `K`.
-    catalog_logq: subtract the log expected count (off, as in the studies).
-  """
-  num_negatives: int = base.option(32, low=0, zero_is_default=True)
-  catalog_logq: bool = base.option(False)
+  """Options of the per-row catalog samplers (uniform, popularity, ...)."""
+  num_negatives: int = base.option(
+      32, low=0, zero_is_default=True,
+      help="catalog samplers: negatives per row K",
+      tune=base.Tune("int", 8, 256, log=True))
+  logq: bool = base.option(
+      False, help="subtract the log expected count of the sampled columns "
+      "(the catalog samplers and two-stage: off, as in the studies; mixed: "
+      "the mixture correction)")
 
 
 def catalog_kwargs(context: base.SamplerContext,
@@ -674,5 +675,5 @@ def catalog_kwargs(context: base.SamplerContext,
   """The arguments every per-row catalog factory passes."""
   return {"item_counts": context.item_counts,
           "num_negatives": options.num_negatives,
-          "logq": options.catalog_logq,
+          "logq": options.logq,
           "item_model": context.item_model, "seed": context.seed}

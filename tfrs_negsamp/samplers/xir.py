@@ -292,16 +292,17 @@ class XIRSampler(bir.BIRSampler):
 
 @dataclasses.dataclass(frozen=True)
 class XIROptions(bir.BIROptions):
-  """Options of `--sampler=xir` (BIR's and the `log Q` source's too).
-
-  Attributes:
-    cache_size: cache size `C` (0: the global batch).
-    xir_lambda: weight of the cache group (`1 - lambda`: the batch group).
-    cache_decay: occurrence counts decay by `(1 - decay)` per step.
-  """
-  cache_size: int = base.option(0, low=0)
-  xir_lambda: float = base.option(0.2, low=0, high=1)
-  cache_decay: float = base.option(0.0, low=0, high=1, high_open=True)
+  """Options of `--sampler=xir` (BIR's and the `log Q` source's too)."""
+  cache_size: int = base.option(
+      0, low=0, help="XIR: cache size C (0: the global batch)",
+      tune=base.Tune("categorical", choices=(0.5, 1, 4), per_batch=True))
+  cache_weight: float = base.option(
+      0.2, low=0, high=1, help="XIR: weight lambda of the cache group "
+      "(1 - lambda: the batch group)",
+      tune=base.Tune("float", 0.05, 0.8))
+  cache_decay: float = base.option(
+      0.0, low=0, high=1, high_open=True,
+      help="XIR: occurrence counts decay by (1 - decay) per step")
 
   def __post_init__(self):
     if self.num_resampled == 1:
@@ -311,6 +312,7 @@ class XIROptions(bir.BIROptions):
 
 @base.register_sampler("xir", options=XIROptions)
 def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
+  """XIR: BIR plus a cache of often-resampled items (Chen et al. 2022)."""
   if context.item_model is None:
     raise ValueError("the xir sampler needs context.item_model to encode its "
                      "cache ids.")
@@ -318,9 +320,9 @@ def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
       num_items=len(context.item_counts) - 1,
       item_model=context.item_model,
       cache_size=options.cache_size or context.global_batch_size,
-      cache_weight=options.xir_lambda,
+      cache_weight=options.cache_weight,
       cache_decay=options.cache_decay,
       num_resampled=bir.num_resampled_from_options(options),
-      temperature=bir.temperature_from_options(context, options),
+      temperature=context.temperature,
       seed=context.seed,
       frequency=in_batch.frequency_from_options(context, options))

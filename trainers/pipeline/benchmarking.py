@@ -33,7 +33,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainers.pipeline import assembly
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import fitting
+from trainers.pipeline import inputs
+from trainers.pipeline import strategies
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
@@ -82,7 +87,7 @@ def parse_variant(spec: str) -> Variant:
       raise ValueError("bad variant %r: expected key=value after ':', got %r"
                        % (spec, part))
     overrides[key] = _convert(value)
-  fields = [f.name for f in dataclasses.fields(experiment.ExperimentConfig)]
+  fields = [f.name for f in dataclasses.fields(configuration.ExperimentConfig)]
   options = _option_names(sampler)
   for key in overrides:
     if key not in fields and options is not None and key not in options:
@@ -101,25 +106,30 @@ def _option_names(sampler: str) -> Optional[Tuple[str, ...]]:
   if sampler == FLOOR:
     return ()
   try:
-    return experiment.sampler_option_names(sampler)
+    return configuration.sampler_option_names(sampler)
   except ValueError:
     return None
 
 
-def apply_variant(base: experiment.ExperimentConfig, variant: Variant,
-                  seed: int) -> experiment.ExperimentConfig:
+def apply_variant(base: configuration.ExperimentConfig, variant: Variant,
+                  seed: int) -> configuration.ExperimentConfig:
   """A copy of `base` with the variant's sampler, overrides and seed.
 
   An override that is no `ExperimentConfig` field is a sampler option; one
   that the variant's sampler does not declare is dropped: it comes from
   settings shared by several samplers (a tuner's search space, `best.json`),
-  since `parse_variant` refuses it in a written spec.
+  since `parse_variant` refuses it in a written spec. Likewise `base`'s
+  sampler options (shared flags) reach the variants whose sampler declares
+  them.
   """
   config = copy.deepcopy(base)
   config.sampler = variant.sampler
   config.seed = seed
   fields = {f.name for f in dataclasses.fields(config)}
   options = _option_names(variant.sampler)
+  if options is not None:
+    config.sampler_options = {k: v for k, v in config.sampler_options.items()
+                              if k in options}
   for key, value in variant.overrides.items():
     if key in fields:
       setattr(config, key, value)
@@ -202,9 +212,9 @@ def _settings(flags: Dict[str, Any]) -> Dict[str, Any]:
   sampler = settings.get("sampler")
   # The floor and a sampler that no longer exists keep every option.
   if isinstance(options, dict) and (
-      sampler in experiment.BASELINES
+      sampler in configuration.BASELINES
       or sampler in samplers_lib.available_samplers()):
-    settings["sampler_options"] = experiment.sampler_options_for(
+    settings["sampler_options"] = configuration.sampler_options_for(
         sampler, options)
   return settings
 
@@ -218,7 +228,7 @@ def _json_default(value):
 
 
 def same_settings(saved: Optional[Dict[str, Any]],
-                  config: experiment.ExperimentConfig) -> bool:
+                  config: configuration.ExperimentConfig) -> bool:
   """Whether a finished run's `metrics.json` flags are `config`'s settings.
 
   Compares the fields both sides have (a field added since is not a
@@ -231,7 +241,7 @@ def same_settings(saved: Optional[Dict[str, Any]],
   return all(have[k] == want[k] for k in have.keys() & want.keys())
 
 
-def run_grid(base: experiment.ExperimentConfig, variants: Sequence[Variant],
+def run_grid(base: configuration.ExperimentConfig, variants: Sequence[Variant],
              seeds: Sequence[int], output_dir: str,
              run_fn: Optional[Callable[..., Dict[str, Any]]] = None,
              dataset=None) -> List[Dict[str, Any]]:
@@ -241,7 +251,7 @@ def run_grid(base: experiment.ExperimentConfig, variants: Sequence[Variant],
   if len(set(labels)) != len(labels):
     raise ValueError("variant labels must be unique: %s" % labels)
   if dataset is None:
-    dataset = experiment.load_data(base)
+    dataset = inputs.load_data(base)
   rows = []
   progress = Progress(len(variants) * len(seeds))
   for variant in variants:
@@ -468,15 +478,15 @@ class PlainTFRSModel(tfrs.Model):
     return self._embed(self.item_model, self.item_vocabulary, batch_size)
 
 
-def _training_data(dataset, config: experiment.ExperimentConfig,
+def _training_data(dataset, config: configuration.ExperimentConfig,
                    epochs: int):
-  """`experiment.train_dataset` holding `epochs` epochs."""
-  if "epochs" in inspect.signature(experiment.train_dataset).parameters:
-    return experiment.train_dataset(dataset, config, epochs=epochs)
-  return experiment.train_dataset(dataset, config).repeat(epochs)
+  """`inputs.train_dataset` holding `epochs` epochs."""
+  if "epochs" in inspect.signature(inputs.train_dataset).parameters:
+    return inputs.train_dataset(dataset, config, epochs=epochs)
+  return inputs.train_dataset(dataset, config).repeat(epochs)
 
 
-def create_floor(dataset, config: experiment.ExperimentConfig
+def create_floor(dataset, config: configuration.ExperimentConfig
                  ) -> PlainTFRSModel:
   """A compiled `PlainTFRSModel` with `config`'s dim, optimizer, scale."""
   tf.keras.utils.set_random_seed(config.seed)
@@ -489,7 +499,7 @@ def create_floor(dataset, config: experiment.ExperimentConfig
   return model
 
 
-def check_floor(config: experiment.ExperimentConfig) -> None:
+def check_floor(config: configuration.ExperimentConfig) -> None:
   """Raises `ValueError` (naming the setting) if the floor cannot run it.
 
   The floor takes every shared setting a sampler takes (data, batch, dim,
@@ -506,7 +516,7 @@ def check_floor(config: experiment.ExperimentConfig) -> None:
                      % FLOOR)
 
 
-def run_floor(config: experiment.ExperimentConfig, dataset=None,
+def run_floor(config: configuration.ExperimentConfig, dataset=None,
               strategy: Optional[tf.distribute.Strategy] = None
               ) -> Dict[str, Any]:
   """`experiment.run` for the floor: train `config.epochs`, evaluate.
@@ -519,16 +529,16 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
   """
   clock = experiment.PhaseClock()
   if strategy is None:
-    strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+    strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   if dataset is None:
-    dataset = experiment.load_data(config)
-  experiment.check_dataset(config, dataset, strategy.num_replicas_in_sync)
-  chief = experiment.is_chief(strategy)
+    dataset = inputs.load_data(config)
+  configuration.check_dataset(config, dataset, strategy.num_replicas_in_sync)
+  chief = strategies.is_chief(strategy)
   clock.lap("data")
   with strategy.scope():
     model = create_floor(dataset, config)
   clock.lap("build")
-  timer = experiment.StepTimer()
+  timer = fitting.StepTimer()
   model.fit(_training_data(dataset, config, config.epochs),
             epochs=config.epochs,
             steps_per_epoch=dataset.train.num_rows // config.batch_size,
@@ -548,7 +558,7 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
       "examples_per_second": (timer.steps * config.batch_size / seconds
                               if seconds > 0 else float("nan")),
       "num_replicas": strategy.num_replicas_in_sync,
-      "num_workers": experiment.num_workers(strategy),
+      "num_workers": strategies.num_workers(strategy),
       "eval_split": config.eval_split,
       "dataset_summary": dataset.summary(),
       "flags": {k: v for k, v in dataclasses.asdict(config).items()
@@ -563,12 +573,12 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
   return metrics
 
 
-def _floor_key(config: experiment.ExperimentConfig):
+def _floor_key(config: configuration.ExperimentConfig):
   return (config.batch_size, config.embedding_dim, config.optimizer,
           config.learning_rate, config.temperature, config.normalize)
 
 
-def time_steps(base: experiment.ExperimentConfig,
+def time_steps(base: configuration.ExperimentConfig,
                variants: Sequence[Variant], dataset, steps: int = 300,
                rounds: int = 2, floor: bool = True, seed: int = 0
                ) -> List[Dict[str, Any]]:
@@ -590,7 +600,7 @@ def time_steps(base: experiment.ExperimentConfig,
     One row per model (floors first): `variant`, `sampler`, `batch_size`,
     `step_ms` (best round), `round_ms` (every round), `floor_ratio`.
   """
-  strategy = experiment.make_strategy(base.strategy, base.cpu_replicas)
+  strategy = strategies.make_strategy(base.strategy, base.cpu_replicas)
   entries = []  # (label, sampler, config, model)
   configs = [(v, apply_variant(base, v, seed)) for v in variants]
   floors = {}
@@ -613,7 +623,7 @@ def time_steps(base: experiment.ExperimentConfig,
     if sampler == FLOOR:
       model = create_floor(dataset, config)
     else:
-      model = experiment.create_model(dataset, config, strategy)
+      model = assembly.create_model(dataset, config, strategy)
       model.local_batch_size = (config.batch_size
                                 // strategy.num_replicas_in_sync)
     data = _training_data(dataset, config,
@@ -624,7 +634,7 @@ def time_steps(base: experiment.ExperimentConfig,
   times = {label: [] for label, *_ in built}
   for r in range(rounds):
     for label, _, _, model, data in built:
-      timer = experiment.StepTimer(skip=5)
+      timer = fitting.StepTimer(skip=5)
       model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer],
                 verbose=0)
       times[label].append(1000.0 * timer.step_seconds)

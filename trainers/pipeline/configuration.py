@@ -1,0 +1,352 @@
+"""What a run depends on: `ExperimentConfig` (the trainer's flags) and its checks.
+
+`ExperimentConfig.validate` judges every setting that needs no data;
+`check_dataset` the ones that need the loaded data and the strategy. Both
+raise `ConfigError` naming the flag.
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from tfrs_negsamp import data as data_lib
+from tfrs_negsamp import optimizers as optimizers_lib
+from tfrs_negsamp import samplers as samplers_lib
+from tfrs_negsamp.data import sequences
+from tfrs_negsamp.data.interactions import DUPLICATE_POLICIES
+from tfrs_negsamp.models import query_towers
+from tfrs_negsamp.serving import export as export_lib
+from trainers.pipeline import strategies
+
+
+BASELINES = ("popularity_baseline", "ease_baseline")
+EVAL_SPLITS = ("test", "validation")
+
+
+class ConfigError(ValueError):
+  """A setting (flag) that cannot work; the message names it."""
+
+
+def _is_number(value: Any) -> bool:
+  return (isinstance(value, (int, float, np.integer, np.floating))
+          and not isinstance(value, bool))
+
+
+def _finite(value: Any) -> bool:
+  return _is_number(value) and math.isfinite(float(value))
+
+
+def _declared_options() -> Dict[str, List[str]]:
+  """{option: the samplers that declare it}."""
+  return {name: sorted(info.defaults)
+          for name, info in samplers_lib.option_table().items()}
+
+
+def sampler_option_names(sampler: str) -> Tuple[str, ...]:
+  """The options `sampler` declares (none for a baseline).
+
+  Raises:
+    ValueError: for an unknown sampler, listing the valid ones.
+  """
+  if sampler in BASELINES:
+    return ()
+  return samplers_lib.option_names(sampler)
+
+
+def sampler_options_for(sampler: str,
+                        options: Dict[str, Any]) -> Dict[str, Any]:
+  """The entries of `options` that `sampler` declares.
+
+  The flags are shared by every sampler, so the options of the others are
+  dropped here (they were checked by `ExperimentConfig.validate`).
+  """
+  names = sampler_option_names(sampler)
+  return {k: v for k, v in options.items() if k in names}
+
+
+def check_writable_dir(name: str, path: Optional[str]) -> None:
+  """`path` is (or can be created as) a writable folder; ConfigError if not.
+
+  Args:
+    name: the flag, for the message.
+    path: the folder, None to skip.
+  """
+  if path is None:
+    return
+  if not path:
+    raise ConfigError("--%s is empty: pass a folder" % name)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError("--%s=%s is an existing file, not a folder: pass a "
+                      "new or existing folder" % (name, path))
+  parent = os.path.abspath(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError("--%s=%s: %s is a file, so the folder cannot be "
+                      "created" % (name, path, parent))
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError("--%s=%s: %s is not writable" % (name, path, parent))
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+  """Everything a run depends on (the trainer's flags)."""
+  dataset: str = "synthetic"
+  data_path: Optional[str] = None
+  split: str = "leave_last_out"
+  # Rows per user held out for validation under leave_last_out (1: each
+  # user's second-to-last); under temporal, 0 drops the validation slice
+  # and any other value keeps the split's default validation fraction.
+  num_validation: int = 1
+  # The split the metrics are computed on: "test" or "validation" (tuning).
+  eval_split: str = "test"
+  sampler: str = "in_batch_logq"
+  batch_size: int = 256
+  epochs: int = 5
+  learning_rate: float = 0.01
+  # adam | lazy_adam (`optimizers.LazyAdam`: sparse rows-only updates of
+  # embedding tables, issue 17).
+  optimizer: str = "adam"
+  embedding_dim: int = 64
+  temperature: float = 0.05
+  # Mask each row's user's training items among its negatives (issue 14;
+  # `masking.ConsumedItems`). False reproduces the unmasked samplers.
+  mask_history: bool = True
+  normalize: bool = True
+  item_features: bool = True
+  query_hidden: Tuple[int, ...] = ()
+  item_hidden: Tuple[int, ...] = ()
+  # Query tower (query_towers.QUERY_TOWERS): id | mean | gru | sasrec; the
+  # history towers read the last `max_history` items (issue 13).
+  query_tower: str = "id"
+  max_history: int = 50
+  share_item_embeddings: bool = True
+  history_user_id: bool = False
+  num_blocks: int = 2
+  num_heads: int = 1
+  dropout: float = 0.2
+  seed: int = 0
+  # default | mirrored (cpu_replicas logical CPUs, or the GPUs) |
+  # multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).
+  strategy: str = "default"
+  cpu_replicas: int = 2
+  output_dir: Optional[str] = None
+  export_dir: Optional[str] = None
+  index: str = "scann"
+  top_k: int = 100
+  # ScaNN overrides (keys of export.SCANN_PARAMETERS; missing/0: derived).
+  scann_overrides: Dict[str, int] = dataclasses.field(default_factory=dict)
+  backup_dir: Optional[str] = None
+  backup_freq: int = 50
+  verbose: int = 1
+  # {option: value}: options of any sampler (the flags are shared); each
+  # sampler gets those it declares (`samplers.sampler_options(name)`).
+  sampler_options: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # ease_baseline: the L2 weight lambda (0: chosen on the validation split
+  # from `ease.lambda_grid`).
+  ease_lambda: float = 0.0
+  synthetic: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  # Repeated (user, item) rows (`data.DUPLICATE_POLICIES`): keep_first
+  # (each pair's earliest row), keep_all (repeat consumption) or error.
+  duplicates: str = "keep_first"
+  # Keep this fraction of the users (searches on part of a large set).
+  user_fraction: float = 1.0
+
+  def validate(self) -> None:
+    """Checks every setting that needs no data; `ConfigError` naming it.
+
+    `check_dataset` does the checks that need the loaded data and the
+    strategy (batch vs rows, replicas, an evaluable split).
+    """
+    try:
+      self._validate()
+    except ConfigError:
+      raise
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def _validate(self) -> None:
+    valid = samplers_lib.available_samplers() + list(BASELINES)
+    if self.sampler not in valid:
+      raise ValueError("unknown sampler %r; valid samplers: %s"
+                       % (self.sampler, ", ".join(sorted(valid))))
+    self._validate_data_source()
+    if self.eval_split not in EVAL_SPLITS:
+      raise ValueError("unknown eval_split %r (--eval_split); valid: %s"
+                       % (self.eval_split, ", ".join(EVAL_SPLITS)))
+    if not _finite(self.user_fraction) or not 0 < self.user_fraction <= 1:
+      raise ValueError("--user_fraction must be in (0, 1], got %r"
+                       % self.user_fraction)
+    if self.num_validation < 0:
+      raise ValueError("--num_validation must be >= 0, got %r"
+                       % self.num_validation)
+    if self.eval_split == "validation" and self.num_validation == 0:
+      raise ValueError("--eval_split=validation needs --num_validation >= 1")
+    if not _finite(self.ease_lambda) or self.ease_lambda < 0:
+      raise ValueError("--ease_lambda must be >= 0 (0: chosen on "
+                       "validation), got %r" % self.ease_lambda)
+    if self.strategy not in strategies.STRATEGIES:
+      raise ValueError("unknown strategy %r; valid: %s"
+                       % (self.strategy, ", ".join(strategies.STRATEGIES)))
+    query_towers.uses_history(self.query_tower)  # ValueError if unknown
+    for name in ("max_history", "num_blocks", "num_heads"):
+      if getattr(self, name) < 1:
+        raise ValueError("--%s must be >= 1, got %r"
+                         % (name, getattr(self, name)))
+    if not _finite(self.dropout) or not 0 <= self.dropout < 1:
+      raise ValueError("--dropout must be in [0, 1), got %r" % self.dropout)
+    for name in ("batch_size", "epochs", "embedding_dim", "top_k",
+                 "cpu_replicas", "backup_freq"):
+      if getattr(self, name) < 1:
+        raise ValueError("--%s must be >= 1, got %r"
+                         % (name, getattr(self, name)))
+    for name in ("learning_rate", "temperature"):
+      value = getattr(self, name)
+      if not _finite(value) or value <= 0:
+        raise ValueError("--%s must be a finite number > 0, got %r"
+                         % (name, value))
+    for name in ("query_hidden", "item_hidden"):
+      widths = tuple(getattr(self, name))
+      if any(isinstance(w, bool) or not isinstance(w, (int, np.integer))
+             or w < 1 for w in widths):
+        raise ValueError("--%s must be positive layer widths such as "
+                         "128,64, got %s"
+                         % (name, ",".join(str(w) for w in widths)))
+    self._validate_sampler_options()
+    check_writable_dir("output_dir", self.output_dir)
+    check_writable_dir("backup_dir", self.backup_dir)
+    check_writable_dir("export_dir", self.export_dir)
+    if self.optimizer not in optimizers_lib.OPTIMIZERS:
+      raise ValueError("unknown optimizer %r; valid: %s"
+                       % (self.optimizer,
+                          ", ".join(optimizers_lib.OPTIMIZERS)))
+    if self.index not in export_lib.INDEX_KINDS:
+      raise ValueError("unknown index %r; valid: %s"
+                       % (self.index, ", ".join(export_lib.INDEX_KINDS)))
+    for name, value in self.scann_overrides.items():
+      if name not in export_lib.SCANN_PARAMETERS or (value or 0) < 0:
+        raise ValueError(
+            "bad ScaNN override %s=%r; valid: %s (>= 0)"
+            % (name, value, ", ".join(export_lib.SCANN_PARAMETERS)))
+
+
+  def _validate_data_source(self) -> None:
+    if self.dataset not in data_lib.DATASET_NAMES:
+      raise ConfigError("unknown --dataset=%s; valid: %s"
+                        % (self.dataset, ", ".join(data_lib.DATASET_NAMES)))
+    if self.split not in data_lib.SPLIT_METHODS:
+      raise ConfigError("unknown --split=%s; valid: %s"
+                        % (self.split, ", ".join(data_lib.SPLIT_METHODS)))
+    if self.duplicates not in DUPLICATE_POLICIES:
+      raise ConfigError("unknown --duplicates=%s; valid: %s"
+                        % (self.duplicates,
+                           ", ".join(DUPLICATE_POLICIES)))
+    if self.dataset == "csv":
+      if not self.data_path:
+        raise ConfigError("--dataset=csv needs --data_path=<a CSV file with "
+                          "user_id,item_id,timestamp columns>")
+      if not os.path.isfile(self.data_path):
+        raise ConfigError("--data_path=%s: %s" % (
+            self.data_path, "is a folder, not a CSV file"
+            if os.path.isdir(self.data_path) else "file not found"))
+    elif self.dataset == "movielens" and self.data_path:
+      if not os.path.exists(self.data_path):
+        raise ConfigError("--data_path=%s: MovieLens folder not found"
+                          % self.data_path)
+    elif self.dataset == "synthetic":
+      if self.data_path:
+        raise ConfigError("--data_path applies to --dataset=movielens or "
+                          "csv, not synthetic")
+      for key, flag in (("num_users", "synthetic_users"),
+                        ("num_items", "synthetic_items"),
+                        ("interactions_per_user",
+                         "synthetic_interactions")):
+        value = self.synthetic.get(key)
+        if value is not None and (not _finite(value) or value < 1):
+          raise ConfigError("--%s must be >= 1, got %r" % (flag, value))
+
+  def _validate_sampler_options(self) -> None:
+    """Every option given belongs to the run's sampler and is valid.
+
+    An option of another sampler is an error, not a silent no-op (the flags
+    are shared by every sampler, and an unset flag is None, so only the
+    options given on the command line are here); an option no sampler
+    declares gets a "did you mean". The run's sampler's options are then
+    built together, for the checks that involve several of them (xir's
+    `num_resampled`).
+    """
+    declared = _declared_options()
+    own_names = sampler_option_names(self.sampler)
+    for name in self.sampler_options:
+      if name in own_names:
+        continue
+      takes = ("it takes: --%s" % ", --".join(sorted(own_names))
+               if own_names else "it takes no sampler option")
+      if name in declared:
+        raise ConfigError(
+            "--%s does not apply to --sampler=%s (an option of %s); %s"
+            % (name, self.sampler, ", ".join(sorted(declared[name])), takes))
+      close = difflib.get_close_matches(name, list(declared), n=1)
+      raise ConfigError("unknown sampler option --%s%s; --sampler=%s: %s"
+                        % (name, " (did you mean --%s?)" % close[0]
+                           if close else "", self.sampler, takes))
+    if self.sampler not in BASELINES:
+      try:
+        samplers_lib.build_options(self.sampler, self.sampler_options)
+      except ValueError as e:
+        raise ConfigError("--%s" % e) from None
+
+
+def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
+                  num_replicas: int = 1) -> None:
+  """Checks that `dataset` can be trained and evaluated with `config`.
+
+  Run after loading and before building the model: the batch fits the
+  training split and splits evenly over the replicas, and the evaluated
+  split has users that the model knows (a temporal split may hold out only
+  users absent from training).
+
+  Raises:
+    ConfigError: naming the flag and the numbers.
+  """
+  train_rows = dataset.train.num_rows
+  if config.sampler not in BASELINES:
+    if config.batch_size % num_replicas:
+      raise ConfigError("--batch_size=%d is not divisible by the %d "
+                        "replicas: use a multiple of %d"
+                        % (config.batch_size, num_replicas, num_replicas))
+    if train_rows < config.batch_size:
+      raise ConfigError("--batch_size=%d is larger than the training split "
+                        "of %s (%d rows): lower --batch_size"
+                        % (config.batch_size, dataset.name, train_rows))
+    if query_towers.uses_history(config.query_tower):
+      examples = sequences.user_sequences(
+          dataset.train, dataset.catalog).example_positions.size
+      if examples < config.batch_size:
+        raise ConfigError(
+            "--batch_size=%d is larger than the %d next-item examples "
+            "(training rows with a history) of %s for --query_tower=%s: "
+            "lower --batch_size" % (config.batch_size, examples,
+                                    dataset.name, config.query_tower))
+  if train_rows == 0:
+    raise ConfigError("the training split of %s is empty" % dataset.name)
+  evaluated = (dataset.test if config.eval_split == "test"
+               else dataset.validation)
+  if evaluated.num_rows == 0:
+    raise ConfigError("the %s split of %s is empty: nothing to evaluate "
+                      "(--split=%s)" % (config.eval_split, dataset.name,
+                                        config.split))
+  users = np.unique(evaluated.user_ids)
+  known = np.isin(users, dataset.users)
+  if not np.any(known):
+    raise ConfigError(
+        "none of the %d users of the %s split of %s is in the training "
+        "split, so none can be evaluated (--split=%s holds out %s); use "
+        "--split=leave_last_out" % (
+            users.size, config.eval_split, dataset.name, config.split,
+            "the latest rows of all users" if config.split == "temporal"
+            else "rows per user"))

@@ -187,6 +187,19 @@ def define_flags() -> None:
                     "(repeat consumption), error stops at the first "
                     "repeat. The data summary and metrics.json report the "
                     "rows dropped.")
+  flags.DEFINE_integer("validate_every", 0,
+                       "Evaluate the validation split every N epochs "
+                       "during training (0: never); the test metrics are "
+                       "then those of the best validation epoch.")
+  flags.DEFINE_integer("patience", 0,
+                       "With --validate_every: stop after N evaluations "
+                       "without improvement of --monitor (0: never).")
+  flags.DEFINE_float("time_budget_minutes", 0.0,
+                     "With --validate_every: stop training after this many "
+                     "minutes of training (0: no budget).")
+  flags.DEFINE_string("monitor", "ndcg@10",
+                      "With --validate_every: the validation metric "
+                      "monitored (e.g. ndcg@10, recall@10, recall@50).")
   flags.DEFINE_float("user_fraction", 1.0,
                      "Keep this fraction of the users (all their rows; one "
                      "fixed choice per data set), e.g. to search settings "
@@ -336,6 +349,8 @@ def config_from_flags(**overrides):
       item_hidden=parse_widths("item_hidden", FLAGS.item_hidden),
       seed=FLAGS.seed, duplicates=FLAGS.duplicates,
       user_fraction=FLAGS.user_fraction,
+      validate_every=FLAGS.validate_every, patience=FLAGS.patience,
+      time_budget_minutes=FLAGS.time_budget_minutes, monitor=FLAGS.monitor,
       query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
       share_item_embeddings=FLAGS.share_item_embeddings,
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,

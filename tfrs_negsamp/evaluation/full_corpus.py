@@ -22,6 +22,9 @@ from tfrs_negsamp.evaluation.sparse_sets import SparseSets
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 DEFAULT_KS = (10, 50, 100)
+# The headline metrics every evaluation reports (higher is better).
+METRIC_NAMES = tuple("%s@%d" % (m, k) for m in ("recall", "hr", "ndcg")
+                     for k in DEFAULT_KS) + ("balance",)
 
 
 # Rows of a [rows, N] score block processed at once by `top_k_indices`:

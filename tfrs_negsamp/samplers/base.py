@@ -220,7 +220,9 @@ class NegativeSampler(tf.keras.layers.Layer):
     local = tf.shape(candidate_ids)[0] // num_replicas
     ids = distribute.to_replica_order(candidate_ids, local)
     if training:  # `update` then `log_q`, sharing their hashing
-      log_q = self.frequency.update_and_log_q(ids, num_draws=tf.size(ids))
+      # Negative keys are padding (sequence rows): not counted.
+      log_q = self.frequency.update_and_log_q(ids, num_draws=tf.size(ids),
+                                              valid=ids >= 0)
     else:
       log_q = self.frequency.log_q(ids, num_draws=tf.size(ids))
     return tf.stop_gradient(distribute.to_local_first(log_q, local))

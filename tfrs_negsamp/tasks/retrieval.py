@@ -94,6 +94,10 @@ class Retrieval(tfrs.tasks.Retrieval):
       mask: the false negatives (a user's own items among the in-batch or
       sampled columns) stay in the softmax, which costs hardness-based
       samplers most (SAMPLERS.md 0.3).
+    positions_per_block: sequence rows (`[B, L, d]` inputs): positions per
+      softmax block (None: about `rows_per_block` rows per block).
+    rows_per_block: sequence rows: the target number of query rows of a
+      block across the replicas (the in-batch columns of one softmax).
 
   Raises:
     ValueError: for an unknown `loss` name.
@@ -113,7 +117,9 @@ class Retrieval(tfrs.tasks.Retrieval):
                sampler: Optional[base.NegativeSampler] = None,
                gather_candidates: bool = True,
                consumed_items: Optional[masking.ConsumedItems] = None,
-               mask_history: bool = True) -> None:
+               mask_history: bool = True,
+               positions_per_block: Optional[int] = None,
+               rows_per_block: int = 1024) -> None:
     pairwise = None
     if isinstance(loss, str):
       if loss not in losses.LOSS_TYPES:
@@ -142,6 +148,15 @@ class Retrieval(tfrs.tasks.Retrieval):
     self.gather_candidates = bool(gather_candidates)
     self.consumed_items = consumed_items
     self.mask_history = bool(mask_history)
+    if positions_per_block is not None and int(positions_per_block) < 1:
+      raise ValueError("positions_per_block must be >= 1, got %r."
+                       % (positions_per_block,))
+    if int(rows_per_block) < 1:
+      raise ValueError("rows_per_block must be >= 1, got %r."
+                       % (rows_per_block,))
+    self.positions_per_block = (int(positions_per_block)
+                                if positions_per_block else None)
+    self.rows_per_block = int(rows_per_block)
     if consumed_items is not None:
       # The table is consulted with the keys the columns carry.
       consumed_items.bind_keys(self._keys)
@@ -374,6 +389,16 @@ class Retrieval(tfrs.tasks.Retrieval):
         length other than the candidates', or when
         `candidate_sampling_probability` or `score_mask` is given.
     """
+    if (candidate_embeddings is not None and
+        tf.convert_to_tensor(candidate_embeddings).shape.rank == 3):
+      if candidate_sampling_probability is not None or score_mask is not None:
+        raise ValueError("candidate_sampling_probability and score_mask do "
+                         "not apply to sequence rows ([B, L, d] "
+                         "candidates).")
+      return self._sequence_call(
+          query_embeddings, candidate_embeddings, candidate_ids,
+          sample_weight, query_ids, query_history, training,
+          compute_metrics)
     consumed = self._consumed(query_ids, query_history)
     if (self.sampler is None and self.pairwise_loss is None and
         consumed is None):
@@ -406,7 +431,38 @@ class Retrieval(tfrs.tasks.Retrieval):
       base.check_same_length(raw_ids, candidate_embeddings, "candidate_ids",
                              "candidate_embeddings")
       keys = self._keys(raw_ids)
-    positive_keys = keys[:num_queries]
+    loss, candidates, keys, groups = self._sampled_loss(
+        query_embeddings, candidate_embeddings, keys, sample_weight,
+        consumed, training)
+
+    update_ops = [m.update_state(loss) for m in self._loss_metrics]
+    if compute_metrics:
+      for metric in self._factorized_metrics:
+        update_ops.append(metric.update_state(
+            query_embeddings, candidate_embeddings[:num_queries],
+            true_candidate_ids=raw_ids, sample_weight=sample_weight))
+    if compute_batch_metrics and self._batch_metrics:
+      scores = self._scale(tf.linalg.matmul(query_embeddings, candidates,
+                                            transpose_b=True))
+      labels = tf.eye(num_queries, tf.shape(scores)[1])
+      if any(g.remove_accidental_hits for g in groups):
+        scores = self._hit_remover(labels, scores, keys)
+      for metric in self._batch_metrics:
+        update_ops.append(metric.update_state(labels, scores,
+                                              sample_weight=sample_weight))
+    with tf.control_dependencies(update_ops):
+      return tf.identity(loss)
+
+  def _sampled_loss(self, query_embeddings: tf.Tensor,
+                    candidate_embeddings: tf.Tensor, keys: tf.Tensor,
+                    sample_weight: Optional[tf.Tensor],
+                    consumed: Optional[masking.Consumed], training):
+    """Gathers the candidates, calls the sampler, sums its groups' losses.
+
+    Returns:
+      `(loss, gathered candidates, gathered keys, groups)`.
+    """
+    positive_keys = keys[:tf.shape(query_embeddings)[0]]
     candidates = candidate_embeddings
     if self.gather_candidates:
       candidates = distribute.all_gather_local_first(candidate_embeddings)
@@ -427,24 +483,89 @@ class Retrieval(tfrs.tasks.Retrieval):
     groups = [self._with_task_options(g) for g in groups]
     loss = self.groups_loss(query_embeddings, candidates, groups, keys,
                             sample_weight=sample_weight, consumed=consumed)
+    return loss, candidates, keys, groups
 
+  def _sequence_call(self, query_embeddings, candidate_embeddings,
+                     candidate_ids, sample_weight, query_ids, query_history,
+                     training, compute_metrics) -> tf.Tensor:
+    """The loss of sequence rows: every valid position is a query row.
+
+    Position `t` of row `b` has the query `u_bt` (the causal encoder's output
+    there) and the positive `v_bt` (the next item). The `B x L` positions
+    are processed in blocks of `w` consecutive positions of every row of
+    the (global) batch, `B_global x w` rows each (`positions_per_block`);
+    each block is one sampled softmax as for flat rows: the block's
+    positives, gathered across replicas, are its in-batch columns (so no
+    `(B L)^2` matrix), and the sampler sees the blocks one after another.
+    The blocks are fixed windows of positions, so replicas holding parts of
+    the batch form the same blocks as one device holding all of it.
+
+    Padding positions (`candidate_ids` -1 for ints, "" for strings, or
+    `sample_weight` 0) carry no loss; their key is -1, which every sampler
+    treats as no item (masked as a column, not counted, not enqueued as
+    one). Masking per position uses the row's user (`query_ids` with the
+    table, or `query_history`).
+    """
+    query = tf.convert_to_tensor(query_embeddings)
+    candidates = tf.convert_to_tensor(candidate_embeddings)
+    base.check_rank(query, 3, "query_embeddings")
+    if candidate_ids is None:
+      raise ValueError("candidate_ids [B, L] (the next items, -1 or \"\" "
+                       "for padding) are required with sequence rows.")
+    ids = tf.convert_to_tensor(candidate_ids)
+    base.check_rank(ids, 2, "candidate_ids")
+    rows, length = query.shape[0], query.shape[1]
+    if rows is None or length is None:
+      raise ValueError("sequence rows need a static [B, L] (batch with "
+                       "drop_remainder=True), got query shape %s."
+                       % query.shape)
+    dim = tf.shape(query)[2]
+    padding = tf.equal(ids, "") if ids.dtype == tf.string else ids < 0
+    keys = tf.reshape(self._keys(tf.reshape(ids, [-1])), [rows, length])
+    keys = tf.where(padding, -tf.ones_like(keys), keys)
+    weight = tf.cast(tf.logical_not(padding), tf.float32)
+    if sample_weight is not None:
+      sample_weight = tf.cast(tf.convert_to_tensor(sample_weight),
+                              tf.float32)
+      if sample_weight.shape.rank == 1:
+        sample_weight = sample_weight[:, None]
+      weight *= sample_weight
+    window = self._positions_per_block(rows)
+    history = None
+    if query_history is not None:
+      history = tf.convert_to_tensor(query_history)
+    loss = tf.constant(0.0)
+    for start in range(0, length, window):
+      stop = min(start + window, length)
+      span = stop - start
+      consumed = self._consumed(
+          None if query_ids is None else tf.repeat(query_ids, span),
+          None if history is None else tf.repeat(history, span, axis=0))
+      block_loss, _, _, _ = self._sampled_loss(
+          tf.reshape(query[:, start:stop], [-1, dim]),
+          tf.reshape(candidates[:, start:stop], [-1, dim]),
+          tf.reshape(keys[:, start:stop], [-1]),
+          tf.reshape(weight[:, start:stop], [-1]),
+          _with_padding(consumed, rows * span), training)
+      loss += block_loss
     update_ops = [m.update_state(loss) for m in self._loss_metrics]
     if compute_metrics:
+      # The last position (the newest target of left-padded rows) is the
+      # query a served model answers.
       for metric in self._factorized_metrics:
         update_ops.append(metric.update_state(
-            query_embeddings, candidate_embeddings[:num_queries],
-            true_candidate_ids=raw_ids, sample_weight=sample_weight))
-    if compute_batch_metrics and self._batch_metrics:
-      scores = self._scale(tf.linalg.matmul(query_embeddings, candidates,
-                                            transpose_b=True))
-      labels = tf.eye(num_queries, tf.shape(scores)[1])
-      if any(g.remove_accidental_hits for g in groups):
-        scores = self._hit_remover(labels, scores, keys)
-      for metric in self._batch_metrics:
-        update_ops.append(metric.update_state(labels, scores,
-                                              sample_weight=sample_weight))
+            query[:, -1], candidates[:, -1], true_candidate_ids=ids[:, -1],
+            sample_weight=weight[:, -1]))
     with tf.control_dependencies(update_ops):
       return tf.identity(loss)
+
+  def _positions_per_block(self, rows: int) -> int:
+    """`w`: positions per block, so that a block has about
+    `rows_per_block` rows across the replicas."""
+    if self.positions_per_block:
+      return self.positions_per_block
+    _, replicas = distribute.replica_info()
+    return max(1, self.rows_per_block // max(1, rows * replicas))
 
   def _keys(self, ids: tf.Tensor) -> tf.Tensor:
     """The int64 keys of ids: the sampler's (`id_keys`), else the default."""
@@ -498,9 +619,30 @@ class Retrieval(tfrs.tasks.Retrieval):
         "remove_accidental_hits": self._remove_accidental_hits,
         "gather_candidates": self.gather_candidates,
         "mask_history": self.mask_history,
+        "positions_per_block": self.positions_per_block,
+        "rows_per_block": self.rows_per_block,
         "consumed_items": (tf.keras.layers.serialize(self.consumed_items)
                            if self.consumed_items is not None else None),
         "sampler": (tf.keras.layers.serialize(self.sampler)
                     if self.sampler is not None else None),
     })
     return config
+
+
+def _with_padding(consumed: Optional[masking.Consumed],
+                  num_rows: int) -> masking.Consumed:
+  """`consumed` that also flags padding keys (< 0) for every row.
+
+  Samplers exclude consumed columns from what they select, and the task
+  masks them: a padding position's column is never a negative.
+  """
+
+  def with_padding(ids: tf.Tensor) -> tf.Tensor:
+    pad = tf.cast(ids, tf.int64) < 0
+    if ids.shape.rank == 1:
+      pad = tf.broadcast_to(pad[None, :], tf.stack([num_rows,
+                                                    tf.shape(ids)[0]]))
+    if consumed is None:
+      return pad
+    return tf.logical_or(tf.cast(consumed(ids), tf.bool), pad)
+  return with_padding

@@ -18,6 +18,7 @@ from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.data import sequences
 from tfrs_negsamp.data.interactions import DUPLICATE_POLICIES
+from tfrs_negsamp.evaluation import full_corpus
 from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.serving import export as export_lib
 from trainers.pipeline import strategies
@@ -155,6 +156,14 @@ class ExperimentConfig:
   duplicates: str = "keep_first"
   # Keep this fraction of the users (searches on part of a large set).
   user_fraction: float = 1.0
+  # Validation during training (`validation.ValidationMonitor`): every
+  # `validate_every` epochs (0: none), early stopping after `patience`
+  # evaluations without improvement of `monitor` (0: never), a budget of
+  # training minutes (0: none); the best weights are kept for the test.
+  validate_every: int = 0
+  patience: int = 0
+  time_budget_minutes: float = 0.0
+  monitor: str = "ndcg@10"
 
   def validate(self) -> None:
     """Checks every setting that needs no data; `ConfigError` naming it.
@@ -181,6 +190,33 @@ class ExperimentConfig:
     if not _finite(self.user_fraction) or not 0 < self.user_fraction <= 1:
       raise ValueError("--user_fraction must be in (0, 1], got %r"
                        % self.user_fraction)
+    for name in ("validate_every", "patience"):
+      if getattr(self, name) < 0:
+        raise ValueError("--%s must be >= 0, got %r"
+                         % (name, getattr(self, name)))
+    if (not _finite(self.time_budget_minutes)
+        or self.time_budget_minutes < 0):
+      raise ValueError("--time_budget_minutes must be >= 0, got %r"
+                       % self.time_budget_minutes)
+    if (self.patience or self.time_budget_minutes) and not (
+        self.validate_every):
+      raise ValueError("--patience and --time_budget_minutes need "
+                       "--validate_every >= 1 (they act on the validation "
+                       "curve)")
+    if self.monitor not in full_corpus.METRIC_NAMES:
+      raise ValueError("unknown --monitor=%s; valid: %s"
+                       % (self.monitor, ", ".join(full_corpus.METRIC_NAMES)))
+    if self.validate_every:
+      if self.num_validation < 1:
+        raise ValueError("--validate_every needs a validation split "
+                         "(--num_validation >= 1)")
+      if self.eval_split != "test":
+        raise ValueError("--validate_every monitors the validation split "
+                         "and reports test at the best epoch: keep "
+                         "--eval_split=test")
+      if self.backup_dir:
+        raise ValueError("--validate_every (early stopping, a time budget) "
+                         "does not resume exactly: drop --backup_dir")
     if self.num_validation < 0:
       raise ValueError("--num_validation must be >= 0, got %r"
                        % self.num_validation)

@@ -27,6 +27,7 @@ from trainers.pipeline import exporting
 from trainers.pipeline import fitting
 from trainers.pipeline import inputs
 from trainers.pipeline import strategies
+from trainers.pipeline import validation
 
 
 def _jsonable(value):
@@ -135,7 +136,18 @@ def run(config: configuration.ExperimentConfig,
   else:
     model = assembly.create_model(dataset, config, strategy)
     clock.lap("build")
-    stats = fitting.train(model, dataset, config, strategy)
+    monitor = None
+    if config.validate_every:
+      monitor = validation.ValidationMonitor(
+          protocol.evaluation_sets(dataset, "validation"),
+          metric=config.monitor, every_epochs=config.validate_every,
+          patience=config.patience,
+          budget_seconds=60.0 * config.time_budget_minutes,
+          verbose=progress)
+    stats = fitting.train(model, dataset, config, strategy,
+                          extra_callbacks=[monitor] if monitor else ())
+    if monitor is not None:
+      stats.update(monitor.report())
     clock.lap("training")
     stats["optimizer_steps"] = int(model.optimizer.iterations.numpy())
     estimator = getattr(model.sampler, "frequency", None)

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tests.serving import conftest
 from tfrs_negsamp.serving import export
+from trainers.serving import export_files
 from trainers.serving import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -171,12 +172,15 @@ def test_oversized_chunked_body_is_413(served):
   assert got == 200
 
 
-def test_metadata_file_name_matches_the_exporter():
+def test_metadata_file_name_and_format_match_the_exporter():
   assert server.METADATA_FILE == export.METADATA_FILE
+  assert export_files.METADATA_FILE == export.METADATA_FILE
+  assert export_files.FORMAT_VERSION == export.FORMAT_VERSION
+  assert server.KEEP_SIGNATURE == export.KEEP_SIGNATURE
 
 
 def test_bad_server_arguments(tiny_export, tmp_path):
-  with pytest.raises(FileNotFoundError, match="no SavedModel"):
+  with pytest.raises(export_files.ExportError, match="no SavedModel"):
     server.SavedModelPredictor(str(tmp_path))
   with pytest.raises(ValueError, match="max_body_bytes must be >= 1"):
     server.ModelServer(object(), max_body_bytes=0)
@@ -252,3 +256,18 @@ def test_start_and_stop_free_the_port(tiny_export):
   srv.stop()
   with pytest.raises(OSError):
     http.client.HTTPConnection("127.0.0.1", port, timeout=5).connect()
+
+
+class _FixedPredictor:
+  """A predictor without a model: the same two items for every user."""
+  index_k = 2
+  metadata = {"index": "brute_force", "num_items": 2}
+  inputs = ("user_id",)
+
+  def predict(self, user_ids, keep_history_items=False):
+    del keep_history_items
+    n = len(user_ids)
+    return {"item_ids": np.array([[b"a", b"b"]] * n),
+            "scores": np.array([[1.0, 0.5]] * n, np.float32),
+            "count": np.array([2] * n)}
+

@@ -39,47 +39,60 @@ out). The model returns the index's k items; a request's `k` slices them.
 
 import asyncio
 import concurrent.futures
-import json
 import logging
-import os
 import signal
 import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from aiohttp import web
 
+from trainers.serving import export_files
 from trainers.serving import rest
 
-# Same file name as `export.METADATA_FILE` (not imported from there: export
-# needs TensorFlow Recommenders, which serving does not).
-METADATA_FILE = "tfrs_negsamp.json"
+METADATA_FILE = export_files.METADATA_FILE
+KEEP_SIGNATURE = "keep_history_items"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INSTANCES = 1024
 DEFAULT_THREADS = 4
+# The outputs the predictor reads (the export's others are optional).
+_REQUIRED_OUTPUTS = ("item_ids", "scores", "count")
 
 _LOG = logging.getLogger(__name__)
 
 
 class SavedModelPredictor:
-  """An exported retriever: a batch of queries -> top-k scores and item ids.
+  """An exported retriever: a batch of queries -> the export's outputs.
 
-  Loads the SavedModel with only TensorFlow and ScaNN imported and calls its
-  `serving_default` signature. Thread-safe: concurrent calls share the model.
+  Checks the folder (`export_files.read_export`: a whole export of this
+  format), loads the SavedModel with only TensorFlow and ScaNN imported and
+  calls its `serving_default` signature, or `keep_history_items` when asked
+  to keep the seen items. Thread-safe: concurrent calls share the model.
   The export's metadata says which input the signature takes: `user_id`
-  (`predict`), or `history` and maybe `user_id` (`predict_histories`); an
-  export without metadata is taken as a user id export.
+  (`predict`), or `history` and maybe `user_id` (`predict_histories`).
+
+  Args:
+    model_dir: the export folder.
+    label: how messages name it (default: the path), e.g.
+      "--model_dir=/tmp/run/export".
 
   Attributes:
-    index_k: the k of the exported index (columns of every answer).
-    metadata: the export's `tfrs_negsamp.json` (empty if it has none).
+    index_k: the export's k (columns of every answer).
+    metadata: the export's `tfrs_negsamp.json`.
     inputs: the signature's input names, e.g. `("user_id",)` or
       `("history",)`.
+    exclusion: what `serving_default` excludes: "history",
+      "training_items" or "none".
+
+  Raises:
+    export_files.ExportError: (a ValueError) not a whole export.
+    ValueError: a SavedModel that does not match its metadata.
+    RuntimeError: a ScaNN export without scann installed.
   """
 
-  def __init__(self, model_dir: str):
-    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-      raise FileNotFoundError("no SavedModel at %r (saved_model.pb missing)"
-                              % model_dir)
+  def __init__(self, model_dir: str, label: Optional[str] = None):
+    where = label or repr(model_dir)
+    self.metadata: Dict[str, Any] = export_files.read_export(model_dir,
+                                                             label)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
       # pylint: disable-next=g-import-not-at-top,unused-import
@@ -91,51 +104,65 @@ class SavedModelPredictor:
       loaded = tf.saved_model.load(model_dir)
     except Exception as e:  # pylint: disable=broad-except
       if scann is None and "Scann" in str(e):
-        raise RuntimeError("the SavedModel at %r holds a ScaNN index; "
+        raise RuntimeError("the SavedModel at %s holds a ScaNN index; "
                            "install scann (pip install scann==1.4.2)"
-                           % model_dir) from e
-      raise
+                           % where) from e
+      raise ValueError("cannot load the SavedModel at %s: %s" % (
+          where, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                       ) from e
     if rest.SIGNATURE_NAME not in loaded.signatures:
-      raise ValueError("the SavedModel at %r has no %r signature (it has %s)"
-                       % (model_dir, rest.SIGNATURE_NAME,
+      raise ValueError("the SavedModel at %s has no %r signature (it has %s)"
+                       % (where, rest.SIGNATURE_NAME,
                           sorted(loaded.signatures)))
-    self._loaded = loaded  # keeps the signature's variables alive
-    self._signature = loaded.signatures[rest.SIGNATURE_NAME]
-    self.metadata: Dict[str, Any] = {}
-    meta_path = os.path.join(model_dir, METADATA_FILE)
-    if os.path.exists(meta_path):
-      with open(meta_path) as f:
-        self.metadata = json.load(f)
+    self._loaded = loaded  # keeps the signatures' variables alive
+    default = loaded.signatures[rest.SIGNATURE_NAME]
+    self.exclusion = str(self.metadata.get("exclusion", "none"))
+    keep = default
+    if self.exclusion != "none":
+      if KEEP_SIGNATURE not in loaded.signatures:
+        raise ValueError("the SavedModel at %s excludes %s but has no %r "
+                         "signature" % (where, self.exclusion,
+                                        KEEP_SIGNATURE))
+      keep = loaded.signatures[KEEP_SIGNATURE]
+    self._signatures = {False: default, True: keep}
     self.inputs: Tuple[str, ...] = tuple(
         self.metadata.get("inputs") or [rest.INPUT_NAME])
-    signature_inputs = set(self._signature.structured_input_signature[1])
+    signature_inputs = set(default.structured_input_signature[1])
     if set(self.inputs) != signature_inputs:
-      raise ValueError("the SavedModel at %r takes %s but its %s says %s"
-                       % (model_dir, sorted(signature_inputs),
-                          METADATA_FILE, sorted(self.inputs)))
-    # One warm-up call loads the searcher. The index's k is the export's
-    # (a ScaNN answer may have fewer columns when the leaves it searched
-    # hold fewer than k items); exports without metadata: the call's.
+      raise ValueError("the SavedModel at %s takes %s but its %s says %s"
+                       % (where, sorted(signature_inputs), METADATA_FILE,
+                          sorted(self.inputs)))
+    missing = sorted(set(_REQUIRED_OUTPUTS) - set(default.structured_outputs))
+    if missing:
+      raise ValueError("the SavedModel at %s has no %s output" % (
+          where, " or ".join(repr(m) for m in missing)))
+    self.index_k = int(self.metadata["k"])
+    # One warm-up call loads the searcher.
     if rest.HISTORY_NAME in self.inputs:
-      _, ids = self.predict_histories([[""]], [""])
+      self.predict_histories([[""]], [""])
     else:
-      _, ids = self.predict([""])
-    self.index_k = int(self.metadata.get("k") or ids.shape[1])
+      self.predict([""])
 
-  def predict(self, user_ids: Sequence[str]) -> Tuple[Any, Any]:
-    """`[B]` user ids -> (scores float32 `[B, k]`, item_ids bytes `[B, k]`)."""
-    out = self._signature(user_id=self._tf.constant(list(user_ids),
-                                                    dtype=self._tf.string))
-    return out["scores"].numpy(), out["item_ids"].numpy()
+  def _call(self, keep_history_items: bool, **inputs) -> Dict[str, Any]:
+    out = self._signatures[bool(keep_history_items)](**inputs)
+    return {name: value.numpy() for name, value in out.items()}
+
+  def predict(self, user_ids: Sequence[str],
+              keep_history_items: bool = False) -> Dict[str, Any]:
+    """`[B]` user ids -> the outputs (numpy): `item_ids` (bytes), `scores`
+    `[B, k]`, `count`, `excluded` `[B]` (+ `known_user`)."""
+    return self._call(keep_history_items, user_id=self._tf.constant(
+        list(user_ids), dtype=self._tf.string))
 
   def predict_histories(self, histories: Sequence[Sequence[str]],
-                        user_ids: Optional[Sequence[str]] = None
-                        ) -> Tuple[Any, Any]:
-    """`[B]` histories (item id strings) -> top-k, like `predict`.
+                        user_ids: Optional[Sequence[str]] = None,
+                        keep_history_items: bool = False) -> Dict[str, Any]:
+    """`[B]` histories (item id strings) -> the outputs, like `predict`.
 
     Rows are left-padded with "" to the longest (at least 1), which the
     export ignores; `user_ids` (one per row, "" if unknown) is passed only
-    when the export takes `user_id`.
+    when the export takes `user_id`. `unknown_history` is returned per
+    row, one flag per entry of that row's history (padding removed).
     """
     width = max([1] + [len(h) for h in histories])
     rows = [[""] * (width - len(h)) + list(h) for h in histories]
@@ -144,8 +171,12 @@ class SavedModelPredictor:
     if rest.INPUT_NAME in self.inputs:
       users = list(user_ids) if user_ids else [""] * len(rows)
       kwargs[rest.INPUT_NAME] = self._tf.constant(users, dtype=self._tf.string)
-    out = self._signature(**kwargs)
-    return out["scores"].numpy(), out["item_ids"].numpy()
+    out = self._call(keep_history_items, **kwargs)
+    if "unknown_history" in out:
+      out["unknown_history"] = [
+          [bool(v) for v in flags[width - len(h):]]
+          for flags, h in zip(out["unknown_history"], histories)]
+    return out
 
 
 class ModelServer:
@@ -252,14 +283,16 @@ class ModelServer:
                                 self.max_instances, inputs=self._inputs,
                                 max_history=self.max_history)
     loop = asyncio.get_running_loop()
+    keep = parsed.keep_history_items
     if parsed.histories is not None:
-      scores, ids = await loop.run_in_executor(
-          self._pool, self.predictor.predict_histories, parsed.histories,
-          parsed.user_ids)
+      outputs = await loop.run_in_executor(
+          self._pool, lambda: self.predictor.predict_histories(
+              parsed.histories, parsed.user_ids, keep_history_items=keep))
     else:
-      scores, ids = await loop.run_in_executor(
-          self._pool, self.predictor.predict, parsed.user_ids)
-    return rest.format_predict(parsed, scores.tolist(), ids.tolist())
+      outputs = await loop.run_in_executor(
+          self._pool, lambda: self.predictor.predict(
+              parsed.user_ids, keep_history_items=keep))
+    return rest.format_predict(parsed, outputs, self.predictor.metadata)
 
   # Life cycle.
 

@@ -14,7 +14,8 @@ GET /v1/models/<name>/metadata, GET /healthz (see
 `trainers/serving/rest.py`). The process imports TensorFlow, ScaNN and
 aiohttp, not TFRS or the training code. A folder that is not a whole
 export is refused at start-up with the same line as `trainers.query`.
-`--port=0` picks a free port; the
+Clients that disconnect mid-body and malformed HTTP are logged on one line
+each, without a traceback. `--port=0` picks a free port; the
 "Serving ..." line printed once listening names it. SIGINT/SIGTERM stop the
 server after the requests in flight.
 """

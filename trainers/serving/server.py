@@ -41,6 +41,7 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+import sys
 import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
@@ -179,6 +180,64 @@ class SavedModelPredictor:
     return out
 
 
+def _describe(error: Optional[BaseException]) -> str:
+  """`ErrorClass: message` on one line (an aiohttp HTTP error's text)."""
+  if error is None:
+    return "no error"
+  text = getattr(error, "message", None) or str(error)
+  text = " ".join(str(text).split())
+  if len(text) > 200:
+    text = text[:197] + "..."
+  return "%s: %s" % (type(error).__name__, text) if text else (
+      type(error).__name__)
+
+
+class OneLineLogger(logging.LoggerAdapter):
+  """A logger that writes an exception as one line, without its traceback.
+
+  aiohttp logs each malformed request (a bad Content-Length, headers over
+  its 8190-byte limit, bytes that are not HTTP) with `logger.exception`,
+  a traceback per bad client. The server hands aiohttp this adapter: the
+  same event is one WARNING line `<message>: <ErrorClass>: <text>` (debug
+  messages stay at DEBUG, also on one line).
+  """
+
+  def __init__(self, logger: logging.Logger):
+    super().__init__(logger, {})
+
+  @staticmethod
+  def _error(exc_info: Any) -> Optional[BaseException]:
+    if isinstance(exc_info, BaseException):
+      return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+      return exc_info[1]
+    return sys.exc_info()[1] if exc_info else None
+
+  def _one_line(self, level: int, msg: Any, args: Tuple[Any, ...],
+                kwargs: Dict[str, Any]) -> None:
+    error = self._error(kwargs.pop("exc_info", None))
+    kwargs.pop("stack_info", None)
+    text = str(msg) % args if args else str(msg)
+    if error is not None:
+      text = "%s: %s" % (text, _describe(error))
+    self.log(level, "%s", text, **kwargs)
+
+  def exception(self, msg, *args, **kwargs):  # pylint: disable=arguments-differ
+    kwargs.setdefault("exc_info", True)
+    self._one_line(logging.WARNING, msg, args, kwargs)
+
+  def error(self, msg, *args, **kwargs):
+    self._one_line(logging.WARNING if kwargs.get("exc_info") else
+                   logging.ERROR, msg, args, kwargs)
+
+  def debug(self, msg, *args, **kwargs):
+    self._one_line(logging.DEBUG, msg, args, kwargs)
+
+
+class ClientGone(Exception):
+  """The client closed the connection before its request was read."""
+
+
 class ModelServer:
   """Serves one predictor under `/v1/models/<model_name>` (aiohttp).
 
@@ -251,6 +310,10 @@ class ModelServer:
       else:
         body = await self._predict(request)
       return web.json_response(body)
+    except ClientGone as e:
+      # Nobody to answer: one line, no traceback.
+      _LOG.warning("%s", e)
+      return web.Response(status=400)
     except rest.RestError as e:
       return web.json_response(rest.error_body(e.message), status=e.status,
                                headers=e.headers)
@@ -279,6 +342,13 @@ class ModelServer:
       body = await request.read()
     except web.HTTPRequestEntityTooLarge as e:  # chunked, no Content-Length
       raise self._too_large(None) from e
+    except ConnectionError as e:  # aiohttp: ConnectionResetError
+      raise ClientGone(
+          "client %s disconnected before sending the whole body of %s %s "
+          "(%s); nothing answered" % (
+              request.remote, request.method, request.path,
+              "Content-Length %d" % size if size is not None
+              else "chunked")) from e
     parsed = rest.parse_predict(body, self.predictor.index_k,
                                 self.max_instances, inputs=self._inputs,
                                 max_history=self.max_history)
@@ -304,7 +374,8 @@ class ModelServer:
     runner = web.AppRunner(
         self.make_app(), handle_signals=False, shutdown_timeout=5.0,
         access_log=logging.getLogger("aiohttp.access")
-        if self.access_log else None)
+        if self.access_log else None,
+        logger=OneLineLogger(logging.getLogger("aiohttp.server")))
     await runner.setup()
     try:
       await web.TCPSite(runner, self.host, self.port).start()

@@ -8,7 +8,6 @@ import contextlib
 import dataclasses
 import difflib
 import functools
-import json
 import math
 import os
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainers.pipeline import cluster
+from trainers.pipeline import outputs
 from tfrs_negsamp import data as data_lib
 from tfrs_negsamp import distribute
 from tfrs_negsamp import losses
@@ -159,7 +159,7 @@ class ExperimentConfig:
   cpu_replicas: int = 2
   output_dir: Optional[str] = None
   export_dir: Optional[str] = None
-  index: str = "scann"
+  index: str = "auto"
   top_k: int = 100
   # ScaNN overrides (keys of export.SCANN_PARAMETERS; missing/0: derived).
   scann_overrides: Dict[str, int] = dataclasses.field(default_factory=dict)
@@ -805,10 +805,12 @@ def create_model(dataset: data_lib.Dataset, config: ExperimentConfig,
 
 
 def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
-                 path: str, kind: str = "scann", k: int = 100,
+                 path: str, kind: str = "auto", k: int = 100,
                  scann_overrides: Optional[Dict[str, int]] = None,
                  history_length: Optional[int] = None,
-                 use_user_id: Optional[bool] = None) -> str:
+                 use_user_id: Optional[bool] = None,
+                 seen_items: Optional[Tuple[Sequence[str],
+                                            Sequence[str]]] = None) -> str:
   """Exports `model`'s query tower and a top-k index over the catalog.
 
   A history tower (its `uses_history` attribute, or `history_length`
@@ -816,6 +818,9 @@ def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   item id strings, compacted to `history_length` (default: the tower's
   `history_length`, the L it was trained with); `use_user_id` (default: the
   tower's `use_user_id`, else False) adds the `user_id` input.
+  `seen_items` (an id tower's `(user ids, item ids)` training pairs, e.g.
+  `(dataset.train.user_ids, dataset.train.item_ids)`) makes the export
+  leave each user's training items out of its answers.
 
   Raises:
     ValueError: a history tower without a known history length.
@@ -841,7 +846,8 @@ def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   if kind == "scann":
     metadata["scann"] = export_lib.scann_parameters(
         dataset.catalog.num_items, k, scann_overrides)
-  return export_lib.export(index, path, dataset.users[:1], metadata=metadata)
+  return export_lib.export(index, path, dataset.users[:1], metadata=metadata,
+                           seen_items=seen_items)
 
 
 def _jsonable(value):
@@ -905,6 +911,12 @@ def run(config: ExperimentConfig,
     dataset = load_data(config)
   check_dataset(config, dataset, strategy.num_replicas_in_sync)
   chief = is_chief(strategy)
+  if chief:  # an earlier run's results must not pass for this run's
+    try:
+      outputs.clear_stale_outputs(config.output_dir, config.export_dir)
+    except ValueError as e:
+      raise ConfigError("--export_dir=%s: %s" % (config.export_dir, e)
+                        ) from e
   progress = config.verbose > 0
   sets = protocol.evaluation_sets(dataset, config.eval_split)
   clock.lap("data")
@@ -943,8 +955,8 @@ def run(config: ExperimentConfig,
                       for k, v in dataclasses.asdict(config).items()}
   if config.output_dir and chief:
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, sort_keys=True, default=_jsonable)
+    outputs.write_json(os.path.join(config.output_dir, "metrics.json"),
+                       metrics, indent=2, sort_keys=True, default=_jsonable)
   if chief:
     print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
           file=sys.stderr, flush=True)

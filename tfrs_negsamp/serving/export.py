@@ -487,21 +487,29 @@ class Retriever(tf.Module):
     valid = tf.logical_and(
         tf.logical_and(tf.math.is_finite(scores), tf.logical_not(seen)),
         tf.logical_and(positions >= 0, positions < self.num_items))
-    # Move the valid entries to the front, in order; pad the rest.
-    rank = tf.cumsum(tf.cast(valid, tf.int32), axis=1, exclusive=True)
-    keep = tf.logical_and(valid, rank < self.k)
-    cells = tf.where(keep)
-    target = tf.stack(
-        [cells[:, 0], tf.cast(tf.gather_nd(rank, cells), tf.int64)], axis=1)
-    shape = tf.stack([tf.cast(rows, tf.int64), tf.constant(self.k, tf.int64)])
+    # Column j of the answer is the row's (j+1)-th valid entry: the first
+    # position where the running count of valid entries reaches j + 1. A
+    # row with fewer valid entries (or a narrower ScaNN answer) is padded.
+    # One invalid column more: no row is empty, even if the index found
+    # nothing at all.
+    valid = tf.pad(valid, [[0, 0], [0, 1]])
+    scores = tf.pad(scores, [[0, 0], [0, 1]], constant_values=-np.inf)
+    positions = tf.pad(positions, [[0, 0], [0, 1]])
+    running = tf.cumsum(tf.cast(valid, tf.int32), axis=1)
+    count = tf.minimum(running[:, -1], self.k)
+    order = tf.searchsorted(
+        running, tf.tile(tf.range(1, self.k + 1)[None, :], [rows, 1]),
+        side="left")
+    order = tf.minimum(order, tf.shape(scores)[1] - 1)
+    real = tf.range(self.k)[None, :] < count[:, None]
+    positions = tf.where(real, tf.gather(positions, order, batch_dims=1),
+                         tf.constant(0, tf.int64))
     out = {
-        SCORES: tf.tensor_scatter_nd_update(
-            tf.fill(shape, tf.constant(-np.inf, scores.dtype)), target,
-            tf.gather_nd(scores, cells)),
-        ITEM_IDS: tf.tensor_scatter_nd_update(
-            tf.fill(shape, PADDING_ID), target,
-            tf.gather(self.item_ids, tf.gather_nd(positions, cells))),
-        COUNT: tf.reduce_sum(tf.cast(keep, tf.int32), axis=1),
+        SCORES: tf.where(real, tf.gather(scores, order, batch_dims=1),
+                         tf.constant(-np.inf, scores.dtype)),
+        ITEM_IDS: tf.where(real, tf.gather(self.item_ids, positions),
+                           PADDING_ID),
+        COUNT: count,
         EXCLUDED: excluded,
     }
     if self.takes_history:

@@ -19,8 +19,9 @@ $(VENV)/.installed: setup.py
 	touch $@
 
 # Train on the embedded synthetic data, evaluate on the full corpus, export
-# the query tower + ScaNN index, then answer a query from a fresh process
-# that loads the SavedModel with only tensorflow and scann.
+# the query tower + index (exact search for this small catalog, ScaNN above
+# 4096 items), then answer a query from a fresh process that loads the
+# SavedModel with only tensorflow and scann.
 demo: venv
 	$(PY) -m trainers.train --dataset=synthetic --sampler=in_batch_logq \
 	  --output_dir=$(RUN) --export_dir=$(RUN)/export --verbose=2

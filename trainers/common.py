@@ -249,8 +249,9 @@ def define_flags() -> None:
   flags.DEFINE_string("output_dir", None, "Where metrics.json goes.")
   flags.DEFINE_string("export_dir", None,
                       "If set, export a SavedModel with a top-k index.")
-  flags.DEFINE_enum("index", "scann", ["scann", "brute_force"],
-                    "Index of the exported SavedModel.")
+  flags.DEFINE_enum("index", "auto", ["auto", "scann", "brute_force"],
+                    "Index of the exported SavedModel (auto: exact search up "
+                    "to 4096 items, ScaNN above).")
   flags.DEFINE_integer("top_k", 100, "k of the exported index.")
   flags.DEFINE_integer("scann_leaves", 0,
                        "ScaNN partitions (0: ~sqrt of the catalog size).")

@@ -40,14 +40,16 @@ def _trained(query_tower, **overrides):
 def _string_histories(dataset, indices):
   """Model indices `[U, L]` -> item id strings, with noise the export drops.
 
-  Each row gets an unknown id and "" padding inserted, so it is longer
+  Each row gets "" padding and (when it has items: a history of unknown
+  ids only is refused over REST) an unknown id inserted, so it is longer
   than L; the export must still reduce it to the same `[U, L]` indices.
   """
   ids = dataset.catalog.item_ids
   rows = []
   for row in indices:
     items = [str(ids[i - 1]) for i in row if i > 0]
-    rows.append(["", "not-an-item"] + items[:1] + [""] + items[1:])
+    noise = ["not-an-item"] if items else [""]
+    rows.append([""] + noise + items[:1] + [""] + items[1:])
   width = max(len(r) for r in rows)
   return [[""] * (width - len(r)) + r for r in rows]
 
@@ -77,8 +79,14 @@ class HistoryExperimentExportTest(tf.test.TestCase):
       meta = json.load(f)
     self.assertEqual(meta["query_input"], "history")
     self.assertEqual(meta["history_length"], L)
-    fresh = hist.fresh_process_top_k(path, inputs)
-    # In memory: the trained tower on the indices, exact search.
+    fresh = hist.fresh_process_top_k(path, inputs,
+                                     signature="keep_history_items")
+    # By default the history's items are left out.
+    default = hist.fresh_process_top_k(path, inputs)
+    for ids, history in zip(default["ids"], inputs["history"]):
+      self.assertFalse(set(ids) & set(history))
+    # In memory (items kept): the trained tower on the indices, exact
+    # search.
     query = model.query_model(features, training=False).numpy()
     scores = query @ model.catalog_embeddings().T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
@@ -94,7 +102,8 @@ class HistoryExperimentExportTest(tf.test.TestCase):
     with server.ModelServer(predictor, port=0, threads=1).start() as srv:
       instances = [dict(zip(inputs, row)) for row in zip(*inputs.values())]
       status, _, body = server_test._call(  # pylint: disable=protected-access
-          srv, "POST", server_test.PREDICT, {"instances": instances})
+          srv, "POST", server_test.PREDICT,
+          {"instances": instances, "keep_history_items": True})
     self.assertEqual(status, 200, body)
     self.assertEqual([p["item_ids"] for p in body["predictions"]],
                      fresh["ids"])

@@ -137,7 +137,7 @@ class ExperimentConfig:
   cpu_replicas: int = 2
   output_dir: Optional[str] = None
   export_dir: Optional[str] = None
-  index: str = "scann"
+  index: str = "auto"
   top_k: int = 100
   # ScaNN overrides (keys of export.SCANN_PARAMETERS; missing/0: derived).
   scann_overrides: Dict[str, int] = dataclasses.field(default_factory=dict)

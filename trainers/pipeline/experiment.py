@@ -8,7 +8,6 @@ modules: `configuration` (settings and checks), `inputs` (data),
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from trainers.pipeline import configuration
 from trainers.pipeline import exporting
 from trainers.pipeline import fitting
 from trainers.pipeline import inputs
+from trainers.pipeline import outputs
 from trainers.pipeline import strategies
 from trainers.pipeline import validation
 
@@ -125,6 +125,12 @@ def run(config: configuration.ExperimentConfig,
     dataset = inputs.load_data(config)
   configuration.check_dataset(config, dataset, strategy.num_replicas_in_sync)
   chief = strategies.is_chief(strategy)
+  if chief:  # an earlier run's results must not pass for this run's
+    try:
+      outputs.clear_stale_outputs(config.output_dir, config.export_dir)
+    except ValueError as e:
+      raise configuration.ConfigError("--export_dir=%s: %s"
+                                      % (config.export_dir, e)) from e
   progress = config.verbose > 0
   sets = protocol.evaluation_sets(dataset, config.eval_split)
   clock.lap("data")
@@ -158,11 +164,15 @@ def run(config: configuration.ExperimentConfig,
     clock.lap("evaluation")
     if config.export_dir:
       with cluster.chief_path(config.export_dir, chief) as export_dir:
-        exporting.export_model(model, dataset, export_dir, config.index,
-                     config.top_k, config.scann_overrides,
-                     history_length=(
-                         config.max_history if query_towers.uses_history(
-                             config.query_tower) else None))
+        history = query_towers.uses_history(config.query_tower)
+        # An id tower's answers leave out the user's training items (a
+        # history tower's leave out the request's history).
+        exporting.export_model(
+            model, dataset, export_dir, config.index, config.top_k,
+            config.scann_overrides,
+            history_length=config.max_history if history else None,
+            seen_items=None if history else (dataset.train.user_ids,
+                                             dataset.train.item_ids))
       clock.lap("export")
   if chief and metrics:
     metrics.update(popularity_lift(metrics, sets))
@@ -176,8 +186,8 @@ def run(config: configuration.ExperimentConfig,
                       for k, v in dataclasses.asdict(config).items()}
   if config.output_dir and chief:
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, sort_keys=True, default=_jsonable)
+    outputs.write_json(os.path.join(config.output_dir, "metrics.json"),
+                       metrics, indent=2, sort_keys=True, default=_jsonable)
   if chief:
     print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
           file=sys.stderr, flush=True)

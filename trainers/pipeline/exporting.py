@@ -1,6 +1,6 @@
 """Export of a trained model: query tower + top-k index as a SavedModel."""
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence, Tuple
 
 from tfrs_negsamp import data as data_lib
 from tfrs_negsamp.models import two_tower
@@ -8,10 +8,12 @@ from tfrs_negsamp.serving import export as export_lib
 
 
 def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
-                 path: str, kind: str = "scann", k: int = 100,
+                 path: str, kind: str = "auto", k: int = 100,
                  scann_overrides: Optional[Dict[str, int]] = None,
                  history_length: Optional[int] = None,
-                 use_user_id: Optional[bool] = None) -> str:
+                 use_user_id: Optional[bool] = None,
+                 seen_items: Optional[Tuple[Sequence[str],
+                                            Sequence[str]]] = None) -> str:
   """Exports `model`'s query tower and a top-k index over the catalog.
 
   A history tower (its `uses_history` attribute, or `history_length`
@@ -19,6 +21,9 @@ def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   item id strings, compacted to `history_length` (default: the tower's
   `history_length`, the L it was trained with); `use_user_id` (default: the
   tower's `use_user_id`, else False) adds the `user_id` input.
+  `seen_items` (an id tower's `(user ids, item ids)` training pairs, e.g.
+  `(dataset.train.user_ids, dataset.train.item_ids)`) makes the export
+  leave each user's training items out of its answers.
 
   Raises:
     ValueError: a history tower without a known history length.
@@ -44,4 +49,5 @@ def export_model(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   if kind == "scann":
     metadata["scann"] = export_lib.scann_parameters(
         dataset.catalog.num_items, k, scann_overrides)
-  return export_lib.export(index, path, dataset.users[:1], metadata=metadata)
+  return export_lib.export(index, path, dataset.users[:1], metadata=metadata,
+                           seen_items=seen_items)

@@ -124,8 +124,9 @@ def full_softmax_loss(queries: tf.Tensor,
     sample_weight: optional `[N]` row weights `w_n` (0 = no loss).
     masked_items: optional `[N, K]` item indices or `consumed` callable
       excluded from row `n`'s denominator (never its positive).
-    chunk_size: `C`, items per chunk (any `C >= 1`; the last chunk is
-      padded and its padding masked).
+    chunk_size: `C`, at most this many items per chunk (any `C >= 1`). With
+      a static catalog size the chunks are balanced, `ceil(I / ceil(I /
+      C))` items each; the last chunk's padding is masked.
 
   Returns:
     float32 `[N]` losses `l_n`; the task sums them (SUM reduction).
@@ -148,25 +149,36 @@ def full_softmax_loss(queries: tf.Tensor,
     weights *= tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
   safe_positives = tf.where(valid, positives, tf.ones_like(positives))
   chunk = int(chunk_size)
+  static_classes = table.shape[0]
+  if static_classes:
+    # Balanced chunks: the last one is not mostly padding.
+    chunk = -(-static_classes // -(-static_classes // chunk))
   num_chunks = (num_classes + chunk - 1) // chunk
   dim = tf.shape(table)[1]
   inv_t = 1.0 / temperature
+  minus_inf = tf.constant(-float("inf"), tf.float32)
 
   def chunk_logits(q, padded, c):
-    """Logits `[N, C]` of chunk `c` (-inf where not a class) and its ids."""
+    """Logits `[N, C]` of chunk `c` (-inf where not a class) and its rows."""
     first = c * chunk + 1
     ids = first + tf.range(chunk, dtype=tf.int64)
     e_c = tf.slice(padded, tf.stack([c * chunk, 0]),
                    tf.constant([chunk, -1], tf.int64))
-    z = tf.linalg.matmul(q, e_c, transpose_b=True) * inv_t
-    keep = tf.broadcast_to((ids <= num_classes)[None, :], tf.shape(z))
+    z = tf.linalg.matmul(q, e_c, transpose_b=True)
+    if inv_t != 1.0:
+      z *= inv_t
+    # Padding rows of the last chunk: -inf through a [C] bias (one add).
+    z += tf.where(ids <= num_classes, 0.0, minus_inf)[None, :]
     masked = _masked_in_chunk(masked_items, safe_positives, ids, first)
     if masked is not None:
-      keep &= tf.logical_not(masked)
-    return z, keep, e_c
+      z = tf.where(masked, minus_inf, z)
+    return z, e_c
 
   @tf.custom_gradient
   def loss_fn(q, e):
+    # Rows without loss score a zero query: whatever their query holds
+    # (inf, NaN), they add nothing to the loss or to the item gradient.
+    q = tf.where(weights[:, None] > 0, q, tf.zeros_like(q))
     pad = num_chunks * chunk - num_classes
     padded = tf.pad(e, tf.stack([tf.stack([tf.constant(0, tf.int64), pad]),
                                  tf.zeros([2], tf.int64)]))
@@ -174,8 +186,7 @@ def full_softmax_loss(queries: tf.Tensor,
     z_pos = tf.reduce_sum(q * e_pos, axis=1) * inv_t
 
     def forward(c, m, s):
-      z, keep, _ = chunk_logits(q, padded, c)
-      z = tf.where(keep, z, tf.fill(tf.shape(z), -float("inf")))
+      z, _ = chunk_logits(q, padded, c)
       m_new = tf.maximum(m, tf.reduce_max(z, axis=1))
       s = s * tf.exp(m - m_new) + tf.reduce_sum(
           tf.exp(z - m_new[:, None]), axis=1)
@@ -195,9 +206,8 @@ def full_softmax_loss(queries: tf.Tensor,
                       tf.zeros_like(upstream))                 # [N]
 
       def backward(c, dq, de):
-        z, keep, e_c = chunk_logits(q, padded, c)
-        p = tf.where(keep, tf.exp(z - lse[:, None]), tf.zeros_like(z))
-        g = p * (coef * inv_t)[:, None]                        # [N, C]
+        z, e_c = chunk_logits(q, padded, c)
+        g = tf.exp(z - lse[:, None]) * (coef * inv_t)[:, None]  # [N, C]
         dq += tf.linalg.matmul(g, e_c)
         de = de.write(tf.cast(c, tf.int32),
                       tf.linalg.matmul(g, q, transpose_a=True))

@@ -285,6 +285,14 @@ CASES = [
          ["--output_dir={tmp}/o", "--sizes=10,abc"],
          "error: --sizes and --search_multipliers take numbers: invalid "
          "literal for int() with base 10: 'abc'", program="bench_index"),
+    Case("bench_sequence_unknown_part", ["--parts=cost,speed"],
+         "error: --parts=cost,speed: unknown part 'speed'; valid: cost, "
+         "epoch, crop", program="bench_sequence"),
+    Case("bench_sequence_chunk_zero", ["--chunk_size=0"],
+         "error: --chunk_size=0: must be >= 1", program="bench_sequence"),
+    Case("bench_sequence_missing_csv", ["--data_path={tmp}/none.csv"],
+         "data error: {tmp}/none.csv: file not found",
+         program="bench_sequence"),
     Case("load_test_time_limit_inf", ["--time_limit=inf"],
          "error: --time_limit must be a finite number > 0, got inf",
          program="load_test"),

@@ -238,6 +238,19 @@ def define_flags() -> None:
                     "(YouTubeDNN mean, GRU4Rec, SASRec) over the last "
                     "--max_history training items.")
   flags.DEFINE_integer("max_history", 50, "History towers: history length L.")
+  flags.DEFINE_enum("training_rows", "auto", ["auto", "sequence", "window"],
+                    "History towers: sequence rows (each user's last L + 1 "
+                    "training items, every position a target, one encoder "
+                    "pass per user; auto) or one history window per target "
+                    "(window).")
+  flags.DEFINE_enum("sequence_crop", "last", ["last", "random"],
+                    "Sequence rows of users longer than L + 1: their last "
+                    "L + 1 items, or a random crop each epoch.")
+  flags.DEFINE_enum("loss", "auto", ["auto", "softmax", "gbce"],
+                    "The task's loss: the sampler's own (auto), the "
+                    "softmax, or gBCE (gSASRec) over the sampler's "
+                    "negatives with calibration --gbce_t.")
+  flags.DEFINE_float("gbce_t", 0.75, "gBCE calibration t in [0, 1].")
   flags.DEFINE_boolean("share_item_embeddings", True,
                        "History towers read the item tower's id table.")
   flags.DEFINE_boolean("history_user_id", False,
@@ -353,6 +366,8 @@ def config_from_flags(**overrides):
       validate_every=FLAGS.validate_every, patience=FLAGS.patience,
       time_budget_minutes=FLAGS.time_budget_minutes, monitor=FLAGS.monitor,
       query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
+      training_rows=FLAGS.training_rows, sequence_crop=FLAGS.sequence_crop,
+      loss=FLAGS.loss, gbce_t=FLAGS.gbce_t,
       share_item_embeddings=FLAGS.share_item_embeddings,
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
       num_heads=FLAGS.num_heads, dropout=FLAGS.dropout,

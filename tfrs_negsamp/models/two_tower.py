@@ -96,6 +96,8 @@ class TwoTowerModel(tfrs.Model):
 
   def compute_loss(self, features: Dict[str, tf.Tensor],
                    training: bool = False) -> tf.Tensor:
+    if "targets" in features:
+      return self._sequence_loss(features, training)
     query = self.query(features, training=training)
     index = self.item_index(features["item_id"])
     loss = self.task(query, self.item_model(index), candidate_ids=index,
@@ -105,6 +107,31 @@ class TwoTowerModel(tfrs.Model):
                      compute_metrics=False, compute_batch_metrics=False,
                      training=training)
     self._track_loss_per_example(loss, tf.shape(query)[0])
+    return loss
+
+  def _sequence_loss(self, features: Dict[str, tf.Tensor],
+                     training: bool) -> tf.Tensor:
+    """Sequence rows: one query per position, every position's next item.
+
+    `features`: `history` `[B, L]` (inputs) and `targets` `[B, L]` (model
+    indices, 0 = padding), `user_id` `[B]`. The tower's causal outputs
+    `[B, L, d]` and the targets' embeddings go to the task, which treats
+    every valid position as a query row (`tasks.Retrieval` sequence mode).
+    """
+    inputs = {"history": features["history"]}
+    if "user_id" in features:
+      inputs["user_id"] = features["user_id"]
+    query = self.query_model.sequence_embeddings(inputs, training=training)
+    targets = tf.cast(features["targets"], tf.int64)
+    loss = self.task(query, self.item_model(targets),
+                     candidate_ids=tf.where(targets > 0, targets,
+                                            -tf.ones_like(targets)),
+                     query_ids=(features.get("user_id")
+                                if self.consumed_items is not None else None),
+                     compute_metrics=False, compute_batch_metrics=False,
+                     training=training)
+    self._track_loss_per_example(
+        loss, tf.reduce_sum(tf.cast(targets > 0, tf.int32)))
     return loss
 
   def _track_loss_per_example(self, loss: tf.Tensor, rows: tf.Tensor):

@@ -1,6 +1,7 @@
 """Negative samplers: one module per strategy, one contract (`base`)."""
 
-from tfrs_negsamp.samplers.base import (CandidateGroup, NegativeSampler,
+from tfrs_negsamp.samplers.base import (CandidateGroup, CatalogSoftmax,
+                                        NegativeSampler,
                                         OptionInfo, PerQuery, SamplerContext,
                                         Tune, available_samplers,
                                         build_options, check_option,
@@ -16,6 +17,7 @@ from tfrs_negsamp.samplers.bir import BIRSampler
 from tfrs_negsamp.samplers.catalog import CandidateCatalog
 from tfrs_negsamp.samplers.compose import Compose
 from tfrs_negsamp.samplers.cross_batch import CrossBatchSampler
+from tfrs_negsamp.samplers.full import FullSoftmax
 from tfrs_negsamp.samplers.in_batch import InBatchSampler
 from tfrs_negsamp.samplers.inverse_popularity import InversePopularitySampler
 from tfrs_negsamp.samplers.mixed import MixedSampler

@@ -53,6 +53,19 @@ class PerQuery(NamedTuple):
   mask: Optional[tf.Tensor] = None
 
 
+class CatalogSoftmax(NamedTuple):
+  """Every catalog item as a column: the exact softmax (`FullSoftmax`).
+
+  Attributes:
+    item_embeddings: int64 item keys `[n]` (`1..num_items`) -> `[n, d]`.
+    num_items: the catalog size `I`.
+    chunk_size: items per chunk of the running log-sum-exp.
+  """
+  item_embeddings: Callable[[tf.Tensor], tf.Tensor]
+  num_items: int
+  chunk_size: int
+
+
 class CandidateGroup(NamedTuple):
   """One softmax; the loss is `sum_g weight_g * CE_g`.
 
@@ -77,6 +90,8 @@ class CandidateGroup(NamedTuple):
       positive id (TFRS `RemoveAccidentalHits`).
     num_hard_negatives: keep only the hardest negatives per row (TFRS
       `HardNegativeMining`), after corrections and masks.
+    catalog_softmax: the whole catalog as the columns (the other fields
+      are then unused): the task computes the exact softmax in chunks.
   """
   weight: float = 1.0
   extra_embeddings: Optional[tf.Tensor] = None
@@ -88,6 +103,7 @@ class CandidateGroup(NamedTuple):
   drop_in_batch: bool = False
   remove_accidental_hits: bool = True
   num_hard_negatives: Optional[int] = None
+  catalog_softmax: Optional[CatalogSoftmax] = None
 
 
 class NegativeSampler(tf.keras.layers.Layer):

@@ -35,6 +35,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import full_softmax
+from tfrs_negsamp import gbce
 from tfrs_negsamp import keys as keys_lib
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
@@ -121,14 +123,18 @@ class Retrieval(tfrs.tasks.Retrieval):
                positions_per_block: Optional[int] = None,
                rows_per_block: int = 1024) -> None:
     pairwise = None
+    gbce_loss = None
     if isinstance(loss, str):
       if loss not in losses.LOSS_TYPES:
         raise ValueError("unknown loss %r; valid: %s"
                          % (loss, ", ".join(losses.LOSS_TYPES)))
       pairwise = losses.CMLTripletLoss() if loss == losses.TRIPLET else None
+      gbce_loss = losses.GBCE() if loss == losses.GBCE_NAME else None
       loss = None
     elif isinstance(loss, losses.CMLTripletLoss):
       pairwise, loss = loss, None
+    elif isinstance(loss, losses.GBCE):
+      gbce_loss, loss = loss, None
     if sampler is not None and not isinstance(sampler, base.NegativeSampler):
       raise TypeError("sampler must be a tfrs_negsamp NegativeSampler, got "
                       "%r." % (sampler,))
@@ -144,6 +150,7 @@ class Retrieval(tfrs.tasks.Retrieval):
                      name=name)
     self._hit_remover = tfrs.layers.loss.RemoveAccidentalHits()
     self.pairwise_loss = pairwise
+    self.gbce_loss = gbce_loss
     self.sampler = sampler
     self.gather_candidates = bool(gather_candidates)
     self.consumed_items = consumed_items
@@ -330,6 +337,11 @@ class Retrieval(tfrs.tasks.Retrieval):
       raise ValueError("the sampler returned no candidate group.")
     total = tf.constant(0.0)
     for group in groups:
+      if group.catalog_softmax is not None:
+        total += group.weight * self._catalog_softmax_loss(
+            query_embeddings, candidate_ids, group.catalog_softmax,
+            sample_weight, consumed)
+        continue
       if self.pairwise_loss is not None:
         total += group.weight * losses.triplet_group_loss(
             self.pairwise_loss, query_embeddings, candidate_embeddings,
@@ -340,10 +352,62 @@ class Retrieval(tfrs.tasks.Retrieval):
                                          candidate_embeddings,
                                          candidate_ids, group,
                                          consumed=consumed)
-      loss = self._loss(y_true=labels, y_pred=logits,
-                        sample_weight=sample_weight)
+      if self.gbce_loss is not None:
+        loss = self._gbce(logits, labels, sample_weight)
+      else:
+        loss = self._loss(y_true=labels, y_pred=logits,
+                          sample_weight=sample_weight)
       total += group.weight * tf.cast(loss, tf.float32)
     return total
+
+  def _catalog_softmax_loss(self, query_embeddings: tf.Tensor,
+                            candidate_ids: tf.Tensor,
+                            spec: base.CatalogSoftmax,
+                            sample_weight: Optional[tf.Tensor],
+                            consumed: Optional[masking.Consumed]
+                            ) -> tf.Tensor:
+    """The exact softmax over the catalog, summed over the rows."""
+    if self.pairwise_loss is not None or self.gbce_loss is not None:
+      raise ValueError("the full softmax sampler trains the softmax: use "
+                       "loss='softmax' with it.")
+    positives = candidate_ids[:tf.shape(query_embeddings)[0]]
+    return tf.reduce_sum(full_softmax.full_softmax_loss(
+        query_embeddings, positives, spec.item_embeddings,
+        num_items=spec.num_items, temperature=self._temperature,
+        sample_weight=sample_weight, masked_items=consumed,
+        chunk_size=spec.chunk_size))
+
+  def _gbce(self, logits: tf.Tensor, labels: tf.Tensor,
+            sample_weight: Optional[tf.Tensor]) -> tf.Tensor:
+    """gBCE summed over the rows: the label column is the positive, every
+    other column a negative (masked ones, at `MIN_FLOAT`, add 0)."""
+    num_items = self.gbce_loss.num_items or self._catalog_size()
+    if num_items is None:
+      raise ValueError("gBCE needs the catalog size: give "
+                       "losses.GBCE(num_items=...) or a sampler with a "
+                       "catalog (num_items= or candidates=).")
+    columns = logits.shape[1]
+    if columns is None or columns < 2:
+      raise ValueError("gBCE needs a static number (>= 2) of columns per "
+                       "row, got %s." % (logits.shape,))
+    is_label = tf.cast(labels, tf.bool)
+    positive = tf.reduce_sum(tf.where(is_label, logits, 0.0), axis=1)
+    negatives = tf.reshape(tf.boolean_mask(logits, ~is_label),
+                           [-1, columns - 1])
+    return tf.reduce_sum(gbce.gbce_loss(
+        positive, negatives, num_items, self.gbce_loss.t,
+        sample_weight=sample_weight, negative_mask=negatives > MIN_FLOAT / 2))
+
+  def _catalog_size(self) -> Optional[int]:
+    """The sampler's catalog size (`num_items` or its candidate catalog)."""
+    for member in getattr(self.sampler, "samplers", [self.sampler]):
+      catalog = getattr(member, "candidate_catalog", None)
+      if catalog is not None:
+        return int(catalog.num_items)
+      size = getattr(member, "num_items", None)
+      if size is not None:
+        return int(size)
+    return None
 
   def call(self,
            query_embeddings: tf.Tensor,
@@ -401,7 +465,7 @@ class Retrieval(tfrs.tasks.Retrieval):
           compute_metrics)
     consumed = self._consumed(query_ids, query_history)
     if (self.sampler is None and self.pairwise_loss is None and
-        consumed is None):
+        self.gbce_loss is None and consumed is None):
       return super().call(
           query_embeddings, candidate_embeddings,
           sample_weight=sample_weight,

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import data as data_lib
+from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import samplers as samplers_lib
@@ -48,6 +49,10 @@ def build_model(dataset: data_lib.Dataset, config: configuration.ExperimentConfi
   # options' margin for two_stage_triplet).
   task_loss = samplers_lib.task_loss(
       config.sampler, samplers_lib.build_options(config.sampler, options))
+  if config.loss == "gbce":
+    task_loss = losses.GBCE(t=config.gbce_t, num_items=catalog.num_items)
+  elif config.loss == "softmax":
+    task_loss = losses.SOFTMAX
   model = two_tower.TwoTowerModel(
       query_model, item_model, catalog.item_ids, sampler, loss=task_loss,
       temperature=temperature,

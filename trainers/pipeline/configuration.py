@@ -25,6 +25,14 @@ from trainers.pipeline import strategies
 
 
 BASELINES = ("popularity_baseline", "ease_baseline")
+TRAINING_ROWS = ("auto", "sequence", "window")
+LOSSES = ("auto", "softmax", "gbce")
+
+
+def sequence_rows(config: "ExperimentConfig") -> bool:
+  """Whether training reads sequence rows (history towers, not window)."""
+  return (query_towers.uses_history(config.query_tower)
+          and config.training_rows != "window")
 EVAL_SPLITS = ("test", "validation")
 
 
@@ -125,6 +133,16 @@ class ExperimentConfig:
   # history towers read the last `max_history` items (issue 13).
   query_tower: str = "id"
   max_history: int = 50
+  # History towers: "sequence" (one row per user's last max_history + 1
+  # training items, every position a target; SAMPLERS.md 12.1), "window"
+  # (one history window per target) or "auto" (sequence).
+  training_rows: str = "auto"
+  # Sequence rows of users longer than L + 1: "last" or "random" crops.
+  sequence_crop: str = "last"
+  # The task's loss: "auto" (the sampler's, from the registry), "softmax"
+  # or "gbce" (with the calibration `gbce_t`).
+  loss: str = "auto"
+  gbce_t: float = 0.75
   share_item_embeddings: bool = True
   history_user_id: bool = False
   num_blocks: int = 2
@@ -229,6 +247,27 @@ class ExperimentConfig:
       raise ValueError("unknown strategy %r; valid: %s"
                        % (self.strategy, ", ".join(strategies.STRATEGIES)))
     query_towers.uses_history(self.query_tower)  # ValueError if unknown
+    if self.training_rows not in TRAINING_ROWS:
+      raise ValueError("unknown --training_rows=%s; valid: %s"
+                       % (self.training_rows, ", ".join(TRAINING_ROWS)))
+    if self.sequence_crop not in sequences.CROPS:
+      raise ValueError("unknown --sequence_crop=%s; valid: %s"
+                       % (self.sequence_crop, ", ".join(sequences.CROPS)))
+    if (self.training_rows != "auto" and
+        not query_towers.uses_history(self.query_tower)):
+      raise ValueError("--training_rows=%s applies to history towers, not "
+                       "--query_tower=%s" % (self.training_rows,
+                                             self.query_tower))
+    if self.loss not in LOSSES:
+      raise ValueError("unknown --loss=%s; valid: %s"
+                       % (self.loss, ", ".join(LOSSES)))
+    if not _finite(self.gbce_t) or not 0 <= self.gbce_t <= 1:
+      raise ValueError("--gbce_t must be in [0, 1], got %r" % self.gbce_t)
+    if (self.loss != "auto" and self.sampler not in BASELINES and
+        samplers_lib.loss_kind(self.sampler) != "softmax"):
+      raise ValueError("--loss=%s: --sampler=%s trains its own loss (%s)"
+                       % (self.loss, self.sampler,
+                          samplers_lib.loss_kind(self.sampler)))
     for name in ("max_history", "num_blocks", "num_heads"):
       if getattr(self, name) < 1:
         raise ValueError("--%s must be >= 1, got %r"
@@ -359,7 +398,16 @@ def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
       raise ConfigError("--batch_size=%d is larger than the training split "
                         "of %s (%d rows): lower --batch_size"
                         % (config.batch_size, dataset.name, train_rows))
-    if query_towers.uses_history(config.query_tower):
+    if sequence_rows(config):
+      rows = sequences.sequence_rows(dataset.train, dataset.catalog,
+                                     config.max_history).num_rows
+      if rows < config.batch_size:
+        raise ConfigError(
+            "--batch_size=%d is larger than the %d sequence rows (users "
+            "with 2 or more training items) of %s: lower --batch_size or "
+            "use --training_rows=window" % (config.batch_size, rows,
+                                             dataset.name))
+    elif query_towers.uses_history(config.query_tower):
       examples = sequences.user_sequences(
           dataset.train, dataset.catalog).example_positions.size
       if examples < config.batch_size:

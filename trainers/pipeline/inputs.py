@@ -55,10 +55,20 @@ def train_dataset(dataset: data_lib.Dataset, config: configuration.ExperimentCon
   is seen once per epoch across workers, and the gathered global batch is the
   same as under `MirroredStrategy` with as many replicas.
 
-  History towers get next-item examples (`sequences.next_item_dataset`:
-  `user_id`, `item_id` = target, `history` `[B, max_history]`).
+  History towers get sequence rows (`sequences.sequence_dataset`:
+  `user_id`, `history` and `targets` `[B, max_history]`, every position a
+  target) or, with `--training_rows=window`, next-item examples
+  (`sequences.next_item_dataset`: `user_id`, `item_id` = target, `history`
+  `[B, max_history]`).
   """
   epochs = config.epochs if epochs is None else epochs
+  if configuration.sequence_rows(config):
+    ds = sequences.sequence_dataset(
+        dataset.train, dataset.catalog, config.max_history,
+        batch_size=config.batch_size, shuffle=shuffle, seed=config.seed,
+        drop_remainder=True, epochs=epochs, start_step=start_step,
+        crop=config.sequence_crop)
+    return _shard_by_data(ds).prefetch(tf.data.AUTOTUNE)
   if query_towers.uses_history(config.query_tower):
     ds = sequences.next_item_dataset(
         dataset.train, dataset.catalog, config.max_history,
@@ -73,7 +83,12 @@ def train_dataset(dataset: data_lib.Dataset, config: configuration.ExperimentCon
 
 def train_steps_per_epoch(dataset: data_lib.Dataset,
                           config: configuration.ExperimentConfig) -> int:
-  """`S = n // B`: n training rows (history towers: next-item examples)."""
+  """`S = n // B`: n training rows (history towers: sequence rows, or
+  next-item examples with window rows)."""
+  if configuration.sequence_rows(config):
+    return sequences.sequence_rows(
+        dataset.train, dataset.catalog,
+        config.max_history).steps_per_epoch(config.batch_size)
   if query_towers.uses_history(config.query_tower):
     n = sequences.user_sequences(dataset.train,
                                  dataset.catalog).example_positions.size

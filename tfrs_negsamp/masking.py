@@ -455,11 +455,21 @@ class ConsumedItems(tf.keras.layers.Layer):
 
 
 def _as_numpy(values: Any) -> np.ndarray:
+  """Ids as a NumPy array; bytes (a `tf.string` tensor's) decoded as UTF-8.
+
+  `tf.string` holds UTF-8 bytes (a title such as "Misérables"), which
+  NumPy's `astype(str)` would decode as ASCII and reject.
+  """
   if tf.is_tensor(values):
     values = values.numpy()
   values = np.asarray(values)
-  if values.dtype.kind in ("S", "O"):
-    values = values.astype(str)
+  if values.dtype.kind == "S":
+    values = np.char.decode(values, "utf-8")
+  elif values.dtype.kind == "O":
+    values = np.asarray(
+        [v.decode("utf-8") if isinstance(v, bytes) else str(v)
+         for v in values.reshape(-1).tolist()],
+        dtype=str).reshape(values.shape)
   return values
 
 

@@ -105,6 +105,20 @@ class DropInMaskingTest(tf.test.TestCase):
     self.assertAllEqual(consumed(keys).numpy(),
                         [[1, 1, 0], [0, 0, 1], [1, 1, 0]])
 
+  def test_utf8_ids_from_string_tensors(self):
+    # A TFRS model's data: tf.string tensors holding UTF-8 (non-ASCII
+    # titles such as MovieLens's "Misérables"); the same masks as str ids.
+    names = {"x": "Misérables", "y": "Ça", "z": "Zoë"}
+    users = {"a": "ä", "b": "b"}
+    table = tn.masking.ConsumedItems.from_interactions(
+        tf.constant([users[u] for u in PAIRS[0]]),
+        tf.constant([names[i] for i in PAIRS[1]]))
+    loss = _task(consumed_items=table)(
+        tf.constant(Q), tf.constant(C),
+        candidate_ids=tf.constant([names[i] for i in POSITIVES]),
+        query_ids=tf.constant([users[u] for u in USERS]))
+    self.assertAllClose(loss, _expected(KEEP))
+
   def test_user_ids_without_a_table_is_an_error(self):
     with self.assertRaisesRegex(ValueError, "consumed_items"):
       _task()(tf.constant(Q), tf.constant(C),

@@ -95,7 +95,10 @@ class XIRSampler(bir.BIRSampler):
     num_resampled: `K >= 2`, draws per query, half from the batch and half
       from the cache (`K // 2` and `K - K // 2`); None = the number of
       in-batch candidates `G` (the official `C/2 + C/2` with `C = G`).
-    temperature, seed, frequency, remove_accidental_hits: as `BIRSampler`.
+    temperature: as `BIRSampler`.
+    seed: as `BIRSampler`.
+    frequency: as `BIRSampler`.
+    remove_accidental_hits: as `BIRSampler`.
     candidates: instead of `num_items` and `item_model`, a batched dataset
       of the candidate ids (int or string, e.g. `movies.batch(128)`); the
       cache then holds indices of those candidates, encoded by...

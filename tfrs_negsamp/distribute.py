@@ -15,6 +15,7 @@ gradient and the optimizer's cross-replica sum gives the exact gradient of the
 global-batch loss.
 """
 
+import contextlib
 from typing import List, Optional, Tuple
 
 import tensorflow as tf
@@ -72,8 +73,29 @@ def _log_gather(x: tf.Tensor, num_replicas: int) -> None:
     log.entries.append((graph, size))
 
 
+_ONE_REPLICA_VIEW: List[bool] = []
+
+
+@contextlib.contextmanager
+def one_replica_view():
+  """Inside, `replica_info` is `(0, 1)`: every replica computes alike.
+
+  For work on inputs already gathered and identical on every replica (the
+  blocks of sequence rows, `tasks.Retrieval`): samplers then neither gather
+  nor order by replica, draw with replica id 0, and every replica computes
+  (and writes) the same state, as one device would.
+  """
+  _ONE_REPLICA_VIEW.append(True)
+  try:
+    yield
+  finally:
+    _ONE_REPLICA_VIEW.pop()
+
+
 def replica_info() -> Tuple[tf.Tensor, int]:
   """Returns (replica id as an int32 tensor, number of replicas in sync)."""
+  if _ONE_REPLICA_VIEW:
+    return tf.constant(0, tf.int32), 1
   ctx = tf.distribute.get_replica_context()
   if ctx is None:  # cross-replica context: treat as a single replica
     return tf.constant(0, tf.int32), 1

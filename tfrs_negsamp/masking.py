@@ -437,7 +437,10 @@ class ConsumedItems(tf.keras.layers.Layer):
 
   def for_users(self, user_ids: tf.Tensor) -> Consumed:
     """The per-batch callable `consumed(ids) -> bool [B, K]` of `user_ids`."""
-    user_index = self.user_index(user_ids)
+    return self.for_user_index(self.user_index(user_ids))
+
+  def for_user_index(self, user_index: tf.Tensor) -> Consumed:
+    """`for_users` from model user indices (`user_index`)."""
     return lambda ids: self.contains(user_index, ids)
 
   def call(self, user_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:

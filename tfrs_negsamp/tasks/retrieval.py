@@ -96,10 +96,8 @@ class Retrieval(tfrs.tasks.Retrieval):
       mask: the false negatives (a user's own items among the in-batch or
       sampled columns) stay in the softmax, which costs hardness-based
       samplers most (SAMPLERS.md 0.3).
-    positions_per_block: sequence rows (`[B, L, d]` inputs): positions per
-      softmax block (None: about `rows_per_block` rows per block).
-    rows_per_block: sequence rows: the target number of query rows of a
-      block across the replicas (the in-batch columns of one softmax).
+    rows_per_block: sequence rows (`[B, L, d]` inputs): the positions of
+      one softmax block (its query rows and in-batch columns).
 
   Raises:
     ValueError: for an unknown `loss` name.
@@ -120,7 +118,6 @@ class Retrieval(tfrs.tasks.Retrieval):
                gather_candidates: bool = True,
                consumed_items: Optional[masking.ConsumedItems] = None,
                mask_history: bool = True,
-               positions_per_block: Optional[int] = None,
                rows_per_block: int = 1024) -> None:
     pairwise = None
     gbce_loss = None
@@ -155,14 +152,9 @@ class Retrieval(tfrs.tasks.Retrieval):
     self.gather_candidates = bool(gather_candidates)
     self.consumed_items = consumed_items
     self.mask_history = bool(mask_history)
-    if positions_per_block is not None and int(positions_per_block) < 1:
-      raise ValueError("positions_per_block must be >= 1, got %r."
-                       % (positions_per_block,))
     if int(rows_per_block) < 1:
       raise ValueError("rows_per_block must be >= 1, got %r."
                        % (rows_per_block,))
-    self.positions_per_block = (int(positions_per_block)
-                                if positions_per_block else None)
     self.rows_per_block = int(rows_per_block)
     if consumed_items is not None:
       # The table is consulted with the keys the columns carry.
@@ -520,15 +512,18 @@ class Retrieval(tfrs.tasks.Retrieval):
   def _sampled_loss(self, query_embeddings: tf.Tensor,
                     candidate_embeddings: tf.Tensor, keys: tf.Tensor,
                     sample_weight: Optional[tf.Tensor],
-                    consumed: Optional[masking.Consumed], training):
+                    consumed: Optional[masking.Consumed], training,
+                    gather: bool = True):
     """Gathers the candidates, calls the sampler, sums its groups' losses.
 
     Returns:
       `(loss, gathered candidates, gathered keys, groups)`.
     """
-    positive_keys = keys[:tf.shape(query_embeddings)[0]]
+    # Padding rows (key -1, sequence rows) show the sampler the "no item"
+    # index 0, which every sampler can look up.
+    positive_keys = tf.maximum(keys[:tf.shape(query_embeddings)[0]], 0)
     candidates = candidate_embeddings
-    if self.gather_candidates:
+    if self.gather_candidates and gather:
       candidates = distribute.all_gather_local_first(candidate_embeddings)
       keys = distribute.all_gather_local_first(keys)
     if self.sampler is not None:
@@ -555,20 +550,25 @@ class Retrieval(tfrs.tasks.Retrieval):
     """The loss of sequence rows: every valid position is a query row.
 
     Position `t` of row `b` has the query `u_bt` (the causal encoder's output
-    there) and the positive `v_bt` (the next item). The `B x L` positions
-    are processed in blocks of `w` consecutive positions of every row of
-    the (global) batch, `B_global x w` rows each (`positions_per_block`);
-    each block is one sampled softmax as for flat rows: the block's
-    positives, gathered across replicas, are its in-batch columns (so no
-    `(B L)^2` matrix), and the sampler sees the blocks one after another.
-    The blocks are fixed windows of positions, so replicas holding parts of
-    the batch form the same blocks as one device holding all of it.
+    there) and the positive `v_bt` (the next item). The valid positions of
+    the global batch, in position-major order (every row's position 0, then
+    position 1, ...; padding last), are cut into blocks of
+    `rows_per_block`; each block is one sampled softmax as for flat rows:
+    its positives are its in-batch columns, so there is no `(B L)^2`
+    matrix, and positions of many rows share a block. The sampler sees the
+    blocks one after another, as batches.
+
+    Under several replicas the positions of the global batch are gathered
+    once (queries and candidates keep their gradient, SAMPLERS.md D5) and
+    every replica forms the same blocks, scoring each block's rows and
+    weighting only its own (`distribute.one_replica_view`): the sum over
+    replicas is one device's loss on the global batch.
 
     Padding positions (`candidate_ids` -1 for ints, "" for strings, or
     `sample_weight` 0) carry no loss; their key is -1, which every sampler
-    treats as no item (masked as a column, not counted, not enqueued as
-    one). Masking per position uses the row's user (`query_ids` with the
-    table, or `query_history`).
+    treats as no item (masked as a column, not counted, not enqueued).
+    Masking per position uses the row's user (`query_ids` with the table,
+    or `query_history`).
     """
     query = tf.convert_to_tensor(query_embeddings)
     candidates = tf.convert_to_tensor(candidate_embeddings)
@@ -583,7 +583,6 @@ class Retrieval(tfrs.tasks.Retrieval):
       raise ValueError("sequence rows need a static [B, L] (batch with "
                        "drop_remainder=True), got query shape %s."
                        % query.shape)
-    dim = tf.shape(query)[2]
     padding = tf.equal(ids, "") if ids.dtype == tf.string else ids < 0
     keys = tf.reshape(self._keys(tf.reshape(ids, [-1])), [rows, length])
     keys = tf.where(padding, -tf.ones_like(keys), keys)
@@ -594,23 +593,39 @@ class Retrieval(tfrs.tasks.Retrieval):
       if sample_weight.shape.rank == 1:
         sample_weight = sample_weight[:, None]
       weight *= sample_weight
-    window = self._positions_per_block(rows)
-    history = None
-    if query_history is not None:
-      history = tf.convert_to_tensor(query_history)
+    replica, replicas = distribute.replica_info()
+
+    def global_positions(x):
+      """`[B, L, ...]` -> `[L * B_global, ...]`, position-major."""
+      x = distribute.all_gather(x)                # [B_global, L, ...]
+      perm = [1, 0] + list(range(2, x.shape.rank))
+      return tf.reshape(tf.transpose(x, perm),
+                        tf.concat([[-1], tf.shape(x)[2:]], 0))
+
+    q = global_positions(query)
+    c = global_positions(candidates)
+    k = global_positions(keys)
+    owner = global_positions(tf.fill([rows, length], replica))
+    w = tf.where(tf.equal(owner, replica), global_positions(weight), 0.0)
+    # The (global) row of every position, for the per-row masks.
+    row = tf.tile(tf.range(rows * replicas), [length])
+    consumed_of = self._per_row_consumed(query_ids, query_history)
+    order = tf.argsort(tf.cast(k < 0, tf.int32), stable=True)
     loss = tf.constant(0.0)
-    for start in range(0, length, window):
-      stop = min(start + window, length)
-      span = stop - start
-      consumed = self._consumed(
-          None if query_ids is None else tf.repeat(query_ids, span),
-          None if history is None else tf.repeat(history, span, axis=0))
-      block_loss, _, _, _ = self._sampled_loss(
-          tf.reshape(query[:, start:stop], [-1, dim]),
-          tf.reshape(candidates[:, start:stop], [-1, dim]),
-          tf.reshape(keys[:, start:stop], [-1]),
-          tf.reshape(weight[:, start:stop], [-1]),
-          _with_padding(consumed, rows * span), training)
+    num_positions = rows * replicas * length
+    # Every block is computed, also one of padding alone (a data-dependent
+    # skip would put the samplers' state updates, which are cross-replica
+    # merges, inside control flow).
+    for start in range(0, num_positions, self.rows_per_block):
+      stop = min(start + self.rows_per_block, num_positions)
+      sel = order[start:stop]
+      consumed = (None if consumed_of is None
+                  else consumed_of(tf.gather(row, sel)))
+      with distribute.one_replica_view():
+        block_loss, _, _, _ = self._sampled_loss(
+            tf.gather(q, sel), tf.gather(c, sel), tf.gather(k, sel),
+            tf.gather(w, sel), _with_padding(consumed, stop - start),
+            training, gather=False)
       loss += block_loss
     update_ops = [m.update_state(loss) for m in self._loss_metrics]
     if compute_metrics:
@@ -623,13 +638,34 @@ class Retrieval(tfrs.tasks.Retrieval):
     with tf.control_dependencies(update_ops):
       return tf.identity(loss)
 
-  def _positions_per_block(self, rows: int) -> int:
-    """`w`: positions per block, so that a block has about
-    `rows_per_block` rows across the replicas."""
-    if self.positions_per_block:
-      return self.positions_per_block
-    _, replicas = distribute.replica_info()
-    return max(1, self.rows_per_block // max(1, rows * replicas))
+  def _per_row_consumed(self, query_ids, query_history):
+    """`rows [n] -> consumed` over the global batch's rows, or None.
+
+    The users (table indices) or histories (keys) of every replica's rows
+    are gathered once; a block picks its rows' with `rows`.
+    """
+    if not self.mask_history or (query_ids is None and
+                                 query_history is None):
+      return None
+    if query_ids is not None and self.consumed_items is not None:
+      if not self.consumed_items.built:
+        with tf.init_scope():
+          self.consumed_items.build(None)
+      users = distribute.all_gather(
+          self.consumed_items.user_index(query_ids))
+      return lambda rows: self.consumed_items.for_user_index(
+          tf.gather(users, rows))
+    if query_history is None:
+      self._consumed(query_ids, None)  # the missing-table error
+    history = tf.convert_to_tensor(query_history)
+    base.check_rank(history, 2, "query_history")
+    padding = (tf.equal(history, "") if history.dtype == tf.string
+               else history < 0)
+    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
+                      tf.shape(history))
+    history = distribute.all_gather(tf.where(padding, -tf.ones_like(keys),
+                                             keys))
+    return lambda rows: masking.history_consumed(tf.gather(history, rows))
 
   def _keys(self, ids: tf.Tensor) -> tf.Tensor:
     """The int64 keys of ids: the sampler's (`id_keys`), else the default."""
@@ -683,7 +719,6 @@ class Retrieval(tfrs.tasks.Retrieval):
         "remove_accidental_hits": self._remove_accidental_hits,
         "gather_candidates": self.gather_candidates,
         "mask_history": self.mask_history,
-        "positions_per_block": self.positions_per_block,
         "rows_per_block": self.rows_per_block,
         "consumed_items": (tf.keras.layers.serialize(self.consumed_items)
                            if self.consumed_items is not None else None),

@@ -44,8 +44,9 @@ flags.DEFINE_list("variants", [],
                   "Variants `label=sampler:key=value:...` (override "
                   "--samplers), e.g. cbns_4B=cross_batch:memory_size=512.")
 flags.DEFINE_string("suite", None,
-                    "A preset comparison: %s." % ", ".join(
-                        ["cbns", "xir", "floor"]))
+                    "A preset comparison: cbns, xir, towers, cbns_history, "
+                    "floor, ml1m_sasrec (its settings apply where no flag "
+                    "sets them).")
 flags.DEFINE_list("seeds", ["3"],
                   "A count N (seeds 0..N-1) or an explicit list of seeds.")
 flags.DEFINE_string("reference", None,
@@ -147,6 +148,46 @@ SUITES = {
 }
 
 
+# The published full-ranking results on the SASRec version of MovieLens 1M
+# (../shared/data/ml-1m-sasrec/README.md), the rows the ml1m_sasrec suite is
+# set beside: Recall@10 = HR@10 there (one held-out item per user).
+ML1M_PUBLISHED = (
+    {"label": "published SASRec (BCE, 1 negative)", "recall@10": 0.2392,
+     "ndcg@10": 0.1259},
+    {"label": "published gSASRec (gBCE, 256 negatives)", "recall@10": 0.3003,
+     "ndcg@10": 0.1726},
+    {"label": "published SASRec+ (full softmax)", "recall@10": 0.3152,
+     "ndcg@10": 0.1821},
+    {"label": "published SASRec+ (3,000 sampled negatives)",
+     "recall@10": 0.3159, "ndcg@10": 0.1857},
+    {"label": "published BERT4Rec", "recall@10": 0.2843, "ndcg@10": 0.1537},
+)
+SUITES["ml1m_sasrec"] = {
+    # Issue 25: SASRec on ML-1M (SASRec version) with the losses and
+    # negatives of the literature, each with the same wall-clock budget of
+    # training (--time_budget_minutes, default 30), validated every epoch;
+    # the test metrics are those of the best validation epoch. The
+    # configuration of gSASRec's public code: L = 200, d = 128, 2 blocks,
+    # 1 head, dropout 0.5, 128 sequences a batch, Adam at 1e-3.
+    "base": {"query_tower": "sasrec", "max_history": 200,
+             "embedding_dim": 128, "num_blocks": 2, "num_heads": 1,
+             "dropout": 0.5, "batch_size": 128, "learning_rate": 0.001,
+             "item_features": False, "epochs": 10000, "validate_every": 1,
+             "time_budget_minutes": 30.0, "monitor": "ndcg@10"},
+    "variants": [
+        "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0",
+        "gbce_256=uniform:num_negatives=256:loss=gbce:gbce_t=0.75",
+        "full_softmax=full",
+        "in_batch_logq=in_batch_logq",
+        "mixed=mixed",
+        "cbns=cross_batch",
+        "xir=xir",
+        "uniform_3000_shared=uniform:num_negatives=3000:shared=true",
+    ],
+    "time_to_quality": ML1M_PUBLISHED,
+}
+
+
 def _seeds(values):
   if len(values) == 1:
     return list(range(int(values[0])))
@@ -162,15 +203,18 @@ def main(argv):
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
     raise common.UsageError("--output_dir is required")
+  if FLAGS.suite and FLAGS.suite not in SUITES:
+    raise common.UsageError("unknown suite %r; valid: %s"
+                            % (FLAGS.suite, ", ".join(sorted(SUITES))))
+  # The suite's settings, where the command line sets none.
+  suite_base = {key: value for key, value in
+                SUITES.get(FLAGS.suite, {}).get("base", {}).items()
+                if not (key in FLAGS and FLAGS[key].present)}
   base = common.config_from_flags(export_dir=None, backup_dir=None,
-                                  verbose=min(FLAGS.verbose, 2))
+                                  verbose=min(FLAGS.verbose, 2),
+                                  **suite_base)
   specs = list(FLAGS.variants)
   if FLAGS.suite:
-    if FLAGS.suite not in SUITES:
-      raise common.UsageError("unknown suite %r; valid: %s"
-                           % (FLAGS.suite, ", ".join(sorted(SUITES))))
-    for key, value in SUITES[FLAGS.suite]["base"].items():
-      setattr(base, key, value)
     specs = specs or SUITES[FLAGS.suite]["variants"]
   if not specs:
     specs = FLAGS.samplers or samplers.available_samplers()
@@ -230,6 +274,14 @@ def main(argv):
                             reference=reference)
   with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
     print(f.read())
+  if base.validate_every:
+    from trainers.pipeline import curves  # pylint: disable=g-import-not-at-top
+    print(curves.write_time_to_quality(
+        FLAGS.output_dir, [v.label for v in variants],
+        references=suite.get("time_to_quality", ()),
+        title="Time to quality: %s, %.0f training minutes each, test at the "
+        "best validation epoch" % (FLAGS.suite or "variants",
+                                   base.time_budget_minutes)))
 
 
 if __name__ == "__main__":

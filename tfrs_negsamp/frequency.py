@@ -138,6 +138,15 @@ class StreamingFrequencyEstimator(FrequencySource):
   float32. Callers pass the **global** batch's ids to `update` (the model
   gathers them across replicas), so every replica computes the same state.
 
+  Under asynchronous training (`ParameterServerStrategy`) every worker's
+  step is one step of the estimator, with that worker's batch as its ids:
+  `step` and `n_updates` advance by increments (`assign_add`,
+  `scatter_add`), so they count every worker's step and bucket hits exactly
+  once; `last_step` and `avg_gap` are read-modify-write, and when two
+  workers update a bucket at the same time the later write wins (one gap
+  observation is lost, the values stay well-formed: `last_step <= step`,
+  `avg_gap >= 0`).
+
   Args:
     num_buckets: `H`, buckets per hash; should be >= 10x the distinct items.
     num_hashes: `m`, independent hash functions (max over them is used).
@@ -233,7 +242,9 @@ class StreamingFrequencyEstimator(FrequencySource):
       n = tf.gather(self.n_updates, idx) + 1.0
       rate = tf.maximum(self.alpha, 1.0 / n)
       new_b = b + rate * (gap - b)
-      self.n_updates.scatter_update(tf.IndexedSlices(n, idx))
+      # An increment, not a write of `n`: the same value here, and under
+      # asynchronous training every worker's hit is counted once.
+      self.n_updates.scatter_add(tf.IndexedSlices(tf.ones_like(n), idx))
     else:
       new_b = (1.0 - self.alpha) * b + self.alpha * gap
       if self.update_rule == "first_gap":
@@ -241,7 +252,7 @@ class StreamingFrequencyEstimator(FrequencySource):
     self.avg_gap.scatter_update(tf.IndexedSlices(new_b, idx))
     self.last_step.scatter_update(
         tf.IndexedSlices(tf.fill(tf.shape(idx), t), idx))
-    self.step.assign(t)
+    self.step.assign_add(1)  # `t`, counting every worker's step once
 
   def probability(self, ids: tf.Tensor) -> tf.Tensor:
     """`p_hat` per id, the same shape as `ids`."""

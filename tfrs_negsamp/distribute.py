@@ -81,6 +81,32 @@ def replica_info() -> Tuple[tf.Tensor, int]:
           ctx.num_replicas_in_sync)
 
 
+def is_parameter_server(strategy: Optional[tf.distribute.Strategy] = None
+                        ) -> bool:
+  """Whether `strategy` (default: the current one) trains asynchronously.
+
+  True for `tf.distribute.ParameterServerStrategy`, whose steps run on the
+  workers as the coordinator schedules them, each on one worker's batch,
+  with every variable on the parameter servers.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def worker_index() -> Optional[tf.Tensor]:
+  """The index (int64 scalar) of the worker running this step, or None.
+
+  Only inside a function that a `ParameterServerStrategy` coordinator runs
+  on a worker (a training step, a dataset function): the value is bound
+  when the worker runs the function, so one trace serves every worker.
+  None elsewhere (one device, mirrored strategies, eager code on the
+  coordinator), so callers keep their synchronous behaviour there.
+  """
+  if not (tf.inside_function() and is_parameter_server()):
+    return None
+  return tf.distribute.coordinator.experimental_get_current_worker_index()
+
+
 def all_gather_local_first(x: tf.Tensor) -> tf.Tensor:
   """Gathers `x` `[B, ...]` from every replica, local block first `[R*B, ...]`.
 

@@ -15,11 +15,14 @@ gradient and the optimizer's cross-replica sum gives the exact gradient of the
 global-batch loss.
 """
 
+import weakref
 from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
 _GATHER_LOGS: List["GatherLog"] = []
+# {outermost function graph: its worker-index placeholder} (`worker_index`).
+_WORKER_INDEX = weakref.WeakKeyDictionary()
 
 
 class GatherLog:
@@ -104,7 +107,20 @@ def worker_index() -> Optional[tf.Tensor]:
   """
   if not (tf.inside_function() and is_parameter_server()):
     return None
-  return tf.distribute.coordinator.experimental_get_current_worker_index()
+  # The value is a placeholder fed when the function is called, which only
+  # the function the coordinator calls feeds: inside a `tf.cond` branch or a
+  # loop body (graphs of their own) it would stay unfed. So it is created in
+  # the outermost function graph, once, and used from inner graphs as an
+  # ordinary capture.
+  graph = tf.compat.v1.get_default_graph()
+  while hasattr(getattr(graph, "outer_graph", None), "outer_graph"):
+    graph = graph.outer_graph
+  index = _WORKER_INDEX.get(graph)
+  if index is None:
+    with graph.as_default():
+      index = tf.distribute.coordinator.experimental_get_current_worker_index()
+    _WORKER_INDEX[graph] = index
+  return index
 
 
 def all_gather_local_first(x: tf.Tensor) -> tf.Tensor:

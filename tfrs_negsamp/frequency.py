@@ -144,8 +144,9 @@ class StreamingFrequencyEstimator(FrequencySource):
   `scatter_add`), so they count every worker's step and bucket hits exactly
   once; `last_step` and `avg_gap` are read-modify-write, and when two
   workers update a bucket at the same time the later write wins (one gap
-  observation is lost, the values stay well-formed: `last_step <= step`,
-  `avg_gap >= 0`).
+  observation is lost). A gap is at least one step (a concurrent step may
+  have moved `last_step` past this step's `t`), so the values stay
+  well-formed: `0 <= last_step <= step`, `avg_gap > 0` for every bucket hit.
 
   Args:
     num_buckets: `H`, buckets per hash; should be >= 10x the distinct items.
@@ -236,7 +237,10 @@ class StreamingFrequencyEstimator(FrequencySource):
     t = self.step + 1
     idx, _ = tf.unique(tf.reshape(flat, [-1]))
     last = tf.gather(self.last_step, idx)
-    gap = tf.cast(t - last, tf.float32)
+    # `t - last >= 1` when steps run one after another; a concurrent step
+    # of another worker (asynchronous training) may have written a later
+    # `last` meanwhile: its hit and this one are one step apart.
+    gap = tf.cast(tf.maximum(t - last, 1), tf.float32)
     b = tf.gather(self.avg_gap, idx)
     if self.update_rule == "debiased":
       n = tf.gather(self.n_updates, idx) + 1.0

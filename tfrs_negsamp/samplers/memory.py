@@ -31,7 +31,10 @@ server, written by every worker's steps as they arrive). A write reads
 `head` and `filled` once; two workers that read the same `head` write the
 same slots (the later write wins) and advance `head` to the same value, so
 rows can be lost but the buffer stays well-formed: `0 <= head < capacity`,
-`filled <= capacity`, and every slot below `filled` holds a written row.
+`filled <= capacity`, and every slot below `filled` holds a written row. A
+write that read `filled` before another write raised it may lower it again
+(the slots above then sit unused until a later write counts them): `filled`
+can under-count the written slots, never over-count them.
 """
 
 from typing import Dict, Mapping, NamedTuple, Sequence

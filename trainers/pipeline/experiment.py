@@ -41,7 +41,7 @@ BASELINES = ("popularity_baseline", "ease_baseline")
 # trains the sampled softmax.
 TRIPLET_SAMPLERS = ("two_stage_triplet",)
 EVAL_SPLITS = ("test", "validation")
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 _STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
 
 
@@ -157,6 +157,11 @@ class ExperimentConfig:
   # multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).
   strategy: str = "default"
   cpu_replicas: int = 2
+  # parameter_server (ParameterServerStrategy, cluster from TF_CONFIG;
+  # trainers/pipeline/parameter_server.py): shards per id table (0: one per
+  # parameter server) and the smallest shard worth a split.
+  ps_shards: int = 0
+  ps_min_shard_bytes: int = 256 << 10
   output_dir: Optional[str] = None
   export_dir: Optional[str] = None
   index: str = "scann"
@@ -217,8 +222,11 @@ class ExperimentConfig:
                          % (name, getattr(self, name)))
     if not _finite(self.dropout) or not 0 <= self.dropout < 1:
       raise ValueError("--dropout must be in [0, 1), got %r" % self.dropout)
+    if self.ps_shards < 0:
+      raise ValueError("--ps_shards must be >= 0 (0: one per parameter "
+                       "server), got %r" % self.ps_shards)
     for name in ("batch_size", "epochs", "embedding_dim", "top_k",
-                 "cpu_replicas", "backup_freq"):
+                 "cpu_replicas", "backup_freq", "ps_min_shard_bytes"):
       if getattr(self, name) < 1:
         raise ValueError("--%s must be >= 1, got %r"
                          % (name, getattr(self, name)))
@@ -407,6 +415,9 @@ def make_strategy(name: str, cpu_replicas: int = 2
     return tf.distribute.get_strategy()
   if name == "multi_worker":
     return _multi_worker_strategy()
+  if name == "parameter_server":
+    raise ValueError("the parameter_server strategy is built by "
+                     "parameter_server.run (its tasks are not all trainers)")
   if name != "mirrored":
     raise ValueError("unknown strategy %r; valid: %s"
                      % (name, ", ".join(STRATEGIES)))
@@ -898,6 +909,9 @@ def run(config: ExperimentConfig,
   temporary folder that is removed, since a save may need every worker).
   """
   config.validate()
+  if config.strategy == "parameter_server":
+    from trainers.pipeline import parameter_server  # pylint: disable=g-import-not-at-top
+    return parameter_server.run(config, dataset=dataset)
   clock = PhaseClock()
   if strategy is None:
     strategy = make_strategy(config.strategy, config.cpu_replicas)
@@ -937,6 +951,7 @@ def run(config: ExperimentConfig,
   metrics.update(clock.report())
   metrics["eval_split"] = config.eval_split
   metrics["dataset_summary"] = dataset.summary()
+  metrics["strategy"] = config.strategy
   metrics["num_replicas"] = strategy.num_replicas_in_sync
   metrics["num_workers"] = num_workers(strategy)
   metrics["flags"] = {k: _jsonable(v)

@@ -1,0 +1,515 @@
+"""`--strategy=parameter_server`: asynchronous training with sharded tables.
+
+`tf.distribute.ParameterServerStrategy` over a cluster of one `chief` (the
+coordinator), `worker`s and parameter servers (`ps`), from `TF_CONFIG`
+(`cluster.parse_tf_config(..., parameter_server=True)`):
+
+* every task runs the same program (`python -m trainers.train
+  --strategy=parameter_server ...`); workers and parameter servers start a
+  `tf.distribute.Server` and serve until they are stopped (`serve`);
+* the chief builds the model in the strategy's scope: the towers' id tables
+  are `ShardedVariable`s, `--ps_shards` shards each (default: one per
+  parameter server, no shard under `--ps_min_shard_bytes`;
+  `sharding.TablePartitioner`), every other variable (dense layers, sampler
+  state, optimizer slots of unsharded variables) lives whole on one
+  parameter server; the optimizer's slots of a table are sharded like it;
+* `model.fit` takes a dataset function (`DatasetCreator`) that every worker
+  runs: it builds the resumable epoch order of `experiment.train_dataset`
+  and keeps batches `w, w + W, w + 2W, ...` for worker `w` of `W`
+  (`tf.distribute.coordinator.experimental_get_current_worker_index`),
+  repeated, so the workers read disjoint shards of every epoch. A step is
+  one worker's batch of `--batch_size` rows, applied to the parameter
+  servers as soon as it is done (no global batch, no synchronisation
+  between workers). An epoch is `n // batch_size` steps, whichever worker
+  runs them;
+* a worker that dies is replaced (the launcher or the cluster manager
+  restarts it with the same address) and the coordinator re-runs the steps
+  it lost; a parameter server or the chief that dies ends the job, which
+  resumes from the last epoch's checkpoint in `--backup_dir` (tables,
+  optimizer slots and sampler state, restorable into any shard count);
+* after training the chief gathers the towers into one unsharded copy
+  (`gather_towers`), evaluates it and exports it exactly as a one-process
+  run does: serving does not know how training was sharded.
+
+What changes for the samplers (asynchronous steps on one worker's batch):
+the in-batch columns are the `B` candidates of one worker's batch; state
+(the CBNS queue, XIR's cache and occurrence counts, the frequency
+estimator, step counters) lives on the parameter servers and every worker's
+step reads it, then writes it, as it runs, so workers' writes interleave.
+Counters advance by atomic increments (each worker's step counted once);
+array writes of two concurrent steps can overwrite each other; the state
+stays well-formed (see README, "Parameter-server training").
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import tensorflow as tf
+
+from trainers.pipeline import cluster
+from trainers.pipeline import experiment
+from tfrs_negsamp import data as data_lib
+from tfrs_negsamp import optimizers as optimizers_lib
+from tfrs_negsamp import protocol
+from tfrs_negsamp import sharding
+from tfrs_negsamp.models import query_towers
+from tfrs_negsamp.models import two_tower
+
+STRATEGY = "parameter_server"
+# Where the checkpoints go inside --backup_dir.
+BACKUP_SUBDIR = "parameter_server"
+# Per-process peak memory reports inside --output_dir.
+MEMORY_SUBDIR = "process_memory"
+_REPORT_SECONDS = 0.5
+
+
+def peak_memory_bytes() -> int:
+  """This process's peak resident set size (Linux reports KiB)."""
+  return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def task_of(tf_config: Dict[str, Any]) -> Tuple[str, int]:
+  """`(job, index)` of this process in a validated `TF_CONFIG`."""
+  task = tf_config["task"]
+  return task["type"], int(task.get("index", 0))
+
+
+def check_config(config: experiment.ExperimentConfig) -> None:
+  """The settings that `--strategy=parameter_server` cannot run; ConfigError.
+
+  Baselines train nothing (they run in one process).
+  """
+  if config.sampler in experiment.BASELINES:
+    raise experiment.ConfigError(
+        "--sampler=%s trains no model: run it without "
+        "--strategy=parameter_server" % config.sampler)
+
+
+def write_memory_report(report_dir: str, job: str, index: int) -> None:
+  """Writes `{job, index, pid, peak_memory_bytes}` to `job-index.json`.
+
+  A replaced task keeps the larger of its predecessor's peak and its own.
+  The file is replaced atomically (written aside, then renamed).
+  """
+  path = os.path.join(report_dir, "%s-%d.json" % (job, index))
+  peak = peak_memory_bytes()
+  if tf.io.gfile.exists(path):
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        peak = max(peak, int(json.load(f)["peak_memory_bytes"]))
+    except (ValueError, KeyError):
+      pass
+  tf.io.gfile.makedirs(report_dir)
+  tmp = "%s.tmp-%d" % (path, os.getpid())
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    json.dump({"job": job, "index": index, "pid": os.getpid(),
+               "peak_memory_bytes": peak}, f)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def read_memory_reports(report_dir: Optional[str]) -> Dict[str, int]:
+  """`{"ps/0": bytes, "worker/1": bytes, ...}` from the tasks' reports."""
+  out = {}
+  if not report_dir or not tf.io.gfile.isdir(report_dir):
+    return out
+  for name in sorted(tf.io.gfile.listdir(report_dir)):
+    if not name.endswith(".json"):
+      continue
+    with tf.io.gfile.GFile(os.path.join(report_dir, name)) as f:
+      report = json.load(f)
+    out["%s/%d" % (report["job"], report["index"])] = int(
+        report["peak_memory_bytes"])
+  return out
+
+
+def serve(tf_config: Dict[str, Any], output_dir: Optional[str] = None,
+          max_seconds: Optional[float] = None) -> None:
+  """Runs this worker or parameter server until the process is stopped.
+
+  Starts the task's `tf.distribute.Server` and, with `output_dir`, writes
+  the process's peak memory to `output_dir/process_memory/<job>-<i>.json`
+  whenever it grows.
+
+  Args:
+    tf_config: the validated `TF_CONFIG` of a `worker` or `ps` task.
+    output_dir: the run's output folder (None: no report).
+    max_seconds: stop after this long (tests); None: serve forever.
+  """
+  job, index = task_of(tf_config)
+  resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  server = tf.distribute.Server(
+      resolver.cluster_spec(), job_name=job, task_index=index,
+      protocol=resolver.rpc_layer or "grpc", start=True)
+  print("%s %d: serving at %s" % (job, index, server.target), flush=True)
+  report_dir = (os.path.join(output_dir, MEMORY_SUBDIR) if output_dir
+                else None)
+  reported = -1
+  start = time.monotonic()
+  while max_seconds is None or time.monotonic() - start < max_seconds:
+    peak = peak_memory_bytes()
+    if report_dir and peak > reported:
+      write_memory_report(report_dir, job, index)
+      reported = peak
+    time.sleep(_REPORT_SECONDS)
+
+
+def make_strategy(resolver: tf.distribute.cluster_resolver.ClusterResolver,
+                  ps_shards: int = 0,
+                  min_shard_bytes: int = sharding.DEFAULT_MIN_SHARD_BYTES
+                  ) -> Tuple[tf.distribute.Strategy,
+                             sharding.TablePartitioner]:
+  """The strategy over `resolver`'s cluster and its table partitioner.
+
+  Args:
+    resolver: the cluster (chief, workers, ps).
+    ps_shards: shards per table; 0: one per parameter server.
+    min_shard_bytes: no shard smaller than this (`TablePartitioner`).
+  """
+  partitioner = sharding.TablePartitioner(
+      ps_shards or job_size(resolver, "ps"), min_shard_bytes)
+  strategy = tf.distribute.ParameterServerStrategy(
+      resolver, variable_partitioner=partitioner)
+  return strategy, partitioner
+
+
+def job_size(resolver: tf.distribute.cluster_resolver.ClusterResolver,
+             job: str) -> int:
+  """The tasks of `job` ("worker", "ps") in `resolver`'s cluster."""
+  return len(resolver.cluster_spec().as_dict().get(job, []))
+
+
+def first_batch(dataset: data_lib.Dataset,
+                config: experiment.ExperimentConfig) -> Dict[str, tf.Tensor]:
+  """The first training batch in file order (creates the variables)."""
+  return next(iter(experiment.train_dataset(dataset, config, shuffle=False,
+                                            epochs=1)))
+
+
+def create_model(dataset: data_lib.Dataset,
+                 config: experiment.ExperimentConfig,
+                 strategy: tf.distribute.Strategy,
+                 partitioner: sharding.TablePartitioner
+                 ) -> two_tower.TwoTowerModel:
+  """Builds and compiles the model on the parameter servers, every variable.
+
+  One forward pass on the coordinator (no state update) creates the
+  towers' tables (sharded), the dense layers and the sampler's state; the
+  optimizer's slots are created too, so that a checkpoint restores into
+  them (`sharding.restore_sharded`).
+  """
+  tf.keras.utils.set_random_seed(config.seed)
+  with strategy.scope(), partitioner.scope():
+    model = experiment.build_model(dataset, config, config.batch_size)
+    model.compile(optimizer=optimizers_lib.make_optimizer(
+        config.optimizer, config.learning_rate))
+    model.compute_loss(first_batch(dataset, config), training=False)
+    model.loss_per_example.reset_state()
+    model.optimizer.build(model.trainable_variables)
+  model.local_batch_size = config.batch_size
+  return model
+
+
+def dataset_fn(dataset: data_lib.Dataset,
+               config: experiment.ExperimentConfig, workers: int,
+               start_step: int = 0):
+  """The `DatasetCreator` function: worker `w` reads batches `w + k W`.
+
+  Every worker builds the resumable order of `experiment.train_dataset`
+  (epoch `e` shuffled by `(seed, e)`) from `start_step`, keeps every
+  `W`-th batch from its own index on, and repeats that shard forever: the
+  coordinator decides how many steps run.
+  """
+
+  def fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+    del input_context  # one input pipeline per worker, no replicas split
+    worker = tf.distribute.coordinator.experimental_get_current_worker_index()
+    ds = experiment.train_dataset(dataset, config, start_step=start_step)
+    return ds.shard(workers, worker).repeat()
+
+  return fn
+
+
+class EpochTimer(tf.keras.callbacks.Callback):
+  """Wall time of `fit` and each epoch's mean loss per example.
+
+  Epoch-level hooks only (`ParameterServerStrategy` allows no batch
+  hooks). The loss is read from the model's `loss_per_example` metric at
+  the epoch's end, when every step of the epoch has run: the mean over all
+  its steps (Keras's own epoch logs hold the last finished step's values
+  under this strategy, as its warning says).
+  """
+
+  def __init__(self):
+    super().__init__()
+    self.start = self.end = None
+    self.epoch_losses = []
+
+  def on_train_begin(self, logs=None):
+    self.start = time.perf_counter()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.epoch_losses.append(float(self.model.loss_per_example.result()))
+
+  def on_train_end(self, logs=None):
+    self.end = time.perf_counter()
+
+
+class _DropMessage(logging.Filter):
+  """Drops the log records that start with `prefix`."""
+
+  def __init__(self, prefix: str):
+    super().__init__()
+    self.prefix = prefix
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.getMessage()).startswith(self.prefix)
+
+
+# Keras's warning at every epoch end under ParameterServerStrategy when a
+# train step returns more keys than the model's metrics (a tfrs.Model
+# returns its losses too): `EpochTimer` reads the exact epoch mean instead.
+_PSS_METRICS_WARNING = "Could not get Model metric results"
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+  """Saves model, optimizer and sampler state after every epoch.
+
+  `ParameterServerStrategy`'s `fit` waits for every scheduled step at the
+  end of an epoch, so the checkpoint is a consistent state. Each parameter
+  server writes its own variables (a sharded save: `--backup_dir` must be
+  on storage every task can write). The checkpoint number is the number of
+  finished epochs.
+  """
+
+  def __init__(self, manager: tf.train.CheckpointManager):
+    super().__init__()
+    self.manager = manager
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.manager.save(checkpoint_number=epoch + 1)
+
+
+def backup_checkpoint(model: two_tower.TwoTowerModel,
+                      steps_per_epoch: tf.Variable) -> tf.train.Checkpoint:
+  return tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                             steps_per_epoch=steps_per_epoch)
+
+
+def restore_backup(model: two_tower.TwoTowerModel, backup_dir: str,
+                   steps_per_epoch: int, epochs: int
+                   ) -> Tuple[tf.train.CheckpointManager, int]:
+  """The backup's manager and the number of epochs it holds (0: none).
+
+  Restores the latest checkpoint (`sharding.restore_sharded`: any shard
+  count) after checking that it was written with as many steps per epoch.
+
+  Raises:
+    experiment.ConfigError: a backup of other flags, or past `epochs`.
+  """
+  with model.distribute_strategy.scope():
+    steps = tf.Variable(steps_per_epoch, dtype=tf.int64, trainable=False,
+                        name="steps_per_epoch")
+  checkpoint = backup_checkpoint(model, steps)
+  folder = os.path.join(backup_dir, BACKUP_SUBDIR)
+  manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
+  latest = manager.latest_checkpoint
+  if latest is None:
+    return manager, 0
+  saved = int(tf.train.load_checkpoint(latest).get_tensor(
+      "steps_per_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+  done = int(latest.rsplit("-", 1)[1])
+  if saved != steps_per_epoch:
+    raise experiment.ConfigError(
+        "the backup in %s was written with %d steps per epoch, these flags "
+        "give %d: remove it or use the original flags (--batch_size, the "
+        "data)" % (folder, saved, steps_per_epoch))
+  if done > epochs:
+    raise experiment.ConfigError(
+        "the backup in %s holds %d epochs, past --epochs=%d: remove it or "
+        "use the original flags" % (folder, done, epochs))
+  try:
+    sharding.restore_sharded(checkpoint, latest, model, model.optimizer)
+  except sharding.RestoreError as e:
+    raise experiment.ConfigError(str(e)) from None
+  return manager, done
+
+
+def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
+          config: experiment.ExperimentConfig, workers: int,
+          extra_callbacks=()) -> Dict[str, Any]:
+  """`model.fit` over the `workers`; resumes from `config.backup_dir`."""
+  steps_per_epoch = experiment.train_steps_per_epoch(dataset, config)
+  manager, done = None, 0
+  if config.backup_dir:
+    manager, done = restore_backup(model, config.backup_dir,
+                                   steps_per_epoch, config.epochs)
+    if done:
+      print("Resumed from backup after epoch %d (optimizer step %d)."
+            % (done, int(model.optimizer.iterations.numpy())), flush=True)
+  if not done:
+    print("Starting training at step 0.", flush=True)
+  first_step = int(model.optimizer.iterations.numpy())
+  timer = EpochTimer()
+  callbacks = [timer] + list(extra_callbacks)
+  if manager is not None:
+    callbacks.append(EpochCheckpoint(manager))
+  creator = tf.keras.utils.experimental.DatasetCreator(dataset_fn(
+      dataset, config, workers, start_step=done * steps_per_epoch))
+  quiet = _DropMessage(_PSS_METRICS_WARNING)
+  logging.getLogger("tensorflow").addFilter(quiet)
+  try:
+    model.fit(creator, epochs=config.epochs, initial_epoch=done,
+              steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+              verbose=2 if config.verbose else 0)
+  finally:
+    logging.getLogger("tensorflow").removeFilter(quiet)
+  steps = int(model.optimizer.iterations.numpy()) - first_step
+  seconds = (timer.end - timer.start) if timer.start is not None else 0.0
+  if manager is not None:  # finished: as Keras's BackupAndRestore
+    tf.io.gfile.rmtree(manager.directory)
+  losses = timer.epoch_losses or [float("nan")]
+  return {
+      "train_seconds": seconds,
+      "steps": steps,
+      "resumed_from_epoch": done,
+      "examples_per_second": (steps * config.batch_size / seconds
+                              if seconds > 0 else float("nan")),
+      "step_seconds": seconds / steps if steps else float("nan"),
+      "final_loss_per_example": float(losses[-1]),
+  }
+
+
+def gather_towers(model: two_tower.TwoTowerModel,
+                  dataset: data_lib.Dataset,
+                  config: experiment.ExperimentConfig,
+                  scratch_dir: str) -> two_tower.TwoTowerModel:
+  """An unsharded one-process copy of `model`'s towers (on the chief).
+
+  The query and item towers are written to a checkpoint through the
+  chief (`experimental_io_device`: no file on the parameter servers) and
+  read into the same towers built outside the strategy, so every table is
+  one ordinary variable again. The copy has the cheapest sampler and no
+  history mask (it only embeds queries and items: evaluation and export).
+
+  Args:
+    model: the trained model (its variables on the parameter servers).
+    dataset: the data it was built from.
+    config: its configuration.
+    scratch_dir: a folder on the chief, for the checkpoint (removed).
+  """
+  copy_config = dataclasses.replace(
+      config, sampler="in_batch", mask_history=False, sampler_options={},
+      strategy="default")
+  with tf.distribute.get_strategy().scope():
+    local = experiment.build_model(dataset, copy_config,
+                                   copy_config.batch_size)
+  features = first_batch(dataset, config)
+  local.query(features)
+  local.item_model(tf.constant([1], tf.int64))
+  coordinator = "/job:chief/replica:0/task:0/device:CPU:0"
+  options = tf.train.CheckpointOptions(experimental_io_device=coordinator)
+  prefix = os.path.join(scratch_dir, "towers")
+  tf.io.gfile.makedirs(scratch_dir)
+  try:
+    path = tf.train.Checkpoint(
+        query=model.query_model, item=model.item_model).write(
+            prefix, options=options)
+    tf.train.Checkpoint(query=local.query_model,
+                        item=local.item_model).read(path).assert_consumed()
+  finally:
+    tf.io.gfile.rmtree(scratch_dir)
+  return local
+
+
+def run(config: experiment.ExperimentConfig,
+        tf_config: Optional[Dict[str, Any]] = None,
+        resolver=None,
+        dataset: Optional[data_lib.Dataset] = None) -> Optional[Dict[str, Any]]:
+  """The program of every task of a parameter-server job.
+
+  Workers and parameter servers serve (`serve`, until stopped); the chief
+  trains, evaluates, exports and writes `metrics.json` (returned).
+
+  Args:
+    config: the run's configuration (`strategy="parameter_server"`).
+    tf_config: the cluster (default: `TF_CONFIG`, validated).
+    resolver: a cluster resolver for the chief (default: from `TF_CONFIG`;
+      tests pass an in-process cluster's).
+    dataset: the loaded data (default: loaded from `config`).
+  """
+  config.validate()
+  check_config(config)
+  if resolver is None:
+    if tf_config is None:
+      tf_config = cluster.read_tf_config(parameter_server=True)
+    job, _ = task_of(tf_config)
+    if job != "chief":
+      serve(tf_config, config.output_dir)
+      return None
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+  clock = experiment.PhaseClock()
+  strategy, partitioner = make_strategy(
+      resolver, config.ps_shards, config.ps_min_shard_bytes)
+  if dataset is None:
+    dataset = experiment.load_data(config)
+  experiment.check_dataset(config, dataset, num_replicas=1)
+  progress = config.verbose > 0
+  sets = protocol.evaluation_sets(dataset, config.eval_split)
+  clock.lap("data")
+  model = create_model(dataset, config, strategy, partitioner)
+  clock.lap("build")
+  workers, ps = job_size(resolver, "worker"), job_size(resolver, "ps")
+  stats = train(model, dataset, config, workers)
+  clock.lap("training")
+  stats["optimizer_steps"] = int(model.optimizer.iterations.numpy())
+  tables = sharding.table_shards(model)
+  local = gather_towers(model, dataset, config,
+                        tempfile.mkdtemp(prefix="tfrs_negsamp_gather_"))
+  clock.lap("gather")
+  metrics = protocol.evaluate_model(local, sets, progress=progress)
+  clock.lap("evaluation")
+  if config.export_dir:
+    experiment.export_model(
+        local, dataset, config.export_dir, config.index, config.top_k,
+        config.scann_overrides,
+        history_length=(config.max_history if query_towers.uses_history(
+            config.query_tower) else None))
+    clock.lap("export")
+  metrics.update(stats)
+  metrics.update(clock.report())
+  memory = {"chief/0": metrics["peak_memory_bytes"]}
+  if config.output_dir:
+    memory.update(read_memory_reports(
+        os.path.join(config.output_dir, MEMORY_SUBDIR)))
+  metrics.update({
+      "strategy": STRATEGY,
+      "num_ps": ps,
+      "num_workers": workers,
+      "num_replicas": workers,
+      "table_shards": tables,
+      "peak_memory_bytes_per_process": memory,
+      "eval_split": config.eval_split,
+      "dataset_summary": dataset.summary(),
+      "flags": {k: experiment._jsonable(v)  # pylint: disable=protected-access
+                for k, v in dataclasses.asdict(config).items()},
+  })
+  if config.output_dir:
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=2, sort_keys=True,
+                default=experiment._jsonable)  # pylint: disable=protected-access
+  print("%s: %s" % (config.sampler, protocol.summarize(metrics)),
+        file=sys.stderr, flush=True)
+  print("parameter servers %d, workers %d, table shards %s; peak memory %s"
+        % (metrics["num_ps"], metrics["num_workers"], tables, ", ".join(
+            "%s %.2f GiB" % (k, v / 2.0**30) for k, v in memory.items())),
+        file=sys.stderr, flush=True)
+  return metrics
+

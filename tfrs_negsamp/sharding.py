@@ -194,6 +194,23 @@ def restore_sharded(checkpoint: tf.train.Checkpoint, path: str,
   try:
     checkpoint.restore(path).assert_consumed()
   except (AssertionError, ValueError, tf.errors.OpError) as e:
-    raise RestoreError(
-        "cannot restore %s into this model (was it written with other "
-        "flags?): %s" % (path, " ".join(str(e).split())[:400])) from None
+    raise RestoreError("cannot restore %s into this model (was it written "
+                       "with other flags?): %s" % (path, _reason(e))
+                       ) from None
+
+
+def _reason(error: Exception) -> str:
+  """The line of a restore error that says what did not fit.
+
+  A graph execution error (a sliced restore into a `ShardedVariable`)
+  carries the Python stack of the op in its message; its last line is the
+  kernel's reason.
+  """
+  text = getattr(error, "message", None) or str(error)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if isinstance(error, tf.errors.OpError) and lines:
+    text = lines[-1]
+    # A parameter server's error, relayed by gRPC: its own message.
+    if 'grpc_message:"' in text:
+      text = text.split('grpc_message:"', 1)[1].split("\\n", 1)[0]
+  return " ".join(text.split())[:400]

@@ -120,6 +120,33 @@ class TablePartitioner:
       yield
 
 
+@contextlib.contextmanager
+def slots_on_their_devices(optimizer: tf.keras.optimizers.Optimizer
+                           ) -> Iterator[None]:
+  """Inside: the optimizer computes each slot's initial value where it lives.
+
+  Keras's optimizer computes a slot's zeros eagerly on the current device,
+  then creates the variable colocated with its model variable: under
+  `ParameterServerStrategy` every slot of every table shard would be
+  allocated on the coordinator and sent whole to its parameter server, which
+  briefly holds it twice. Here each slot's zeros are computed on its model
+  variable's device. Wrap `optimizer.build`.
+  """
+  build_slot = optimizer.add_variable_from_reference
+
+  def on_its_device(model_variable, variable_name, shape=None,
+                    initial_value=None):
+    with tf.device(model_variable.device):
+      return build_slot(model_variable, variable_name, shape=shape,
+                        initial_value=initial_value)
+
+  optimizer.add_variable_from_reference = on_its_device
+  try:
+    yield
+  finally:
+    del optimizer.add_variable_from_reference
+
+
 def is_sharded(variable) -> bool:
   """Whether `variable` is a `ShardedVariable`."""
   return isinstance(variable,
@@ -189,7 +216,7 @@ def restore_sharded(checkpoint: tf.train.Checkpoint, path: str,
   Raises:
     RestoreError: naming what did not match.
   """
-  with model.distribute_strategy.scope():
+  with model.distribute_strategy.scope(), slots_on_their_devices(optimizer):
     optimizer.build(model.trainable_variables)
   try:
     checkpoint.restore(path).assert_consumed()

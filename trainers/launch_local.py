@@ -36,6 +36,7 @@ replacement, of a worker or of the job, uses one of `--max_restarts`.
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -65,6 +66,10 @@ flags.DEFINE_integer("threads_per_worker", 0,
                      "TensorFlow intra-op threads per worker (0: this "
                      "machine's cores / workers, at least 1), so that the "
                      "workers do not oversubscribe the shared cores.")
+flags.DEFINE_integer("memory_limit_mb", 0,
+                     "Per task: the limit of its data segment (RLIMIT_DATA, "
+                     "as `ulimit -d`: heap and private memory maps) in MiB; "
+                     "an allocation past it fails. 0: no limit.")
 flags.DEFINE_float("grace_seconds", 10.0,
                    "After a failure, how long the other workers get to stop "
                    "on SIGTERM before SIGKILL.")
@@ -109,6 +114,14 @@ def _load_libc():
 
 _LIBC = _load_libc()  # loaded before any fork: the child only calls it
 _PR_SET_PDEATHSIG = 1
+# Set before the tasks start (`_limit_memory` runs in the forked child).
+_MEMORY_LIMIT_BYTES = [0]
+
+
+def limit_memory(limit_bytes: int) -> None:
+  """In the child: `ulimit -d` (RLIMIT_DATA) of `limit_bytes` (0: none)."""
+  if limit_bytes:
+    resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
 def _die_with_launcher() -> None:
@@ -120,6 +133,12 @@ def _die_with_launcher() -> None:
   """
   if _LIBC is not None and sys.platform.startswith("linux"):
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _start_task() -> None:
+  """In the child, before it runs the program."""
+  _die_with_launcher()
+  limit_memory(_MEMORY_LIMIT_BYTES[0])
 
 
 class _Worker:
@@ -136,7 +155,7 @@ class _Worker:
     self.env = env
     self.process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_die_with_launcher)
+        start_new_session=True, preexec_fn=_start_task)
     self.thread = threading.Thread(target=self._copy, daemon=True)
     self.thread.start()
 
@@ -324,6 +343,10 @@ def run_ps_attempt(num_workers: int, num_ps: int, argv: Sequence[str],
 
 def main(argv):
   train_flags = argv[1:]
+  if FLAGS.memory_limit_mb < 0:
+    raise common.UsageError("--memory_limit_mb must be >= 0, got %d."
+                            % FLAGS.memory_limit_mb)
+  _MEMORY_LIMIT_BYTES[0] = FLAGS.memory_limit_mb << 20
   if FLAGS.ps < 0:
     raise common.UsageError("--ps must be >= 0, got %d." % FLAGS.ps)
   if FLAGS.ps:

@@ -170,7 +170,10 @@ def test_export_from_sharded_tables_answers_in_a_fresh_process(out):
   export = _load(out, "export")
   assert json.loads(str(export["table_shards"])) == {
       "item_embedding": 2, "user_embedding": 2}
-  assert bool(export["tables_equal"]) and bool(export["local_unsharded"])
+  assert bool(export["user_table_equal"]) and bool(export["queries_equal"])
+  assert bool(export["local_unsharded"])
+  # Only the query tower is copied; the chief holds item embeddings only.
+  assert export["local_tables"].tolist() == ["user_embedding"]
   users = [str(u) for u in export["users"]]
   env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -274,21 +274,27 @@ def check_export(resolver):
   dataset = experiment.load_data(cfg)
   model = build(resolver, cfg, dataset)
   ps.train(model, dataset, cfg, WORKERS)
-  local = ps.gather_towers(model, dataset, cfg, tempfile.mkdtemp())
+  gathered = ps.gather_towers(model, dataset, cfg, tempfile.mkdtemp())
   path = os.path.join(FLAGS.out, "export")
-  experiment.export_model(local, dataset, path, "brute_force", 10)
+  experiment.export_model(gathered, dataset, path, "brute_force", 10)
   users = [str(u) for u in dataset.users[:EXPORT_USERS]]
-  scores = local.query_embeddings(users) @ local.catalog_embeddings().T
+  queries = gathered.query_embeddings(users)
+  scores = queries @ gathered.catalog_embeddings().T
   top = dataset.catalog.item_ids[np.argsort(-scores, axis=1)[:, :10]]
-  sharded_tables = sharding.table_values(model)
-  local_tables = sharding.table_values(local)
+  local_tables = sharding.table_values(gathered.local)
   _save("export", users=np.array(users), top=top.astype(str),
         table_shards=json.dumps(sharding.table_shards(model)),
-        tables_equal=all(np.array_equal(sharded_tables[k], local_tables[k])
-                         for k in sharded_tables),
+        # The gathered query tower equals the sharded one, in one table.
+        user_table_equal=np.array_equal(
+            sharding.table_values(model)["user_embedding"],
+            local_tables["user_embedding"]),
+        queries_equal=np.array_equal(queries,
+                                     model.query_embeddings(users)),
+        local_tables=sorted(local_tables),
         local_unsharded=all(not sharding.is_sharded(layer.embeddings)
-                            for layer in local.submodules
-                            if layer.name in sharding.TABLE_LAYERS))
+                            for layer in gathered.local.submodules
+                            if layer.name in sharding.TABLE_LAYERS
+                            and layer.built))
 
 
 def check_seeds(resolver):

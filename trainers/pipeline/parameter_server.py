@@ -27,9 +27,10 @@ coordinator), `worker`s and parameter servers (`ps`), from `TF_CONFIG`
   it lost; a parameter server or the chief that dies ends the job, which
   resumes from the last epoch's checkpoint in `--backup_dir` (tables,
   optimizer slots and sampler state, restorable into any shard count);
-* after training the chief gathers the towers into one unsharded copy
-  (`gather_towers`), evaluates it and exports it exactly as a one-process
-  run does: serving does not know how training was sharded.
+* after training the chief gathers the query tower into one unsharded
+  copy and the catalog's item embeddings (`gather_towers`), evaluates and
+  exports them exactly as a one-process run does: serving does not know
+  how training was sharded.
 
 What changes for the samplers (asynchronous steps on one worker's batch):
 the in-batch columns are the `B` candidates of one worker's batch; state
@@ -51,6 +52,7 @@ import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from trainers.pipeline import cluster
@@ -199,19 +201,21 @@ def create_model(dataset: data_lib.Dataset,
                  ) -> two_tower.TwoTowerModel:
   """Builds and compiles the model on the parameter servers, every variable.
 
-  One forward pass on the coordinator (no state update) creates the
-  towers' tables (sharded), the dense layers and the sampler's state; the
-  optimizer's slots are created too, so that a checkpoint restores into
-  them (`sharding.restore_sharded`).
+  Tracing one forward pass (no state update) creates the towers' tables
+  (sharded), the dense layers and the sampler's state, each initialised on
+  its parameter server; nothing runs on the coordinator, which would read
+  the tables there. The optimizer's slots are created too, so that a
+  checkpoint restores into them (`sharding.restore_sharded`).
   """
   tf.keras.utils.set_random_seed(config.seed)
   with strategy.scope(), partitioner.scope():
     model = experiment.build_model(dataset, config, config.batch_size)
     model.compile(optimizer=optimizers_lib.make_optimizer(
         config.optimizer, config.learning_rate))
-    model.compute_loss(first_batch(dataset, config), training=False)
-    model.loss_per_example.reset_state()
-    model.optimizer.build(model.trainable_variables)
+    tf.function(lambda x: model.compute_loss(x, training=False)
+                ).get_concrete_function(first_batch(dataset, config))
+    with sharding.slots_on_their_devices(model.optimizer):
+      model.optimizer.build(model.trainable_variables)
   model.local_batch_size = config.batch_size
   return model
 
@@ -248,13 +252,18 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
   def __init__(self):
     super().__init__()
-    self.start = self.end = None
+    self.start = self.end = self._epoch_start = None
     self.epoch_losses = []
+    self.epoch_seconds = []
 
   def on_train_begin(self, logs=None):
     self.start = time.perf_counter()
 
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = time.perf_counter()
+
   def on_epoch_end(self, epoch, logs=None):
+    self.epoch_seconds.append(time.perf_counter() - self._epoch_start)
     self.epoch_losses.append(float(self.model.loss_per_example.result()))
 
   def on_train_end(self, logs=None):
@@ -375,7 +384,14 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   if manager is not None:  # finished: as Keras's BackupAndRestore
     tf.io.gfile.rmtree(manager.directory)
   losses = timer.epoch_losses or [float("nan")]
+  # Steady state: the epochs after the first (which traces the step on
+  # every worker), when there are any.
+  later = timer.epoch_seconds[1:]
   return {
+      "epoch_seconds": timer.epoch_seconds,
+      "steady_examples_per_second": (
+          steps_per_epoch * config.batch_size / float(np.median(later))
+          if later else float("nan")),
       "train_seconds": seconds,
       "steps": steps,
       "resumed_from_epoch": done,
@@ -386,17 +402,85 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   }
 
 
+class GatheredModel:
+  """What evaluation and export read of a trained model, on the chief.
+
+  `query_model`: the query tower as one-process variables (its tables are
+  ordinary variables again); `catalog_embeddings()`: the item tower's
+  `[N, d]` embeddings of the catalog, computed once from the sharded
+  tables. The item tower itself is not copied: its table and the
+  embeddings are the same size, and the chief holds the embeddings only.
+  The interface of `TwoTowerModel` that `protocol.evaluate_model` and
+  `experiment.export_model` use.
+  """
+
+  def __init__(self, local: two_tower.TwoTowerModel,
+               catalog_embeddings: np.ndarray):
+    self.local = local
+    self.query_model = local.query_model
+    self.history_source = local.history_source
+    self._catalog_embeddings = catalog_embeddings
+
+  @property
+  def uses_history(self) -> bool:
+    return self.local.uses_history
+
+  def query_embeddings(self, user_ids, batch_size: int = 4096,
+                       histories=None, split: str = "test") -> np.ndarray:
+    return self.local.query_embeddings(user_ids, batch_size=batch_size,
+                                       histories=histories, split=split)
+
+  def catalog_embeddings(self) -> np.ndarray:
+    return self._catalog_embeddings
+
+
+def catalog_embeddings(model: two_tower.TwoTowerModel,
+                       batch_size: int = 4096, wave: int = 16) -> np.ndarray:
+  """The item tower's embeddings `[N, d]` of the catalog, computed on workers.
+
+  One scheduled function per `batch_size` items: each worker reads only
+  those rows of the sharded tables (the coordinator calling the tower
+  itself would fetch whole shards). Batches are scheduled `wave` at a time
+  and copied into the result as they are fetched, so the chief holds the
+  `[N, d]` result and at most one wave besides.
+  """
+  strategy = model.distribute_strategy
+  coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(
+      strategy)
+  num_items = int(model.item_lookup.vocabulary_size()) - 1
+
+  @tf.function
+  def embed(start):
+    index = tf.range(start + 1, tf.minimum(start + batch_size, num_items) + 1,
+                     dtype=tf.int64)
+    return strategy.run(model.item_model, args=(index,))
+
+  out = None
+  starts = list(range(0, num_items, batch_size))
+  for first in range(0, len(starts), wave):
+    scheduled = [(s, coordinator.schedule(
+        embed, args=(tf.constant(s, tf.int64),)))
+                 for s in starts[first:first + wave]]
+    for start, remote in scheduled:
+      rows = remote.fetch()
+      if out is None:
+        out = np.empty((num_items, rows.shape[1]), rows.dtype)
+      out[start:start + rows.shape[0]] = rows
+    del scheduled
+  return out
+
+
 def gather_towers(model: two_tower.TwoTowerModel,
                   dataset: data_lib.Dataset,
                   config: experiment.ExperimentConfig,
-                  scratch_dir: str) -> two_tower.TwoTowerModel:
-  """An unsharded one-process copy of `model`'s towers (on the chief).
+                  scratch_dir: str) -> GatheredModel:
+  """The trained towers, gathered on the chief (`GatheredModel`).
 
-  The query and item towers are written to a checkpoint through the
-  chief (`experimental_io_device`: no file on the parameter servers) and
-  read into the same towers built outside the strategy, so every table is
-  one ordinary variable again. The copy has the cheapest sampler and no
-  history mask (it only embeds queries and items: evaluation and export).
+  The query tower is written to a checkpoint through the chief
+  (`experimental_io_device`: no file on the parameter servers) and read
+  into the same tower built outside the strategy, so its tables are
+  ordinary variables. The catalog's embeddings are computed by the item
+  tower on the workers (`catalog_embeddings`).
 
   Args:
     model: the trained model (its variables on the parameter servers).
@@ -410,22 +494,17 @@ def gather_towers(model: two_tower.TwoTowerModel,
   with tf.distribute.get_strategy().scope():
     local = experiment.build_model(dataset, copy_config,
                                    copy_config.batch_size)
-  features = first_batch(dataset, config)
-  local.query(features)
-  local.item_model(tf.constant([1], tf.int64))
+  local.query(first_batch(dataset, config))  # creates its variables
   coordinator = "/job:chief/replica:0/task:0/device:CPU:0"
   options = tf.train.CheckpointOptions(experimental_io_device=coordinator)
-  prefix = os.path.join(scratch_dir, "towers")
   tf.io.gfile.makedirs(scratch_dir)
   try:
-    path = tf.train.Checkpoint(
-        query=model.query_model, item=model.item_model).write(
-            prefix, options=options)
-    tf.train.Checkpoint(query=local.query_model,
-                        item=local.item_model).read(path).assert_consumed()
+    path = tf.train.Checkpoint(query=model.query_model).write(
+        os.path.join(scratch_dir, "query"), options=options)
+    tf.train.Checkpoint(query=local.query_model).read(path).assert_consumed()
   finally:
     tf.io.gfile.rmtree(scratch_dir)
-  return local
+  return GatheredModel(local, catalog_embeddings(model))
 
 
 def run(config: experiment.ExperimentConfig,

@@ -27,19 +27,28 @@ def test_baselines_do_not_run_on_parameter_servers():
     parameter_server.check_config(config)
 
 
-def test_memory_reports_keep_each_task_peak(tmp_path):
+def test_memory_reports_keep_each_task_peak_within_a_cluster(tmp_path):
   folder = str(tmp_path / parameter_server.MEMORY_SUBDIR)
-  parameter_server.write_memory_report(folder, "ps", 1)
+  spec = {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3", "h:4"]}
+  key = parameter_server.cluster_key(spec)
+  assert key == parameter_server.cluster_key(dict(reversed(spec.items())))
   own = parameter_server.peak_memory_bytes()
-  reports = parameter_server.read_memory_reports(folder)
+  parameter_server.write_memory_report(folder, "ps", 1, key)
+  reports = parameter_server.read_memory_reports(folder, key)
   assert list(reports) == ["ps/1"] and reports["ps/1"] >= own
-  # A replaced task keeps its predecessor's larger peak.
+  # A task replaced in the same cluster keeps its predecessor's peak.
   with open(tmp_path / parameter_server.MEMORY_SUBDIR / "ps-1.json", "w") as f:
-    json.dump({"job": "ps", "index": 1, "pid": 1,
+    json.dump({"job": "ps", "index": 1, "pid": 1, "cluster": key,
                "peak_memory_bytes": own * 10}, f)
-  parameter_server.write_memory_report(folder, "ps", 1)
-  parameter_server.write_memory_report(folder, "worker", 0)
-  reports = parameter_server.read_memory_reports(folder)
+  parameter_server.write_memory_report(folder, "ps", 1, key)
+  parameter_server.write_memory_report(folder, "worker", 0, key)
+  reports = parameter_server.read_memory_reports(folder, key)
   assert reports["ps/1"] == own * 10
   assert sorted(reports) == ["ps/1", "worker/0"]
-  assert parameter_server.read_memory_reports(str(tmp_path / "none")) == {}
+  # Another job (other addresses) in the same folder: neither sees the other.
+  other = parameter_server.cluster_key(dict(spec, worker=["h:5"]))
+  assert parameter_server.read_memory_reports(folder, other) == {}
+  parameter_server.write_memory_report(folder, "ps", 1, other)
+  assert parameter_server.read_memory_reports(folder, other)["ps/1"] < own * 10
+  assert parameter_server.read_memory_reports(str(tmp_path / "none"),
+                                              key) == {}

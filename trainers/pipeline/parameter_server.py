@@ -43,6 +43,7 @@ stays well-formed (see README, "Parameter-server training").
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -94,30 +95,43 @@ def check_config(config: experiment.ExperimentConfig) -> None:
         "--strategy=parameter_server" % config.sampler)
 
 
-def write_memory_report(report_dir: str, job: str, index: int) -> None:
-  """Writes `{job, index, pid, peak_memory_bytes}` to `job-index.json`.
+def cluster_key(cluster_spec: Dict[str, Any]) -> str:
+  """A name of a cluster (its jobs and addresses), for the memory reports."""
+  text = json.dumps({job: list(tasks) for job, tasks in sorted(
+      cluster_spec.items())}, sort_keys=True)
+  return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
-  A replaced task keeps the larger of its predecessor's peak and its own.
-  The file is replaced atomically (written aside, then renamed).
+
+def write_memory_report(report_dir: str, job: str, index: int,
+                        cluster: str) -> None:
+  """Writes `{job, index, pid, cluster, peak_memory_bytes}` to `job-i.json`.
+
+  A task replaced in the same cluster (same `cluster` key) keeps the larger
+  of its predecessor's peak and its own; a report of another cluster (an
+  earlier job writing to the same folder) is replaced. The file is
+  replaced atomically (written aside, then renamed).
   """
   path = os.path.join(report_dir, "%s-%d.json" % (job, index))
   peak = peak_memory_bytes()
   if tf.io.gfile.exists(path):
     try:
       with tf.io.gfile.GFile(path) as f:
-        peak = max(peak, int(json.load(f)["peak_memory_bytes"]))
+        report = json.load(f)
+      if report.get("cluster") == cluster:
+        peak = max(peak, int(report["peak_memory_bytes"]))
     except (ValueError, KeyError):
       pass
   tf.io.gfile.makedirs(report_dir)
   tmp = "%s.tmp-%d" % (path, os.getpid())
   with tf.io.gfile.GFile(tmp, "w") as f:
     json.dump({"job": job, "index": index, "pid": os.getpid(),
-               "peak_memory_bytes": peak}, f)
+               "cluster": cluster, "peak_memory_bytes": peak}, f)
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def read_memory_reports(report_dir: Optional[str]) -> Dict[str, int]:
-  """`{"ps/0": bytes, "worker/1": bytes, ...}` from the tasks' reports."""
+def read_memory_reports(report_dir: Optional[str],
+                        cluster: str) -> Dict[str, int]:
+  """`{"ps/0": bytes, "worker/1": bytes, ...}` of the tasks of `cluster`."""
   out = {}
   if not report_dir or not tf.io.gfile.isdir(report_dir):
     return out
@@ -126,8 +140,9 @@ def read_memory_reports(report_dir: Optional[str]) -> Dict[str, int]:
       continue
     with tf.io.gfile.GFile(os.path.join(report_dir, name)) as f:
       report = json.load(f)
-    out["%s/%d" % (report["job"], report["index"])] = int(
-        report["peak_memory_bytes"])
+    if report.get("cluster") == cluster:
+      out["%s/%d" % (report["job"], report["index"])] = int(
+          report["peak_memory_bytes"])
   return out
 
 
@@ -152,12 +167,13 @@ def serve(tf_config: Dict[str, Any], output_dir: Optional[str] = None,
   print("%s %d: serving at %s" % (job, index, server.target), flush=True)
   report_dir = (os.path.join(output_dir, MEMORY_SUBDIR) if output_dir
                 else None)
+  key = cluster_key(tf_config["cluster"])
   reported = -1
   start = time.monotonic()
   while max_seconds is None or time.monotonic() - start < max_seconds:
     peak = peak_memory_bytes()
     if report_dir and peak > reported:
-      write_memory_report(report_dir, job, index)
+      write_memory_report(report_dir, job, index, key)
       reported = peak
     time.sleep(_REPORT_SECONDS)
 
@@ -566,7 +582,8 @@ def run(config: experiment.ExperimentConfig,
   memory = {"chief/0": metrics["peak_memory_bytes"]}
   if config.output_dir:
     memory.update(read_memory_reports(
-        os.path.join(config.output_dir, MEMORY_SUBDIR)))
+        os.path.join(config.output_dir, MEMORY_SUBDIR),
+        cluster_key(resolver.cluster_spec().as_dict())))
   metrics.update({
       "strategy": STRATEGY,
       "num_ps": ps,

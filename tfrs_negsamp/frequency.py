@@ -145,6 +145,16 @@ class StreamingFrequencyEstimator(FrequencySource):
   float32. Callers pass the **global** batch's ids to `update` (the model
   gathers them across replicas), so every replica computes the same state.
 
+  Under asynchronous training (`ParameterServerStrategy`) every worker's
+  step is one step of the estimator, with that worker's batch as its ids:
+  `step` and `n_updates` advance by increments (`assign_add`,
+  `scatter_add`), so they count every worker's step and bucket hits exactly
+  once; `last_step` and `avg_gap` are read-modify-write, and when two
+  workers update a bucket at the same time the later write wins (one gap
+  observation is lost). A gap is at least one step (a concurrent step may
+  have moved `last_step` past this step's `t`), so the values stay
+  well-formed: `0 <= last_step <= step`, `avg_gap > 0` for every bucket hit.
+
   Args:
     num_buckets: `H`, buckets per hash; should be >= 10x the distinct items.
     num_hashes: `m`, independent hash functions (max over them is used).
@@ -239,13 +249,18 @@ class StreamingFrequencyEstimator(FrequencySource):
       flat = tf.boolean_mask(flat, tf.reshape(valid, [-1]), axis=1)
     idx, _ = tf.unique(tf.reshape(flat, [-1]))
     last = tf.gather(self.last_step, idx)
-    gap = tf.cast(t - last, tf.float32)
+    # `t - last >= 1` when steps run one after another; a concurrent step
+    # of another worker (asynchronous training) may have written a later
+    # `last` meanwhile: its hit and this one are one step apart.
+    gap = tf.cast(tf.maximum(t - last, 1), tf.float32)
     b = tf.gather(self.avg_gap, idx)
     if self.update_rule == "debiased":
       n = tf.gather(self.n_updates, idx) + 1.0
       rate = tf.maximum(self.alpha, 1.0 / n)
       new_b = b + rate * (gap - b)
-      self.n_updates.scatter_update(tf.IndexedSlices(n, idx))
+      # An increment, not a write of `n`: the same value here, and under
+      # asynchronous training every worker's hit is counted once.
+      self.n_updates.scatter_add(tf.IndexedSlices(tf.ones_like(n), idx))
     else:
       new_b = (1.0 - self.alpha) * b + self.alpha * gap
       if self.update_rule == "first_gap":
@@ -253,7 +268,7 @@ class StreamingFrequencyEstimator(FrequencySource):
     self.avg_gap.scatter_update(tf.IndexedSlices(new_b, idx))
     self.last_step.scatter_update(
         tf.IndexedSlices(tf.fill(tf.shape(idx), t), idx))
-    self.step.assign(t)
+    self.step.assign_add(1)  # `t`, counting every worker's step once
 
   def probability(self, ids: tf.Tensor) -> tf.Tensor:
     """`p_hat` per id, the same shape as `ids`."""

@@ -275,12 +275,23 @@ def define_flags() -> None:
                        "ScaNN candidates re-scored exactly (0: max(4k, 256)"
                        ", capped by the catalog size).")
   flags.DEFINE_enum("strategy", "default",
-                    ["default", "mirrored", "multi_worker"],
-                    "tf.distribute strategy: mirrored over local devices, or "
+                    ["default", "mirrored", "multi_worker",
+                     "parameter_server"],
+                    "tf.distribute strategy: mirrored over local devices, "
                     "multi_worker (MultiWorkerMirroredStrategy, cluster from "
-                    "TF_CONFIG; see trainers/launch_local.py).")
+                    "TF_CONFIG; see trainers/launch_local.py), or "
+                    "parameter_server (asynchronous ParameterServerStrategy "
+                    "with the id tables sharded over the parameter servers; "
+                    "chief, workers and ps from TF_CONFIG, launch_local "
+                    "--ps=M).")
   flags.DEFINE_integer("cpu_replicas", 2,
                        "Logical CPU devices for --strategy=mirrored.")
+  flags.DEFINE_integer("ps_shards", 0,
+                       "parameter_server: shards per id table (0: one per "
+                       "parameter server).")
+  flags.DEFINE_integer("ps_min_shard_bytes", 256 << 10,
+                       "parameter_server: no table shard smaller than this "
+                       "(a smaller table gets fewer shards).")
   flags.DEFINE_string("backup_dir", None,
                       "Keras BackupAndRestore folder: a killed run restarted "
                       "with the same flags resumes from it.")
@@ -372,6 +383,7 @@ def config_from_flags(**overrides):
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
       num_heads=FLAGS.num_heads, dropout=FLAGS.dropout,
       strategy=FLAGS.strategy, cpu_replicas=FLAGS.cpu_replicas,
+      ps_shards=FLAGS.ps_shards, ps_min_shard_bytes=FLAGS.ps_min_shard_bytes,
       output_dir=FLAGS.output_dir, export_dir=FLAGS.export_dir,
       index=FLAGS.index, top_k=FLAGS.top_k, backup_dir=FLAGS.backup_dir,
       scann_overrides={

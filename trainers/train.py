@@ -19,6 +19,10 @@ and sampler state). `--strategy=multi_worker` trains with
 MultiWorkerMirroredStrategy over the cluster in `TF_CONFIG` (one process per
 worker; `python -m trainers.launch_local --workers=N -- FLAGS` starts them on
 this machine); only the chief writes metrics.json and the export.
+`--strategy=parameter_server` trains asynchronously with
+ParameterServerStrategy, the id tables sharded over the parameter servers
+(`--ps_shards`); every task of the cluster in `TF_CONFIG` runs this program
+(`launch_local --workers=N --ps=M` starts them here).
 """
 
 import os
@@ -49,6 +53,11 @@ def main(argv):
   # Imported here so that the CPU split of `make_strategy` comes first.
   from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  if config.strategy == "parameter_server":
+    # Every task of the cluster runs this: the chief trains, workers and
+    # parameter servers serve (trainers/pipeline/parameter_server.py).
+    experiment.run(config)
+    return
   strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   experiment.run(config, strategy=strategy)
 

@@ -116,6 +116,9 @@ CASES = [
          "num_leaves_to_search, num_reordering_candidates (>= 0)"),
     Case("synthetic_users_zero", ["--synthetic_users=0"],
          "error: --synthetic_users must be >= 1, got 0"),
+    Case("ps_shards_negative", ["--ps_shards=-1"],
+         "error: --ps_shards must be >= 0 (0: one per parameter server), "
+         "got -1"),
     # Names.
     Case("unknown_flag", ["--learning_rat=0.1"],
          "error: Unknown command line flag 'learning_rat'. Did you mean: "

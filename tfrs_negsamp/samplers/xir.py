@@ -271,7 +271,9 @@ class XIRSampler(bir.BIRSampler):
       weights = tf.gather(occurrence, vals)
     else:
       weights = tf.gather(self.occurrence, vals) + counts
-      self.occurrence.scatter_update(tf.IndexedSlices(weights, vals))
+      # An increment (the same value as writing `weights`): under
+      # asynchronous training every worker's draws are counted once.
+      self.occurrence.scatter_add(tf.IndexedSlices(counts, vals))
 
     def redraw():
       logits = tf.math.log(weights)[None, :]

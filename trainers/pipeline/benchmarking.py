@@ -508,6 +508,9 @@ def check_floor(config: configuration.ExperimentConfig) -> None:
   check = copy.deepcopy(config)
   check.sampler = "in_batch"
   check.validate()
+  if config.strategy == "parameter_server":
+    raise ValueError("the %s floor runs on one process or a mirrored "
+                     "strategy, not --strategy=parameter_server" % FLOOR)
   if query_towers.uses_history(config.query_tower):
     raise ValueError("the %s floor has an id query tower; got "
                      "query_tower=%s" % (FLOOR, config.query_tower))

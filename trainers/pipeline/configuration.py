@@ -153,6 +153,11 @@ class ExperimentConfig:
   # multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).
   strategy: str = "default"
   cpu_replicas: int = 2
+  # parameter_server (ParameterServerStrategy, cluster from TF_CONFIG;
+  # trainers/pipeline/parameter_server.py): shards per id table (0: one per
+  # parameter server) and the smallest shard worth a split.
+  ps_shards: int = 0
+  ps_min_shard_bytes: int = 256 << 10
   output_dir: Optional[str] = None
   export_dir: Optional[str] = None
   index: str = "auto"
@@ -274,8 +279,11 @@ class ExperimentConfig:
                          % (name, getattr(self, name)))
     if not _finite(self.dropout) or not 0 <= self.dropout < 1:
       raise ValueError("--dropout must be in [0, 1), got %r" % self.dropout)
+    if self.ps_shards < 0:
+      raise ValueError("--ps_shards must be >= 0 (0: one per parameter "
+                       "server), got %r" % self.ps_shards)
     for name in ("batch_size", "epochs", "embedding_dim", "top_k",
-                 "cpu_replicas", "backup_freq"):
+                 "cpu_replicas", "backup_freq", "ps_min_shard_bytes"):
       if getattr(self, name) < 1:
         raise ValueError("--%s must be >= 1, got %r"
                          % (name, getattr(self, name)))

@@ -118,6 +118,9 @@ def run(config: configuration.ExperimentConfig,
   temporary folder that is removed, since a save may need every worker).
   """
   config.validate()
+  if config.strategy == "parameter_server":
+    from trainers.pipeline import parameter_server  # pylint: disable=g-import-not-at-top
+    return parameter_server.run(config, dataset=dataset)
   clock = PhaseClock()
   if strategy is None:
     strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
@@ -180,6 +183,7 @@ def run(config: configuration.ExperimentConfig,
   metrics.update(clock.report())
   metrics["eval_split"] = config.eval_split
   metrics["dataset_summary"] = dataset.summary()
+  metrics["strategy"] = config.strategy
   metrics["num_replicas"] = strategy.num_replicas_in_sync
   metrics["num_workers"] = strategies.num_workers(strategy)
   metrics["flags"] = {k: _jsonable(v)

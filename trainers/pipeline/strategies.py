@@ -8,7 +8,7 @@ import tensorflow as tf
 from trainers.pipeline import cluster
 
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 _STRATEGIES: Dict[Any, tf.distribute.Strategy] = {}
 
 
@@ -26,6 +26,9 @@ def make_strategy(name: str, cpu_replicas: int = 2
     return tf.distribute.get_strategy()
   if name == "multi_worker":
     return _multi_worker_strategy()
+  if name == "parameter_server":
+    raise ValueError("the parameter_server strategy is built by "
+                     "parameter_server.run (its tasks are not all trainers)")
   if name != "mirrored":
     raise ValueError("unknown strategy %r; valid: %s"
                      % (name, ", ".join(STRATEGIES)))

@@ -233,13 +233,6 @@ class ExperimentConfig:
       if self.num_validation < 1:
         raise ValueError("--validate_every needs a validation split "
                          "(--num_validation >= 1)")
-      if self.eval_split != "test":
-        raise ValueError("--validate_every monitors the validation split "
-                         "and reports test at the best epoch: keep "
-                         "--eval_split=test")
-      if self.backup_dir:
-        raise ValueError("--validate_every (early stopping, a time budget) "
-                         "does not resume exactly: drop --backup_dir")
     if self.num_validation < 0:
       raise ValueError("--num_validation must be >= 0, got %r"
                        % self.num_validation)

@@ -152,7 +152,7 @@ def run(config: configuration.ExperimentConfig,
           metric=config.monitor, every_epochs=config.validate_every,
           patience=config.patience,
           budget_seconds=60.0 * config.time_budget_minutes,
-          verbose=progress)
+          verbose=progress, state_dir=config.backup_dir)
     stats = fitting.train(model, dataset, config, strategy,
                           extra_callbacks=[monitor] if monitor else ())
     if monitor is not None:

@@ -11,12 +11,17 @@ stops training when the monitored metric has not improved for
 evaluation before the test evaluation. It is what the sequential benchmarks
 report as "time to quality".
 
-A run stopped by a budget or by early stopping does not resume to the same
-result (the clock is not part of the checkpoint); use it for benchmarks,
-not with `--backup_dir`.
+With `state_dir` (the run's `--backup_dir`) the monitor's own state (the
+curve, the best value and its weights, the evaluations since) is written
+there at every evaluation, and a resumed run reads it back: early stopping
+then decides as in an uninterrupted run (the evaluations are deterministic).
+The training clock is saved too, so a time budget holds across restarts
+approximately (to the time since the last evaluation).
 """
 
+import json
 import math
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -39,12 +44,16 @@ class ValidationMonitor(tf.keras.callbacks.Callback):
     budget_seconds: stop once training has taken this long (0: no budget).
     restore_best: put back the best evaluation's weights at the end.
     verbose: print one line per evaluation.
+    state_dir: folder for the monitor's state (resume), or None.
   """
+
+  STATE = "validation_monitor.json"
+  WEIGHTS = "validation_monitor_best.npz"
 
   def __init__(self, sets: protocol.EvaluationSets, metric: str = "ndcg@10",
                every_epochs: int = 1, patience: int = 0,
                budget_seconds: float = 0.0, restore_best: bool = True,
-               verbose: bool = True):
+               verbose: bool = True, state_dir: Optional[str] = None):
     super().__init__()
     if every_epochs < 1:
       raise ValueError("every_epochs must be >= 1, got %r" % every_epochs)
@@ -55,6 +64,7 @@ class ValidationMonitor(tf.keras.callbacks.Callback):
     self.budget_seconds = float(budget_seconds)
     self.restore_best = restore_best
     self.verbose = verbose
+    self.state_dir = state_dir
     self.curve: List[Dict[str, Any]] = []
     self.best_value = -math.inf
     self.best_epoch = -1
@@ -79,6 +89,8 @@ class ValidationMonitor(tf.keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._begin = time.perf_counter()
+    if self.state_dir and int(self.model.optimizer.iterations.numpy()):
+      self._load_state()
 
   def on_epoch_begin(self, epoch, logs=None):
     self._epoch = epoch
@@ -106,6 +118,11 @@ class ValidationMonitor(tf.keras.callbacks.Callback):
       self._evaluate(self._epoch)
     if self.restore_best and self._best_weights is not None:
       self.model.set_weights(self._best_weights)
+    if self.state_dir:  # the run is over: a later run starts afresh
+      for name in (self.STATE, self.WEIGHTS):
+        path = os.path.join(self.state_dir, name)
+        if os.path.exists(path):
+          os.remove(path)
 
   def _evaluate(self, epoch: int) -> None:
     seconds = self._tick()
@@ -133,6 +150,53 @@ class ValidationMonitor(tf.keras.callbacks.Callback):
       print("validation after epoch %d (%.0f s of training): %s=%.4f%s"
             % (epoch + 1, seconds, self.metric, value,
                " (best)" if improved else ""), file=sys.stderr, flush=True)
+    if self.state_dir:
+      self._save_state()
+
+  def _save_state(self) -> None:
+    """The monitor's state, beside the backup (atomic renames)."""
+    os.makedirs(self.state_dir, exist_ok=True)
+    state = {"curve": self.curve, "best_value": self.best_value,
+             "best_epoch": self.best_epoch, "waited": self._waited,
+             "last_evaluated_epoch": self._last_evaluated_epoch,
+             "train_seconds": self._train_seconds,
+             "stopped_reason": self.stopped_reason}
+    if self._best_weights is not None:
+      path = os.path.join(self.state_dir, self.WEIGHTS)
+      with open(path + ".tmp", "wb") as f:
+        np.savez(f, *self._best_weights)
+      os.replace(path + ".tmp", path)
+    path = os.path.join(self.state_dir, self.STATE)
+    with open(path + ".tmp", "w") as f:
+      json.dump(state, f)
+    os.replace(path + ".tmp", path)
+
+  def _load_state(self) -> None:
+    """Reads back `_save_state` (resuming from a backup)."""
+    path = os.path.join(self.state_dir, self.STATE)
+    if not os.path.exists(path):
+      return
+    with open(path) as f:
+      state = json.load(f)
+    steps = int(self.model.optimizer.iterations.numpy())
+    if any(p["steps"] > steps for p in state["curve"]):
+      # Evaluated after the backup this run resumes from: those
+      # evaluations will happen again; the state before them is not kept,
+      # so the monitor starts over (a rare window: an epoch's evaluation
+      # done, its backup not yet).
+      return
+    self.curve = state["curve"]
+    self.best_value = state["best_value"]
+    self.best_epoch = state["best_epoch"]
+    self._waited = state["waited"]
+    self._last_evaluated_epoch = state["last_evaluated_epoch"]
+    self._train_seconds = state["train_seconds"]
+    self.stopped_reason = state["stopped_reason"]
+    weights = os.path.join(self.state_dir, self.WEIGHTS)
+    if self.restore_best and os.path.exists(weights):
+      with np.load(weights) as saved:
+        self._best_weights = [saved["arr_%d" % i]
+                              for i in range(len(saved.files))]
 
   def report(self) -> Dict[str, Any]:
     """What metrics.json records about the monitored training."""

@@ -30,9 +30,11 @@ import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402,F401  pylint: disable=unused-import
+from trainers import console  # noqa: E402
+
+console.setup(__name__)  # Before TensorFlow is imported.
+
 from absl import flags  # noqa: E402
 
 from trainers import common  # noqa: E402
@@ -69,6 +71,13 @@ flags.DEFINE_integer("timing_steps", None,
 flags.DEFINE_integer("timing_rounds", 2,
                      "Interleaved rounds of --timing_steps (best kept).")
 FLAGS = flags.FLAGS
+common.refuse_flags(
+    ("export_dir", "backup_dir", "backup_freq", "tensorboard_dir", "index",
+     "top_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"),
+    "its runs write metrics only (train a variant with trainers.train for "
+    "an export)")
+common.refuse_flags(("sampler",), "it compares the samplers of --samplers, "
+                    "--variants or --suite")
 
 B = 128
 # Each suite: config overrides for all variants, and the variants.
@@ -188,31 +197,74 @@ SUITES["ml1m_sasrec"] = {
 }
 
 
-def _seeds(values):
-  if len(values) == 1:
-    return list(range(int(values[0])))
-  return [int(v) for v in values]
+def parse_seeds(values) -> list:
+  """--seeds: a count N (seeds 0..N-1, N >= 1) or a list of distinct seeds.
+
+  Raises:
+    common.UsageError: naming the flag and the bad value.
+  """
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    seeds = None
+  if not values or seeds is None or min(seeds) < 0:
+    raise common.UsageError(
+        "--seeds=%s: give a count N >= 1 (seeds 0..N-1) or a list of seeds "
+        ">= 0 such as 3,7,11" % ",".join(values))
+  if len(seeds) == 1:
+    if seeds[0] < 1:
+      raise common.UsageError("--seeds=%d runs nothing: give a count >= 1 "
+                              "(seeds 0..N-1) or a list of seeds"
+                              % seeds[0])
+    return list(range(seeds[0]))
+  if len(set(seeds)) != len(seeds):
+    raise common.UsageError("--seeds=%s repeats a seed" % ",".join(values))
+  return seeds
+
+
+def _check_mode_flags(timing: bool) -> None:
+  """The flags of the other mode (timing or full runs) are errors."""
+  if timing:
+    for name in ("seeds", "reference", "baseline"):
+      if FLAGS[name].present:
+        raise common.UsageError(
+            "--%s does not apply to a timing run (--timing_steps > 0: "
+            "step times only, each a ratio to the floor)" % name)
+  elif FLAGS["timing_rounds"].present:
+    raise common.UsageError("--timing_rounds applies only with "
+                            "--timing_steps > 0")
+  if FLAGS.timing_rounds < 1:
+    raise common.UsageError("--timing_rounds must be >= 1, got %d"
+                            % FLAGS.timing_rounds)
+  if FLAGS.timing_steps is not None and FLAGS.timing_steps < 0:
+    raise common.UsageError("--timing_steps must be >= 0, got %d"
+                            % FLAGS.timing_steps)
 
 
 def main(argv):
   del argv
   # Imported after flag parsing so that the CPU split comes first.
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
     raise common.UsageError("--output_dir is required")
   if FLAGS.suite and FLAGS.suite not in SUITES:
     raise common.UsageError("unknown suite %r; valid: %s"
                             % (FLAGS.suite, ", ".join(sorted(SUITES))))
-  # The suite's settings, where the command line sets none.
-  suite_base = {key: value for key, value in
-                SUITES.get(FLAGS.suite, {}).get("base", {}).items()
-                if not (key in FLAGS and FLAGS[key].present)}
-  base = common.config_from_flags(export_dir=None, backup_dir=None,
-                                  verbose=min(FLAGS.verbose, 2),
-                                  **suite_base)
+  if FLAGS.samplers and (FLAGS.variants or FLAGS.suite):
+    raise common.UsageError("--samplers does not apply with --%s, which "
+                            "names the variants" % (
+                                "variants" if FLAGS.variants else "suite"))
+  suite = SUITES.get(FLAGS.suite, {})
+  # The suite's settings, where the command line sets none (the command
+  # line wins, e.g. a shorter --time_budget_minutes).
+  suite_base = {key: value for key, value in suite.get("base", {}).items()
+                if not FLAGS[key].present}
+  timing_steps = FLAGS.timing_steps
+  if timing_steps is None:
+    timing_steps = suite.get("timing_steps", 0)
+  _check_mode_flags(timing_steps > 0)
+  seeds = parse_seeds(FLAGS.seeds) if timing_steps <= 0 else []
   specs = list(FLAGS.variants)
   if FLAGS.suite:
     specs = specs or SUITES[FLAGS.suite]["variants"]
@@ -223,39 +275,65 @@ def main(argv):
              if s.split("=")[0].startswith(tuple(FLAGS.only))]
     if not specs:
       raise common.UsageError("--only=%s keeps no variant"
-                           % ",".join(FLAGS.only))
+                              % ",".join(FLAGS.only))
+  floor = FLAGS.floor or suite.get("floor", False)
   try:
     variants = [benchmarking.parse_variant(s) for s in specs]
+    base = common.shared_config_from_flags(
+        [v.sampler for v in variants], export_dir=None, backup_dir=None,
+        verbose=min(FLAGS.verbose, 2), **suite_base)
     if FLAGS.best_settings:
       variants = benchmarking.with_best_settings(
           variants, benchmarking.load_best_settings(FLAGS.best_settings))
-    for v in variants:
-      benchmarking.apply_variant(base, v, 0)
+    configs = [benchmarking.apply_variant(base, v, 0) for v in variants]
   except ValueError as e:
     raise common.UsageError(str(e)) from e
-  suite = SUITES.get(FLAGS.suite, {})
-  timing_steps = FLAGS.timing_steps
-  if timing_steps is None:
-    timing_steps = suite.get("timing_steps", 0)
-  floor = FLAGS.floor or suite.get("floor", False)
-  if timing_steps > 0:
-    strategies.make_strategy(base.strategy, base.cpu_replicas)
-    rows = benchmarking.time_steps(
-        base, variants, inputs.load_data(base), steps=timing_steps,
-        rounds=FLAGS.timing_rounds, floor=floor)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
-      json.dump(rows, f, indent=2)
-    table = benchmarking.timing_table(rows, title="%s: step time on %s, "
-                                      "%d steps x %d rounds" % (
-                                          FLAGS.suite or "samplers",
-                                          base.data_path or base.dataset,
-                                          timing_steps,
-                                          FLAGS.timing_rounds))
-    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
-      f.write(table)
-    print(table)
-    return
+  common.check_applies(configs, "variants")
+  labels = [v.label for v in variants] + (
+      [benchmarking.FLOOR] if floor else [])
+  if FLAGS.reference and FLAGS.reference not in labels:
+    raise common.UsageError("--reference=%s is not a variant; the variants: "
+                            "%s" % (FLAGS.reference, ", ".join(labels)))
+  try:
+    if timing_steps > 0:
+      return _time_steps(base, variants, timing_steps, floor)
+    _run_grid(base, variants, seeds, floor)
+  except KeyboardInterrupt:
+    raise KeyboardInterrupt(
+        "interrupted; %s" % ("timing runs do not resume: run the command "
+                             "again" if timing_steps > 0 else
+                             "run the same command to resume from %s "
+                             "(finished runs are kept)" % FLAGS.output_dir)
+    ) from None
+
+
+def _time_steps(base, variants, timing_steps, floor):
+  """--timing_steps > 0: interleaved step timing, results.md of ratios."""
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
+  rows = benchmarking.time_steps(
+      base, variants, inputs.load_data(base), steps=timing_steps,
+      rounds=FLAGS.timing_rounds, floor=floor)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  table = benchmarking.timing_table(rows, title="%s: step time on %s, "
+                                    "%d steps x %d rounds" % (
+                                        FLAGS.suite or "samplers",
+                                        base.data_path or base.dataset,
+                                        timing_steps,
+                                        FLAGS.timing_rounds))
+  with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
+    f.write(table)
+  print(table)
+
+
+def _run_grid(base, variants, seeds, floor):
+  """Every variant x seed (resumable), then results.md and the plots."""
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   if floor:
     variants.insert(0, benchmarking.Variant(benchmarking.FLOOR,
                                             benchmarking.FLOOR, {}))
@@ -263,13 +341,12 @@ def main(argv):
     variants.append(benchmarking.Variant("popularity_baseline",
                                          "popularity_baseline", {}))
   strategies.make_strategy(base.strategy, base.cpu_replicas)
-  rows = benchmarking.run_grid(base, variants, _seeds(FLAGS.seeds),
-                               FLAGS.output_dir)
+  rows = benchmarking.run_grid(base, variants, seeds, FLAGS.output_dir)
   reference = FLAGS.reference or variants[0].label
   title = "%s on %s, %s epochs, seeds %s" % (
       FLAGS.suite or "samplers", base.dataset if not base.data_path
       else os.path.basename(os.path.normpath(base.data_path)), base.epochs,
-      ",".join(str(s) for s in _seeds(FLAGS.seeds)))
+      ",".join(str(s) for s in seeds))
   benchmarking.write_report(rows, FLAGS.output_dir, title=title,
                             reference=reference)
   with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
@@ -278,7 +355,7 @@ def main(argv):
     from trainers.pipeline import curves  # pylint: disable=g-import-not-at-top
     print(curves.write_time_to_quality(
         FLAGS.output_dir, [v.label for v in variants],
-        references=suite.get("time_to_quality", ()),
+        references=SUITES.get(FLAGS.suite, {}).get("time_to_quality", ()),
         title="Time to quality: %s, %.0f training minutes each, test at the "
         "best validation epoch" % (FLAGS.suite or "variants",
                                    base.time_budget_minutes)))

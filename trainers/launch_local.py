@@ -46,10 +46,14 @@ import threading
 import time
 from typing import List, Optional, Sequence
 
-from absl import flags
+from trainers import console
 
-from trainers.pipeline import cluster
-from trainers import common
+console.setup(__name__)  # Before TensorFlow is imported.
+
+from absl import flags  # noqa: E402
+
+from trainers.pipeline import cluster  # noqa: E402
+from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")

@@ -22,13 +22,16 @@ Re-running the command resumes: finished trials (OUTPUT_DIR/optuna.db) and
 finished final runs (OUTPUT_DIR/runs) are skipped.
 """
 
+import logging
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainers import console  # noqa: E402
+
+console.setup(__name__)  # Before TensorFlow is imported.
 
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 from trainers import common  # noqa: E402
 
@@ -37,7 +40,9 @@ flags.DEFINE_list("samplers", [],
                   "Samplers to tune (default: every registered sampler).")
 flags.DEFINE_integer("trials", 20, "Trials per sampler (the budget).")
 flags.DEFINE_string("objective", "recall@50",
-                    "Validation metric maximised (a metrics.json key).")
+                    "Validation metric maximised: recall@K, hr@K, ndcg@K "
+                    "(K = 10, 50, 100), balance, balance_ndcg or "
+                    "coverage@10.")
 flags.DEFINE_integer("final_seeds", 3,
                      "Seeds of the test runs of the best settings.")
 flags.DEFINE_integer("tune_seed", 0, "Seed of the TPE sampler.")
@@ -63,11 +68,20 @@ flags.DEFINE_enum("search", "all", ["all", "shared", "own"],
                   " own options (all), only the shared ones, or only the "
                   "sampler's own options.")
 FLAGS = flags.FLAGS
+common.refuse_flags(
+    ("export_dir", "backup_dir", "backup_freq", "tensorboard_dir", "index",
+     "top_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"),
+    "its trials and final runs write metrics only (train the chosen "
+    "setting with trainers.train for an export)")
+common.refuse_flags(("sampler",), "it tunes the samplers of --samplers")
+common.refuse_flags(("eval_split",), "trials are scored on the validation "
+                    "split and the best settings on test")
+common.refuse_flags(("verbose",), "its runs print no progress; it prints "
+                    "one line per trial")
 
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)
   # Imported after flag parsing so that the CPU split comes first.
   from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
@@ -77,8 +91,10 @@ def main(argv):
     raise common.UsageError("--output_dir is required")
   if FLAGS.trials < 1 or FLAGS.final_seeds < 1:
     raise common.UsageError("--trials and --final_seeds must be >= 1")
-  base = common.config_from_flags(export_dir=None, backup_dir=None,
-                                  verbose=0, output_dir=None)
+  try:
+    tuning.check_objective(FLAGS.objective)
+  except ValueError as e:
+    raise common.UsageError(str(e)) from e
   names = FLAGS.samplers or samplers.available_samplers()
   unknown = [s for s in names if s not in samplers.available_samplers()]
   bad_baselines = [b for b in FLAGS.baselines
@@ -89,30 +105,91 @@ def main(argv):
             ", ".join(unknown + bad_baselines),
             ", ".join(samplers.available_samplers()),
             ", ".join(configuration.BASELINES)))
-  strategies.make_strategy(base.strategy, base.cpu_replicas)
-  if FLAGS.data:
-    return _transfer(base, names)
-  if FLAGS.towers or FLAGS.search != "all":
+  if FLAGS.towers and FLAGS["query_tower"].present:
+    raise common.UsageError("--query_tower does not apply with --towers "
+                            "(each study has its tower)")
+  specs = _transfer_specs() if FLAGS.data else None
+  if not FLAGS.data and (FLAGS.towers or FLAGS.search != "all"):
     raise common.UsageError("--towers and --search apply to the transfer "
                             "study: give --data too")
+  base = common.shared_config_from_flags(
+      names + ([] if FLAGS.data else list(FLAGS.baselines)),
+      export_dir=None, backup_dir=None, verbose=0, output_dir=None)
+  common.check_applies(_runs(base, names), "tuned runs")
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
+  _quiet_optuna()
   try:
-    tuning.tune(base, names, FLAGS.trials, FLAGS.output_dir,
-                final_seeds=FLAGS.final_seeds, objective=FLAGS.objective,
-                seed=FLAGS.tune_seed, baselines=FLAGS.baselines,
-                floor=FLAGS.floor)
-  except ValueError as e:
-    raise common.UsageError(str(e)) from e
+    if FLAGS.data:
+      return _transfer(base, names, specs)
+    try:
+      tuning.tune(base, names, FLAGS.trials, FLAGS.output_dir,
+                  final_seeds=FLAGS.final_seeds, objective=FLAGS.objective,
+                  seed=FLAGS.tune_seed, baselines=FLAGS.baselines,
+                  floor=FLAGS.floor)
+    except ValueError as e:
+      raise common.UsageError(str(e)) from e
+  except KeyboardInterrupt:
+    raise KeyboardInterrupt(
+        "interrupted; run the same command to resume from %s (finished "
+        "trials and runs are kept)" % FLAGS.output_dir) from None
   for name in ("results.md",):
     with open(os.path.join(FLAGS.output_dir, name)) as f:
       print(f.read())
 
 
-def _transfer(base, names):
-  """`--data`: the transfer study (`trainers.pipeline.transfer`)."""
+def _runs(base, names):
+  """The configurations the tuner runs (for `common.check_applies`)."""
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  towers = FLAGS.towers or [None]
+  variants = [benchmarking.Variant(n, n, {"query_tower": t} if t else {})
+              for n in names for t in towers]
+  if not FLAGS.data:
+    variants += [benchmarking.Variant(b, b, {}) for b in FLAGS.baselines]
+    if FLAGS.floor:
+      variants.append(benchmarking.Variant(benchmarking.FLOOR,
+                                           benchmarking.FLOOR, {}))
+  try:
+    return [benchmarking.apply_variant(base, v, 0) for v in variants]
+  except ValueError as e:
+    raise common.UsageError(str(e)) from e
+
+
+class _OptunaNotes(logging.Filter):
+  """Optuna's notes on failed trials as one line each, none for Ctrl-C.
+
+  Optuna logs a failed trial (a setting the sampler rejects, which the
+  tuner counts and goes on) with its stack trace, and a Ctrl-C during a
+  trial as two warnings: the program's own line says it all.
+  """
+
+  def __init__(self):
+    super().__init__()
+    self._interrupted = False
+
+  def filter(self, record):
+    info = record.exc_info
+    if info and info[0] is not None and issubclass(info[0],
+                                                    KeyboardInterrupt):
+      self._interrupted = True
+      return False
+    if self._interrupted and "failed with value" in record.getMessage():
+      return False
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
+def _quiet_optuna() -> None:
+  """`_OptunaNotes` on the logger that reports trials (quiet runs only)."""
+  if console.is_quiet():
+    logging.getLogger("optuna.study._optimize").addFilter(_OptunaNotes())
+
+
+def _transfer_specs():
+  """`--data`: the flags of the transfer study checked, its data parsed."""
   from trainers.pipeline import transfer  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp.models import query_towers  # pylint: disable=g-import-not-at-top
-  for flag in ("dataset", "data_path", "eval_split", "final_seeds",
-               "baselines", "floor"):
+  for flag in ("dataset", "data_path", "final_seeds", "baselines", "floor"):
     if FLAGS[flag].present:
       raise common.UsageError(
           "--%s does not apply to the transfer study (--data sets the data "
@@ -123,9 +200,14 @@ def _transfer(base, names):
     raise common.UsageError("--towers: unknown %s; valid: %s" % (
         ", ".join(bad), ", ".join(query_towers.QUERY_TOWERS)))
   try:
-    specs = transfer.parse_data_specs(FLAGS.data)
+    return transfer.parse_data_specs(FLAGS.data)
   except ValueError as e:
     raise common.UsageError(str(e)) from e
+
+
+def _transfer(base, names, specs):
+  """`--data`: the transfer study (`trainers.pipeline.transfer`)."""
+  from trainers.pipeline import transfer  # pylint: disable=g-import-not-at-top
   labels = ["%s@%s" % (n, t) for n in names for t in FLAGS.towers] or names
   try:
     transfer.transfer(base, specs, labels, FLAGS.trials, FLAGS.output_dir,

@@ -1,6 +1,7 @@
 """Property-based tests of the flag validation and the REST parser.
 
-Random command lines give either a valid `ExperimentConfig` or an error that
+Random command lines give either a valid `ExperimentConfig` (through
+`common.training_config`, the trainer's checks) or an error that
 `common.error_line` reports as one usage line (exit status 2), never an
 internal error; random request bodies, paths and content types give either
 a parsed request or a `RestError` with a 4xx status.
@@ -79,7 +80,7 @@ def _argv(draw):
 def _config_or_error(argv):
   try:
     FLAGS(["train"] + argv)
-    return common.config_from_flags(), None
+    return common.training_config(), None
   except Exception as e:  # pylint: disable=broad-except
     return None, e
   finally:

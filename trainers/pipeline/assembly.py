@@ -93,7 +93,7 @@ def create_model(dataset: data_lib.Dataset, config: configuration.ExperimentConf
     strategy.run(lambda x: model.compute_loss(x, training=False),
                  args=(first,))
     model.loss_per_example.reset_state()
-    # Keras's BackupAndRestore still warns that the model is "unbuilt" (a
-    # tfrs.Model has no `call`); its variables exist, so it does restore
-    # them. Marking it built would break `tf.keras` SavedModel export.
+    # Keras never marks the model built (a tfrs.Model has no `call`); its
+    # variables exist, so BackupAndRestore restores them
+    # (`fitting.BackupAndRestore` drops Keras's "unbuilt" warning).
   return model

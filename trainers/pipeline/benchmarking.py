@@ -200,7 +200,8 @@ class Progress:
 # Fields of a config that do not change what a run computes (outputs, the
 # export's index, verbosity, where the data file sits).
 _NOT_SETTINGS = ("output_dir", "export_dir", "backup_dir", "backup_freq",
-                 "verbose", "data_path", "index", "top_k", "scann_overrides")
+                 "tensorboard_dir", "verbose", "data_path", "index", "top_k",
+                 "scann_overrides")
 
 
 def _settings(flags: Dict[str, Any]) -> Dict[str, Any]:

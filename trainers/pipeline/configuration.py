@@ -17,6 +17,7 @@ from tfrs_negsamp import data as data_lib
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import samplers as samplers_lib
 from tfrs_negsamp.data import sequences
+from tfrs_negsamp.data import synthetic
 from tfrs_negsamp.data.interactions import DUPLICATE_POLICIES
 from tfrs_negsamp.evaluation import full_corpus
 from tfrs_negsamp.models import query_towers
@@ -34,10 +35,24 @@ def sequence_rows(config: "ExperimentConfig") -> bool:
   return (query_towers.uses_history(config.query_tower)
           and config.training_rows != "window")
 EVAL_SPLITS = ("test", "validation")
+# {ScaNN parameter (`export.SCANN_PARAMETERS`): the flag that sets it}.
+SCANN_FLAGS = {"num_leaves": "scann_leaves",
+               "num_leaves_to_search": "scann_leaves_to_search",
+               "num_reordering_candidates": "scann_reorder"}
 
 
 class ConfigError(ValueError):
   """A setting (flag) that cannot work; the message names it."""
+
+
+def unknown_sampler_message(name: str, valid: List[str]) -> str:
+  """"unknown sampler 'x' (did you mean 'y'?); valid samplers: ..."."""
+  lowered = {v.lower(): v for v in valid}
+  close = ([lowered[name.lower()]] if name.lower() in lowered else
+           difflib.get_close_matches(name, valid, n=1, cutoff=0.6))
+  return "unknown sampler %r%s; valid samplers: %s" % (
+      name, " (did you mean %s?)" % close[0] if close else "",
+      ", ".join(sorted(valid)))
 
 
 def _is_number(value: Any) -> bool:
@@ -160,6 +175,9 @@ class ExperimentConfig:
   ps_min_shard_bytes: int = 256 << 10
   output_dir: Optional[str] = None
   export_dir: Optional[str] = None
+  # TensorBoard logs (`summaries`): loss, step time and validation metrics
+  # per epoch, and the final metrics.
+  tensorboard_dir: Optional[str] = None
   index: str = "auto"
   top_k: int = 100
   # ScaNN overrides (keys of export.SCANN_PARAMETERS; missing/0: derived).
@@ -204,8 +222,7 @@ class ExperimentConfig:
   def _validate(self) -> None:
     valid = samplers_lib.available_samplers() + list(BASELINES)
     if self.sampler not in valid:
-      raise ValueError("unknown sampler %r; valid samplers: %s"
-                       % (self.sampler, ", ".join(sorted(valid))))
+      raise ValueError(unknown_sampler_message(self.sampler, valid))
     self._validate_data_source()
     if self.eval_split not in EVAL_SPLITS:
       raise ValueError("unknown eval_split %r (--eval_split); valid: %s"
@@ -226,9 +243,9 @@ class ExperimentConfig:
       raise ValueError("--patience and --time_budget_minutes need "
                        "--validate_every >= 1 (they act on the validation "
                        "curve)")
-    if self.monitor not in full_corpus.METRIC_NAMES:
-      raise ValueError("unknown --monitor=%s; valid: %s"
-                       % (self.monitor, ", ".join(full_corpus.METRIC_NAMES)))
+    if self.monitor not in full_corpus.quality_metric_names():
+      raise ValueError("unknown --monitor=%s; valid: %s" % (
+          self.monitor, ", ".join(full_corpus.quality_metric_names())))
     if self.validate_every:
       if self.num_validation < 1:
         raise ValueError("--validate_every needs a validation split "
@@ -238,6 +255,12 @@ class ExperimentConfig:
                        % self.num_validation)
     if self.eval_split == "validation" and self.num_validation == 0:
       raise ValueError("--eval_split=validation needs --num_validation >= 1")
+    if self.split == "temporal" and self.num_validation not in (0, 1):
+      raise ValueError("--num_validation=%d: --split=temporal takes 0 (no "
+                       "validation slice) or 1 (the split's validation "
+                       "fraction)" % self.num_validation)
+    if self.verbose not in (0, 1, 2):
+      raise ValueError("--verbose must be 0, 1 or 2, got %r" % self.verbose)
     if not _finite(self.ease_lambda) or self.ease_lambda < 0:
       raise ValueError("--ease_lambda must be >= 0 (0: chosen on "
                        "validation), got %r" % self.ease_lambda)
@@ -296,6 +319,7 @@ class ExperimentConfig:
     check_writable_dir("output_dir", self.output_dir)
     check_writable_dir("backup_dir", self.backup_dir)
     check_writable_dir("export_dir", self.export_dir)
+    check_writable_dir("tensorboard_dir", self.tensorboard_dir)
     if self.optimizer not in optimizers_lib.OPTIMIZERS:
       raise ValueError("unknown optimizer %r; valid: %s"
                        % (self.optimizer,
@@ -337,13 +361,14 @@ class ExperimentConfig:
       if self.data_path:
         raise ConfigError("--data_path applies to --dataset=movielens or "
                           "csv, not synthetic")
-      for key, flag in (("num_users", "synthetic_users"),
-                        ("num_items", "synthetic_items"),
-                        ("interactions_per_user",
-                         "synthetic_interactions")):
+      for key, flag, least in (
+          ("num_users", "synthetic_users", 1),
+          ("num_items", "synthetic_items", synthetic.MIN_ITEMS),
+          ("interactions_per_user", "synthetic_interactions", 1)):
         value = self.synthetic.get(key)
-        if value is not None and (not _finite(value) or value < 1):
-          raise ConfigError("--%s must be >= 1, got %r" % (flag, value))
+        if value is not None and (not _finite(value) or value < least):
+          raise ConfigError("--%s must be >= %d, got %r"
+                            % (flag, least, value))
 
   def _validate_sampler_options(self) -> None:
     """Every option given belongs to the run's sampler and is valid.
@@ -382,9 +407,10 @@ def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
   """Checks that `dataset` can be trained and evaluated with `config`.
 
   Run after loading and before building the model: the batch fits the
-  training split and splits evenly over the replicas, and the evaluated
-  split has users that the model knows (a temporal split may hold out only
-  users absent from training).
+  training split and splits evenly over the replicas, the evaluated split
+  has users that the model knows (a temporal split may hold out only users
+  absent from training), and the ScaNN settings of an export fit the
+  catalog.
 
   Raises:
     ConfigError: naming the flag and the numbers.
@@ -425,6 +451,7 @@ def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
     raise ConfigError("the %s split of %s is empty: nothing to evaluate "
                       "(--split=%s)" % (config.eval_split, dataset.name,
                                         config.split))
+  check_scann(config, dataset.catalog.num_items, dataset.name)
   users = np.unique(evaluated.user_ids)
   known = np.isin(users, dataset.users)
   if not np.any(known):
@@ -435,3 +462,29 @@ def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
             users.size, config.eval_split, dataset.name, config.split,
             "the latest rows of all users" if config.split == "temporal"
             else "rows per user"))
+
+
+def check_scann(config: ExperimentConfig, num_items: int, name: str) -> None:
+  """The ScaNN settings of `config`'s export fit a catalog of `num_items`.
+
+  Raises:
+    ConfigError: naming the flag (--scann_leaves, ...), the catalog and
+      the valid range.
+  """
+  if not config.export_dir or config.index != "scann" or config.sampler in (
+      BASELINES):
+    return
+  try:
+    export_lib.scann_parameters(num_items, min(config.top_k, num_items),
+                                config.scann_overrides)
+  except ValueError as e:
+    message = str(e).rstrip(".")
+    parameter = message.split()[0]
+    flag = SCANN_FLAGS.get(parameter)
+    given = config.scann_overrides.get(parameter)
+    raise ConfigError(
+        "%s does not fit the catalog of %s (%d items): %s" % (
+            "--%s=%s" % (flag, given) if flag and given else
+            "the derived ScaNN settings (--scann_leaves, "
+            "--scann_leaves_to_search, --scann_reorder)",
+            name, num_items, message)) from None

@@ -27,6 +27,7 @@ from trainers.pipeline import fitting
 from trainers.pipeline import inputs
 from trainers.pipeline import outputs
 from trainers.pipeline import strategies
+from trainers.pipeline import summaries
 from trainers.pipeline import validation
 
 
@@ -179,6 +180,8 @@ def run(config: configuration.ExperimentConfig,
       clock.lap("export")
   if chief and metrics:
     metrics.update(popularity_lift(metrics, sets))
+    if config.tensorboard_dir:
+      summaries.write_final(config, metrics)
   metrics.update(stats)
   metrics.update(clock.report())
   metrics["eval_split"] = config.eval_split

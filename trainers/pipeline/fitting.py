@@ -1,5 +1,6 @@
 """`model.fit` with exact resume, step timing and a resume report."""
 
+import logging
 import os
 import time
 from typing import Any, Dict, List, Sequence
@@ -13,6 +14,7 @@ from tfrs_negsamp.models import two_tower
 from trainers.pipeline import configuration
 from trainers.pipeline import inputs
 from trainers.pipeline import strategies
+from trainers.pipeline import summaries
 
 
 def backup_position(backup_dir: str, steps_per_epoch: int) -> int:
@@ -34,6 +36,51 @@ def backup_position(backup_dir: str, steps_per_epoch: int) -> int:
   if batch < 0:
     return (epoch + 1) * steps_per_epoch
   return epoch * steps_per_epoch + batch + 1
+
+
+class _DropUnbuiltWarning(logging.Filter):
+
+  def filter(self, record):
+    return "BackupAndRestore callback" not in record.getMessage()
+
+
+class BackupAndRestore(tf.keras.callbacks.BackupAndRestore):
+  """Keras's `BackupAndRestore` without its "model is unbuilt" warning.
+
+  A `tfrs.Model` has no `call`, so Keras never marks the model built, and
+  the base class warns at every start that it must be built before `fit`.
+  That does not hold here: `assembly.create_model` creates every variable
+  (sampler state included) before `fit` with one forward pass, and restore
+  works (tests/resume_test.py). Marking the model built instead would break
+  the tf.keras SavedModel export, so only this warning is dropped.
+  """
+
+  def on_train_begin(self, logs=None):
+    logger = logging.getLogger("tensorflow")  # Keras's `tf_logging`
+    drop = _DropUnbuiltWarning()
+    logger.addFilter(drop)
+    try:
+      super().on_train_begin(logs)
+    finally:
+      logger.removeFilter(drop)
+
+
+def interruption(model: two_tower.TwoTowerModel,
+                 config: configuration.ExperimentConfig,
+                 steps_per_epoch: int) -> str:
+  """The line a Ctrl-C during `fit` ends with: the step, what is kept."""
+  step = int(model.optimizer.iterations.numpy())
+  line = "interrupted at step %d of %d" % (step,
+                                           config.epochs * steps_per_epoch)
+  if not config.backup_dir:
+    return line + ("; progress is lost (with --backup_dir=DIR the same "
+                   "command resumes a run)")
+  saved = backup_position(config.backup_dir, steps_per_epoch)
+  if not saved:
+    return line + (", before the first backup (every %d steps): the same "
+                   "command starts again from step 0" % config.backup_freq)
+  return line + ("; run the same command to resume from %s (backed up at "
+                 "step %d)" % (config.backup_dir, saved))
 
 
 class ExactResume(tf.keras.callbacks.Callback):
@@ -181,16 +228,21 @@ def train(model: two_tower.TwoTowerModel, dataset: data_lib.Dataset,
   resume = ResumeReporter()
   callbacks = []
   if config.backup_dir:
-    callbacks.append(tf.keras.callbacks.BackupAndRestore(
+    callbacks.append(BackupAndRestore(
         config.backup_dir, save_freq=config.backup_freq,
         delete_checkpoint=True))
     callbacks.append(ExactResume(start_step, steps_per_epoch,
                                  config.backup_dir))
   callbacks += [resume, timer] + list(extra_callbacks)
+  callbacks += summaries.callbacks(dataset, config, strategy)
   with distribute.GatherLog() as gathers:
-    history = model.fit(train_ds, epochs=config.epochs,
-                        steps_per_epoch=steps_per_epoch, callbacks=callbacks,
-                        verbose=config.verbose)
+    try:
+      history = model.fit(train_ds, epochs=config.epochs,
+                          steps_per_epoch=steps_per_epoch,
+                          callbacks=callbacks, verbose=config.verbose)
+    except KeyboardInterrupt:  # Ctrl-C: one line (`common.run`).
+      raise KeyboardInterrupt(interruption(model, config,
+                                           steps_per_epoch)) from None
   steps = timer.steps
   seconds = timer.end - timer.start
   return {

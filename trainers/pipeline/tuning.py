@@ -29,12 +29,15 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tfrs_negsamp import samplers as samplers_lib
+from tfrs_negsamp.evaluation import full_corpus
 from trainers.pipeline import benchmarking
 from trainers.pipeline import configuration
 from trainers.pipeline import experiment
 from trainers.pipeline import inputs
 
 ALL = ("*",)
+# The validation metrics a study may maximise: those every run reports.
+OBJECTIVES = full_corpus.quality_metric_names()
 BASELINE_VARIANTS = ("popularity_baseline", "ease_baseline")
 
 
@@ -141,6 +144,13 @@ def _finite(value) -> bool:
 
 TRIAL_METRICS = ("recall@10", "recall@50", "recall@100", "ndcg@10",
                  "balance", "step_ms")
+
+
+def check_objective(objective: str) -> None:
+  """ValueError unless `objective` is in `OBJECTIVES` (before any trial)."""
+  if objective not in OBJECTIVES:
+    raise ValueError("--objective=%s is not a metric a run reports; valid: "
+                     "%s" % (objective, ", ".join(OBJECTIVES)))
 
 
 def open_study(name: str, storage: str):
@@ -339,6 +349,7 @@ def tune(base: configuration.ExperimentConfig, samplers: Sequence[str],
   """
   if base.num_validation < 1:
     raise ValueError("tuning needs a validation split: num_validation >= 1.")
+  check_objective(objective)
   floor_variants = ([benchmarking.Variant(benchmarking.FLOOR,
                                           benchmarking.FLOOR, {})]
                     if floor else [])

@@ -450,6 +450,9 @@ def define_flags() -> None:
   flags.DEFINE_enum("sequence_crop", "last", ["last", "random"],
                     "Sequence rows of users longer than L + 1: their last "
                     "L + 1 items, or a random crop each epoch.")
+  flags.DEFINE_integer("rows_per_block", 1024,
+                       "Sequence rows: positions per softmax block (its "
+                       "query rows and in-batch columns).")
   flags.DEFINE_enum("loss", "auto", ["auto", "softmax", "gbce"],
                     "The task's loss: the sampler's own (auto), the "
                     "softmax, or gBCE (gSASRec) over the sampler's "
@@ -625,6 +628,7 @@ def config_from_flags(**overrides):
       time_budget_minutes=FLAGS.time_budget_minutes, monitor=FLAGS.monitor,
       query_tower=FLAGS.query_tower, max_history=FLAGS.max_history,
       training_rows=FLAGS.training_rows, sequence_crop=FLAGS.sequence_crop,
+      rows_per_block=FLAGS.rows_per_block,
       loss=FLAGS.loss, gbce_t=FLAGS.gbce_t,
       share_item_embeddings=FLAGS.share_item_embeddings,
       history_user_id=FLAGS.history_user_id, num_blocks=FLAGS.num_blocks,
@@ -762,7 +766,7 @@ APPLIES = (
     (("training_rows",), _uses_history,
      "the history towers (--query_tower=mean, gru or sasrec)",
      "query_tower"),
-    (("sequence_crop",),
+    (("sequence_crop", "rows_per_block"),
      lambda c: _uses_history(c) and c.training_rows != "window",
      "sequence rows (a history tower, --training_rows=auto or sequence)",
      "training_rows"),

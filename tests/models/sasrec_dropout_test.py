@@ -198,7 +198,8 @@ class SASRecDropoutTest(tf.test.TestCase):
     # and gradients equal one device's on the whole batch, step after step.
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(query_tower="sasrec", max_history=5,
-                                 dropout=0.3, sampler="cross_batch")
+                                 dropout=0.3, sampler="cross_batch",
+                                 training_rows="window")
     config.sampler_options = dict(config.sampler_options, memory_size=8)
     strategy = _mirrored()
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)

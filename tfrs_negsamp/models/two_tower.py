@@ -38,6 +38,7 @@ class TwoTowerModel(tfrs.Model):
     loss: the task's loss (`retrieval.Retrieval`'s `loss`: "softmax",
       "triplet", a `losses.CMLTripletLoss` or a Keras loss); None: the
       softmax.
+    rows_per_block: sequence rows: positions per softmax block (the task's).
   """
 
   def __init__(self, query_model: tf.keras.Model, item_model: tf.keras.Model,
@@ -45,7 +46,7 @@ class TwoTowerModel(tfrs.Model):
                temperature: Optional[float] = None,
                global_negatives: bool = True,
                consumed_items: Optional[masking.ConsumedItems] = None,
-               loss=None, **kwargs) -> None:
+               loss=None, rows_per_block: int = 1024, **kwargs) -> None:
     super().__init__(**kwargs)
     self.query_model = query_model
     self.item_model = item_model
@@ -53,7 +54,8 @@ class TwoTowerModel(tfrs.Model):
         vocabulary=list(item_vocabulary), mask_token=None, num_oov_indices=1)
     self.task = retrieval.Retrieval(
         loss=loss, temperature=temperature, sampler=sampler,
-        gather_candidates=global_negatives, consumed_items=consumed_items)
+        gather_candidates=global_negatives, consumed_items=consumed_items,
+        rows_per_block=rows_per_block)
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
     # Rows per replica in `fit`, when known (`fitting.train` sets it):
     # MultiWorkerMirroredStrategy's rebatched input has no static batch size.

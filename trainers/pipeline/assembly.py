@@ -55,7 +55,7 @@ def build_model(dataset: data_lib.Dataset, config: configuration.ExperimentConfi
     task_loss = losses.SOFTMAX
   model = two_tower.TwoTowerModel(
       query_model, item_model, catalog.item_ids, sampler, loss=task_loss,
-      temperature=temperature,
+      temperature=temperature, rows_per_block=config.rows_per_block,
       consumed_items=(consumed_items(dataset) if config.mask_history
                       else None))
   if query_towers.uses_history(config.query_tower):

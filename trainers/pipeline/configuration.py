@@ -154,6 +154,9 @@ class ExperimentConfig:
   training_rows: str = "auto"
   # Sequence rows of users longer than L + 1: "last" or "random" crops.
   sequence_crop: str = "last"
+  # Sequence rows: positions per softmax block (its rows and in-batch
+  # columns; `tasks.Retrieval(rows_per_block=)`).
+  rows_per_block: int = 1024
   # The task's loss: "auto" (the sampler's, from the registry), "softmax"
   # or "gbce" (with the calibration `gbce_t`).
   loss: str = "auto"
@@ -299,7 +302,8 @@ class ExperimentConfig:
       raise ValueError("--ps_shards must be >= 0 (0: one per parameter "
                        "server), got %r" % self.ps_shards)
     for name in ("batch_size", "epochs", "embedding_dim", "top_k",
-                 "cpu_replicas", "backup_freq", "ps_min_shard_bytes"):
+                 "cpu_replicas", "backup_freq", "ps_min_shard_bytes",
+                 "rows_per_block"):
       if getattr(self, name) < 1:
         raise ValueError("--%s must be >= 1, got %r"
                          % (name, getattr(self, name)))

@@ -36,6 +36,7 @@ a checkpoint restores into any shard count (`restore_sharded`).
 """
 
 import contextlib
+import re
 import threading
 from typing import Dict, Iterator, List, Sequence
 
@@ -236,7 +237,13 @@ def _reason(error: Exception) -> str:
   text = getattr(error, "message", None) or str(error)
   lines = [line.strip() for line in text.splitlines() if line.strip()]
   if isinstance(error, tf.errors.OpError) and lines:
-    text = lines[-1]
+    # Several root errors end on "N derived errors ignored."; the first
+    # root error, "(0) INVALID_ARGUMENT: ...", is the reason.
+    roots = [line for line in lines if re.match(r"\(\d+\) \w+: ", line)]
+    text = roots[0].split(": ", 1)[1] if roots else lines[-1]
+    relayed = [line for line in lines if 'grpc_message:"' in line]
+    if relayed:
+      text = relayed[0]
     # A parameter server's error, relayed by gRPC: its own message.
     if 'grpc_message:"' in text:
       text = text.split('grpc_message:"', 1)[1].split("\\n", 1)[0]

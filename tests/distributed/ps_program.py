@@ -171,7 +171,11 @@ def check_first_loss(resolver):
     batch = ps.first_batch(dataset, cfg)
     with tf.distribute.get_strategy().scope():
       local = _copy_to_one_device(model, cfg, dataset)
-      one_device = float(local.compute_loss(batch, training=True)) / BATCH
+      # Per example as the model counts them (rows; with sequence rows, the
+      # valid positions).
+      local.loss_per_example.reset_state()
+      local.compute_loss(batch, training=True)
+      one_device = float(local.loss_per_example.result())
     timer = ps.EpochTimer()
     model.fit(tf.keras.utils.experimental.DatasetCreator(
         lambda _: tf.data.Dataset.from_tensors(batch).repeat()),

@@ -257,10 +257,17 @@ CASES = [
          "csv:a.csv (3 rows): lower --batch_size", files={"a.csv": GOOD_CSV}),
     Case("batch_larger_than_history_examples",
          ["--dataset=csv", "--data_path={tmp}/a.csv", "--batch_size=3",
-          "--query_tower=mean"],
+          "--query_tower=mean", "--training_rows=window"],
          "error: --batch_size=3 is larger than the 0 next-item examples "
          "(training rows with a history) of csv:a.csv for "
          "--query_tower=mean: lower --batch_size",
+         files={"a.csv": GOOD_CSV}),
+    Case("batch_larger_than_sequence_rows",
+         ["--dataset=csv", "--data_path={tmp}/a.csv", "--batch_size=3",
+          "--query_tower=mean"],
+         "error: --batch_size=3 is larger than the 0 sequence rows (users "
+         "with 2 or more training items) of csv:a.csv: lower --batch_size or "
+         "use --training_rows=window",
          files={"a.csv": GOOD_CSV}),
     Case("batch_not_divisible_by_replicas",
          ["--strategy=mirrored", "--cpu_replicas=2", "--batch_size=33",
@@ -361,8 +368,8 @@ CASES = [
          "run has no --export_dir"),
     Case("scann_leaves_with_brute_force",
          ["--export_dir={tmp}/e", "--index=brute_force", "--scann_leaves=4"],
-         "error: --scann_leaves applies only to --index=scann, and this run "
-         "has --index=brute_force"),
+         "error: --scann_leaves applies only to --index=scann (or auto), and "
+         "this run has --index=brute_force"),
     Case("backup_freq_without_backup", ["--backup_freq=10"],
          "error: --backup_freq applies only to --backup_dir, and this run has "
          "no --backup_dir"),
@@ -388,18 +395,21 @@ CASES = [
     Case("synthetic_items_one", ["--synthetic_items=1"],
          "error: --synthetic_items must be >= 3, got 1"),
     Case("scann_leaves_beyond_catalog",
-         SMALL + ["--export_dir={tmp}/e", "--scann_leaves=1000"],
+         SMALL + ["--export_dir={tmp}/e", "--index=scann",
+                  "--scann_leaves=1000"],
          "error: --scann_leaves=1000 does not fit the catalog of synthetic "
          "(50 items): num_leaves must be in [1, 50] (the catalog size), got "
          "1000"),
     Case("scann_search_beyond_leaves",
-         SMALL + ["--export_dir={tmp}/e", "--scann_leaves=5",
+         SMALL + ["--export_dir={tmp}/e", "--index=scann",
+                  "--scann_leaves=5",
                   "--scann_leaves_to_search=9"],
          "error: --scann_leaves_to_search=9 does not fit the catalog of "
          "synthetic (50 items): num_leaves_to_search must be in [1, 5] "
          "(num_leaves), got 9"),
     Case("scann_reorder_below_k",
-         SMALL + ["--export_dir={tmp}/e", "--top_k=20", "--scann_reorder=10"],
+         SMALL + ["--export_dir={tmp}/e", "--index=scann",
+                  "--top_k=20", "--scann_reorder=10"],
          "error: --scann_reorder=10 does not fit the catalog of synthetic (50 "
          "items): num_reordering_candidates must be in [20, 50] (k, the "
          "catalog size), got 10"),
@@ -488,15 +498,11 @@ CASES = [
          "export)", program="benchmark"),
     Case("benchmark_unknown_suite", ["--output_dir={tmp}/o", "--suite=cbn"],
          "error: unknown suite 'cbn'; valid: cbns, cbns_history, floor, "
-         "towers, xir", program="benchmark"),
+         "ml1m_sasrec, towers, xir", program="benchmark"),
     Case("benchmark_samplers_with_suite",
          ["--output_dir={tmp}/o", "--suite=xir", "--samplers=in_batch"],
          "error: --samplers does not apply with --suite, which names the "
          "variants", program="benchmark"),
-    Case("benchmark_flag_the_suite_sets",
-         ["--output_dir={tmp}/o", "--suite=xir", "--batch_size=64"],
-         "error: --batch_size does not apply with --suite=xir, which sets "
-         "batch_size=128", program="benchmark"),
     Case("benchmark_reference_not_a_variant",
          ["--output_dir={tmp}/o", "--samplers=in_batch", "--reference=xir"],
          "error: --reference=xir is not a variant; the variants: in_batch",
@@ -662,6 +668,8 @@ ACCEPTED = {
                    "--memory_size=64", "--seeds=3,7"],
                   ["--output_dir={tmp}/o", "--suite=towers",
                    "--num_blocks=1"],
+                  # A suite's settings yield to the command line.
+                  ["--output_dir={tmp}/o", "--suite=xir", "--batch_size=64"],
                   ["--output_dir={tmp}/o", "--samplers=in_batch",
                    "--timing_steps=5", "--timing_rounds=1"]],
 }

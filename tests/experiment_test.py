@@ -11,7 +11,8 @@ SYNTHETIC = {"num_users": 80, "num_items": 30, "interactions_per_user": 8}
 
 def _config(**overrides):
   config = configuration.ExperimentConfig(
-      sampler="popularity_baseline", verbose=0, synthetic=dict(SYNTHETIC))
+      sampler="popularity_baseline", verbose=0, synthetic=dict(SYNTHETIC),
+      query_tower="id", epochs=5, validate_every=0)
   for k, v in overrides.items():
     setattr(config, k, v)
   return config

@@ -18,7 +18,8 @@ def tiny_config(**overrides):
   """A small config; the estimator gets 256 buckets when the sampler has
   one (and `sampler_options` is not overridden)."""
   config = configuration.ExperimentConfig(
-      batch_size=8, epochs=1, embedding_dim=8, verbose=0)
+      batch_size=8, epochs=1, embedding_dim=8, verbose=0,
+      query_tower="id", validate_every=0)
   for k, v in overrides.items():
     setattr(config, k, v)
   if "sampler_options" not in overrides:

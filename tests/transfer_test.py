@@ -42,7 +42,8 @@ def _fake_run(calls):
 
 def _base():
   return configuration.ExperimentConfig(batch_size=8, epochs=1, verbose=0,
-                                        temperature=0.05)
+                                        temperature=0.05, query_tower="id",
+                                        validate_every=0)
 
 
 def test_the_chosen_setting_maximises_the_worst_ratio(tmp_path):

@@ -21,6 +21,7 @@ SYNTHETIC = {"num_users": 120, "num_items": 40, "interactions_per_user": 8}
 def _base(**overrides):
   config = configuration.ExperimentConfig(
       batch_size=16, epochs=1, embedding_dim=8, verbose=0,
+      query_tower="id", validate_every=0,
       item_features=False, synthetic=dict(SYNTHETIC),
       sampler_options={"num_buckets": 256})
   for k, v in overrides.items():

@@ -35,6 +35,7 @@ from absl import app
 from absl import flags
 
 from trainers import console
+from trainers.pipeline import defaults
 
 FLAGS = flags.FLAGS
 TRACEBACK_ENV = "TFRS_NEGSAMP_TRACEBACK"
@@ -397,17 +398,20 @@ def define_flags() -> None:
                     "(repeat consumption), error stops at the first "
                     "repeat. The data summary and metrics.json report the "
                     "rows dropped.")
-  flags.DEFINE_integer("validate_every", 0,
+  flags.DEFINE_integer("validate_every", None,
                        "Evaluate the validation split every N epochs "
                        "during training (0: never); the test metrics are "
-                       "then those of the best validation epoch.")
-  flags.DEFINE_integer("patience", 0,
+                       "then those of the best validation epoch. Unset: "
+                       "%d when the split has a validation slice, else 0."
+                       % defaults.VALIDATE_EVERY)
+  flags.DEFINE_integer("patience", None,
                        "With --validate_every: stop after N evaluations "
-                       "without improvement of --monitor (0: never).")
+                       "without improvement of --monitor (0: never; unset: "
+                       "%d)." % defaults.PATIENCE)
   flags.DEFINE_float("time_budget_minutes", 0.0,
                      "With --validate_every: stop training after this many "
                      "minutes of training (0: no budget).")
-  flags.DEFINE_string("monitor", "ndcg@10",
+  flags.DEFINE_string("monitor", defaults.MONITOR,
                       "With --validate_every: the validation metric "
                       "monitored (e.g. ndcg@10, recall@10, recall@50).")
   flags.DEFINE_float("user_fraction", 1.0,
@@ -425,9 +429,15 @@ def define_flags() -> None:
   flags.DEFINE_float("ease_lambda", 0.0,
                      "ease_baseline: L2 weight lambda (0: chosen on the "
                      "validation split from 10, 50, ..., 2000).")
-  flags.DEFINE_integer("batch_size", 256, "Global batch size.")
-  flags.DEFINE_integer("epochs", 5, "Training epochs.")
-  flags.DEFINE_float("learning_rate", 0.01, "Adam learning rate.")
+  flags.DEFINE_integer("batch_size", defaults.BATCH_SIZE,
+                       "Global batch size.")
+  flags.DEFINE_integer("epochs", defaults.EPOCHS,
+                       "Training epochs (an upper bound when validation "
+                       "during training stops early).")
+  flags.DEFINE_float("learning_rate", None,
+                     "Adam learning rate (unset: the query tower's, %s)."
+                     % ", ".join("%s %g" % kv
+                                 for kv in defaults.LEARNING_RATE.items()))
   flags.DEFINE_enum("optimizer", "adam", ["adam", "lazy_adam"],
                     "adam (Keras; dense updates of embedding tables) or "
                     "lazy_adam (only the rows a batch touches move).")
@@ -441,11 +451,13 @@ def define_flags() -> None:
                        "Use item titles/genres in the item tower.")
   flags.DEFINE_string("query_hidden", "", "Query MLP widths, e.g. 128,64.")
   flags.DEFINE_string("item_hidden", "", "Item MLP widths, e.g. 128.")
-  flags.DEFINE_enum("query_tower", "id", ["id", "mean", "gru", "sasrec"],
+  flags.DEFINE_enum("query_tower", defaults.QUERY_TOWER,
+                    ["id", "mean", "gru", "sasrec"],
                     "Query tower: user id embedding, or a history encoder "
                     "(YouTubeDNN mean, GRU4Rec, SASRec) over the last "
                     "--max_history training items.")
-  flags.DEFINE_integer("max_history", 50, "History towers: history length L.")
+  flags.DEFINE_integer("max_history", defaults.MAX_HISTORY,
+                       "History towers: history length L.")
   flags.DEFINE_enum("training_rows", "auto", ["auto", "sequence", "window"],
                     "History towers: sequence rows (each user's last L + 1 "
                     "training items, every position a target, one encoder "
@@ -719,6 +731,8 @@ def shared_config_from_flags(samplers: Sequence[str], **overrides):
 
 def _setting(config, name: str) -> str:
   """How `config` sets `name`, as a flag: --name=value, --noname, no --name."""
+  if hasattr(config, "resolved"):
+    config = config.resolved()  # the effective value of an unset default
   value = getattr(config, name)
   if isinstance(value, bool):
     return "--%s%s" % ("" if value else "no", name)
@@ -778,7 +792,7 @@ APPLIES = (
      "a trained model, not a model-free baseline", "sampler"),
     (("gbce_t",), lambda c: c.loss == "gbce", "--loss=gbce", "loss"),
     (("patience", "time_budget_minutes", "monitor"),
-     lambda c: c.validate_every > 0,
+     lambda c: c.resolved().validate_every > 0,
      "validation during training (--validate_every >= 1)",
      "validate_every"),
     (("ps_shards", "ps_min_shard_bytes"),

@@ -13,7 +13,7 @@ that imports TensorFlow only in `main` needs no call of its own). Unless
   libraries pass too) through a filter that drops the lines in `NOISE`:
   lines that TensorFlow logs at ERROR level although nothing is wrong with
   the run (the `cuInit` probe on a machine without a GPU driver, the oneDNN
-  uint8 notice), absl's C++ INFO and WARNING lines (ScaNN's index build)
+  uint8/int64 notice), absl's C++ INFO and WARNING lines (ScaNN's index build)
   and its "before absl::InitializeLog()" notice. Every other line, real errors
   included, reaches the terminal unchanged;
 - drops the Python log records of third-party loggers below ERROR
@@ -68,8 +68,8 @@ NOISE = tuple(re.compile(pattern) for pattern in (
     # at ERROR level; TensorFlow then runs on the CPU, as intended here).
     _TSL.replace(b"[IWEF]", b"E") + rb"failed call to cuInit: ",
     # A notice logged at ERROR level by CPUs without AVX-512: oneDNN falls
-    # back to Eigen for uint8 (a speed note, not an error).
-    _TSL.replace(b"[IWEF]", b"E") + rb"oneDNN supports DT_UINT8 only on "
+    # back to Eigen for uint8 or int64 (a speed note, not an error).
+    _TSL.replace(b"[IWEF]", b"E") + rb"oneDNN supports DT_[A-Z0-9]+ only on "
     rb"platforms with AVX-512\.",
 ))
 # Python log records below ERROR and warnings of these packages are not

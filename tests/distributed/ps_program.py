@@ -61,6 +61,7 @@ def config(sampler="in_batch_logq", **overrides):
   from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
   values = dict(sampler=sampler, strategy="parameter_server",
                 batch_size=BATCH, epochs=1, embedding_dim=16, verbose=0,
+                query_tower="id", validate_every=0,
                 seed=3, ps_min_shard_bytes=64, item_features=False,
                 sampler_options=dict(OPTIONS), synthetic=dict(SYNTHETIC))
   values.update(overrides)

@@ -42,6 +42,7 @@ def _config(sampler):
   return configuration.ExperimentConfig(
       sampler=sampler, strategy=FLAGS.strategy, batch_size=BATCH,
       epochs=FLAGS.epochs, embedding_dim=16, verbose=0, seed=3,
+      query_tower="id", validate_every=0,
       sampler_options=dict(OPTIONS),
       synthetic={"num_users": 120, "num_items": 70,
                  "interactions_per_user": 6})

@@ -15,6 +15,7 @@ from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.models import towers
 from tfrs_negsamp.models import two_tower
 from trainers.pipeline import configuration
+from trainers.pipeline import defaults
 from trainers.pipeline import inputs
 
 
@@ -85,7 +86,8 @@ def create_model(dataset: data_lib.Dataset, config: configuration.ExperimentConf
   with strategy.scope():
     model = build_model(dataset, config, config.batch_size)
     model.compile(optimizer=optimizers_lib.make_optimizer(
-        config.optimizer, config.learning_rate))
+        config.optimizer,
+        defaults.learning_rate(config.query_tower, config.learning_rate)))
     # Create every variable (sampler state included) before fit, so that
     # BackupAndRestore can restore it: one forward pass, no state update.
     first = next(iter(strategy.experimental_distribute_dataset(

@@ -35,6 +35,7 @@ import tensorflow_recommenders as tfrs
 
 from trainers.pipeline import assembly
 from trainers.pipeline import configuration
+from trainers.pipeline import defaults
 from trainers.pipeline import experiment
 from trainers.pipeline import fitting
 from trainers.pipeline import inputs
@@ -496,7 +497,8 @@ def create_floor(dataset, config: configuration.ExperimentConfig
       temperature=config.temperature if config.normalize else None,
       normalize=config.normalize)
   model.compile(optimizer=optimizers_lib.make_optimizer(
-      config.optimizer, config.learning_rate))
+      config.optimizer,
+        defaults.learning_rate(config.query_tower, config.learning_rate)))
   return model
 
 
@@ -579,7 +581,8 @@ def run_floor(config: configuration.ExperimentConfig, dataset=None,
 
 def _floor_key(config: configuration.ExperimentConfig):
   return (config.batch_size, config.embedding_dim, config.optimizer,
-          config.learning_rate, config.temperature, config.normalize)
+          defaults.learning_rate(config.query_tower, config.learning_rate),
+          config.temperature, config.normalize)
 
 
 def time_steps(base: configuration.ExperimentConfig,

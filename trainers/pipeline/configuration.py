@@ -22,6 +22,7 @@ from tfrs_negsamp.data.interactions import DUPLICATE_POLICIES
 from tfrs_negsamp.evaluation import full_corpus
 from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.serving import export as export_lib
+from trainers.pipeline import defaults
 from trainers.pipeline import strategies
 
 
@@ -129,9 +130,11 @@ class ExperimentConfig:
   # The split the metrics are computed on: "test" or "validation" (tuning).
   eval_split: str = "test"
   sampler: str = "in_batch_logq"
-  batch_size: int = 256
-  epochs: int = 5
-  learning_rate: float = 0.01
+  batch_size: int = defaults.BATCH_SIZE
+  # An upper bound under validation during training (early stopping).
+  epochs: int = defaults.EPOCHS
+  # None: the query tower's default (`defaults.LEARNING_RATE`).
+  learning_rate: Optional[float] = None
   # adam | lazy_adam (`optimizers.LazyAdam`: sparse rows-only updates of
   # embedding tables, issue 17).
   optimizer: str = "adam"
@@ -146,8 +149,8 @@ class ExperimentConfig:
   item_hidden: Tuple[int, ...] = ()
   # Query tower (query_towers.QUERY_TOWERS): id | mean | gru | sasrec; the
   # history towers read the last `max_history` items (issue 13).
-  query_tower: str = "id"
-  max_history: int = 50
+  query_tower: str = defaults.QUERY_TOWER
+  max_history: int = defaults.MAX_HISTORY
   # History towers: "sequence" (one row per user's last max_history + 1
   # training items, every position a target; SAMPLERS.md 12.1), "window"
   # (one history window per target) or "auto" (sequence).
@@ -204,10 +207,22 @@ class ExperimentConfig:
   # `validate_every` epochs (0: none), early stopping after `patience`
   # evaluations without improvement of `monitor` (0: never), a budget of
   # training minutes (0: none); the best weights are kept for the test.
-  validate_every: int = 0
-  patience: int = 0
+  # None: the defaults (`defaults.validate_every`, `defaults.patience`).
+  validate_every: Optional[int] = None
+  patience: Optional[int] = None
   time_budget_minutes: float = 0.0
-  monitor: str = "ndcg@10"
+  monitor: str = defaults.MONITOR
+
+  def resolved(self) -> "ExperimentConfig":
+    """A copy with every "default of the data or tower" made concrete."""
+    every = defaults.validate_every(
+        self.validate_every, self.num_validation,
+        self.sampler in BASELINES)
+    return dataclasses.replace(
+        self,
+        learning_rate=defaults.learning_rate(self.query_tower,
+                                             self.learning_rate),
+        validate_every=every, patience=defaults.patience(self.patience, every))
 
   def validate(self) -> None:
     """Checks every setting that needs no data; `ConfigError` naming it.
@@ -234,15 +249,16 @@ class ExperimentConfig:
       raise ValueError("--user_fraction must be in (0, 1], got %r"
                        % self.user_fraction)
     for name in ("validate_every", "patience"):
-      if getattr(self, name) < 0:
+      if getattr(self, name) is not None and getattr(self, name) < 0:
         raise ValueError("--%s must be >= 0, got %r"
                          % (name, getattr(self, name)))
     if (not _finite(self.time_budget_minutes)
         or self.time_budget_minutes < 0):
       raise ValueError("--time_budget_minutes must be >= 0, got %r"
                        % self.time_budget_minutes)
-    if (self.patience or self.time_budget_minutes) and not (
-        self.validate_every):
+    every = defaults.validate_every(self.validate_every, self.num_validation,
+                                    self.sampler in BASELINES)
+    if (self.patience or self.time_budget_minutes) and not every:
       raise ValueError("--patience and --time_budget_minutes need "
                        "--validate_every >= 1 (they act on the validation "
                        "curve)")
@@ -309,6 +325,8 @@ class ExperimentConfig:
                          % (name, getattr(self, name)))
     for name in ("learning_rate", "temperature"):
       value = getattr(self, name)
+      if name == "learning_rate" and value is None:
+        continue  # the query tower's default
       if not _finite(value) or value <= 0:
         raise ValueError("--%s must be a finite number > 0, got %r"
                          % (name, value))

@@ -119,6 +119,7 @@ def run(config: configuration.ExperimentConfig,
   temporary folder that is removed, since a save may need every worker).
   """
   config.validate()
+  config = config.resolved()
   if config.strategy == "parameter_server":
     from trainers.pipeline import parameter_server  # pylint: disable=g-import-not-at-top
     return parameter_server.run(config, dataset=dataset)

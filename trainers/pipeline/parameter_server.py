@@ -59,6 +59,7 @@ import tensorflow as tf
 from trainers.pipeline import cluster
 from trainers.pipeline import assembly
 from trainers.pipeline import configuration
+from trainers.pipeline import defaults
 from trainers.pipeline import experiment
 from trainers.pipeline import exporting
 from trainers.pipeline import inputs
@@ -231,7 +232,8 @@ def create_model(dataset: data_lib.Dataset,
   with strategy.scope(), partitioner.scope():
     model = assembly.build_model(dataset, config, config.batch_size)
     model.compile(optimizer=optimizers_lib.make_optimizer(
-        config.optimizer, config.learning_rate))
+        config.optimizer,
+        defaults.learning_rate(config.query_tower, config.learning_rate)))
     tf.function(lambda x: model.compute_loss(x, training=False)
                 ).get_concrete_function(first_batch(dataset, config))
     with sharding.slots_on_their_devices(model.optimizer):

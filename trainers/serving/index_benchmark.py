@@ -312,7 +312,8 @@ def trained_table(data_path: str, epochs: int = 2,
   from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   config = configuration.ExperimentConfig(
       dataset="movielens", data_path=data_path, sampler=sampler,
-      epochs=epochs, seed=seed, verbose=0)
+      epochs=epochs, seed=seed, verbose=0, query_tower="id",
+      validate_every=0)
   config.validate()
   begin = time.perf_counter()
   dataset = inputs.load_data(config)

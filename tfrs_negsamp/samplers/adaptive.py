@@ -31,12 +31,14 @@ carry over. Tune it per data set.
 
 Departures: the unselected pool columns and the columns outside the pool
 are **dropped** (not replaced by a constant logit under a sigmoid loss as
-in the reference code; SAMPLERS.md 7.5), so gradients flow only through the
+in the reference code; docs/design/prakash.md#porting), so gradients flow
+only through the
 positive and the selected negatives; the loss is the softmax, not BCE.
 
 Randomness: stateless. Each replica draws its rows' pools with the seed
 `importance_resampling.draw_seed(seed, step)`, a function of the sampler's
-`seed`, its step counter and the replica id (SAMPLERS.md D6). State: the
+`seed`, its step counter and the replica id
+(docs/design/multi_replica.md#d6). State: the
 step counter `step` int64 `[]`, non-trainable, identical on every replica,
 advanced once per training call, so a run restarted from a checkpoint
 draws the same pools.

@@ -2,8 +2,8 @@
 
 Cohorts are equal-interaction-mass tertiles of the TRAINING counts, as in the
 Apple evaluator (docs/design/evaluation.md#cohorts). The evaluation reports
-metrics per cohort (`evaluation.cohorts`) and the balanced sampler draws per cohort
-(`samplers.catalog`), so both read this one definition.
+metrics per cohort (`evaluation.cohorts`) and the balanced sampler draws per
+cohort (`samplers.catalog`), so both read this one definition.
 """
 
 from typing import Sequence, Tuple

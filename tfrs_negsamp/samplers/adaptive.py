@@ -19,7 +19,7 @@ selection is on raw scores as in the reference code):
     l_i  = -z_ii + logsumexp_{j in {i} + S_i} z_ij,    z_ij = <u_i, v_j>/tau
 
 Parameters in the reference's names (`all_exp_hp.json`): `num_neg_samples`
-is the pool `P` (`--adaptive_pool`, 100 in every ANS config) and
+is the pool `P` (`--pool_size`, 100 in every ANS config) and
 `num_adaptive_samples` is `k`, the negatives kept per row out of the pool
 (`--num_hard_negatives`; 5 on ML-10M and RetailRocket, 25 on Beauty). The
 reference's `num_adaptive_samples` has no other meaning, so no separate

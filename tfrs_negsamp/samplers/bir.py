@@ -51,8 +51,9 @@ give the loss and gradients of one device with `2B` rows.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 import dataclasses

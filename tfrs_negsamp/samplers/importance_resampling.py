@@ -42,8 +42,9 @@ multi-replica run testable against a single device.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 from typing import Callable, Optional, Tuple

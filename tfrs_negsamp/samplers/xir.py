@@ -58,8 +58,9 @@ unique over `G + C` ids.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 import dataclasses
@@ -91,7 +92,7 @@ class XIRSampler(bir.BIRSampler):
     cache_size: `C`, cached items.
     cache_weight: `lambda`, weight of the cache group's cross-entropy
       (`1 - lambda` for the batch group); the official comparison runs use
-      0.2 (`--xir_lambda`).
+      0.2 (`--cache_weight`).
     cache_decay: `rho` in `[0, 1)`; `occurrence` is multiplied by `1 - rho`
       every training step (0 = never decays, the official rule).
     num_resampled: `K >= 2`, draws per query, half from the batch and half

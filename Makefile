@@ -44,7 +44,7 @@ docs: venv
 	$(PY) tools/docs_tables.py --check
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir $(SITE)
 
-# The suite as Bazel py_test targets (Bazel from apt: see the README).
+# The suite as Bazel py_test targets (Bazel from apt: docs/guides/development.md).
 .PHONY: bazel-test
 bazel-test: venv
 	tools/bazel_test.sh

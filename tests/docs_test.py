@@ -8,9 +8,12 @@ agree.
 * The sampler tables of docs/guides/trainer.md are what
   `tools/docs_tables.py` writes from the sampler registry.
 * Every `##` heading of a design note carries an explicit anchor
-  (`{#name}`), and every `docs/design/<page>.md#<anchor>` cited in the code
-  exists: the code's pointers into the design notes stay valid when a title
-  is reworded.
+  (`{#name}`), and every `docs/design/<page>.md#<anchor>` cited in the code,
+  the notebooks or a Markdown file outside docs/ exists: the code's pointers
+  into the design notes stay valid when a title is reworded. Nothing outside
+  docs/ points to the design document the notes replace (it is not in the
+  repository).
+* Every relative link of the README names a file of the repository.
 * The README's complete example (between the snippet markers) is one python
   block that sets `TF_USE_LEGACY_KERAS` before anything imports TensorFlow
   (`tests/wheel_test.py` runs it, slow tier).
@@ -33,7 +36,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DESIGN = ROOT / "docs" / "design"
 # `docs/design/<page>.md#<anchor>` as the code cites it.
 POINTER = re.compile(r"docs/design/([a-z_]+)\.md#([a-z0-9-]+)")
+# Any pointer to a design page, with or without an anchor.
+PAGE = re.compile(r"docs/design/([A-Za-z0-9_.-]+?)\.md\b")
 ANCHOR = re.compile(r"\{#([a-z0-9-]+)\}")
+# The external design document the notes replace (spelt in two pieces so
+# that this file does not match itself).
+EXTERNAL_SPEC = "SAMPLERS" + ".md"
+# Folders that are not the project's sources: environments, build outputs,
+# the docs site, caches, Bazel's output links.
+SKIPPED_DIRS = {".venv", "venv", "site", "build", "dist", "runs", ".git",
+                "node_modules", "__pycache__", ".pytest_cache",
+                ".hypothesis", ".ipynb_checkpoints"}
 
 
 def _load_tool():
@@ -88,19 +101,71 @@ def _anchors(page: pathlib.Path):
   return set(ANCHOR.findall(page.read_text(encoding="utf-8")))
 
 
+def _source_files():
+  """The repository's .py, .md and .ipynb files outside docs/."""
+  found = []
+  for folder, dirs, files in os.walk(ROOT):
+    here = pathlib.Path(folder)
+    dirs[:] = sorted(
+        d for d in dirs
+        if d not in SKIPPED_DIRS and not d.startswith("bazel-") and
+        not d.endswith(".egg-info") and
+        not (here == ROOT and d == "docs"))
+    found += [here / f for f in sorted(files)
+              if f.endswith((".py", ".md", ".ipynb"))]
+  return found
+
+
+def test_source_files_cover_the_code_and_skip_docs():
+  files = {p.relative_to(ROOT).as_posix() for p in _source_files()}
+  for expected in ("tfrs_negsamp/samplers/xir.py", "trainers/train.py",
+                   "tests/docs_test.py", "colab/quickstart.ipynb",
+                   "README.md", "CHANGELOG.md"):
+    assert expected in files, expected
+  assert not any(f.startswith("docs/") for f in files)
+
+
+def test_nothing_outside_docs_cites_the_external_design_document():
+  offenders = []
+  for path in _source_files():
+    for number, line in enumerate(
+        path.read_text(encoding="utf-8", errors="replace").splitlines(),
+        start=1):
+      if EXTERNAL_SPEC in line:
+        offenders.append("%s:%d" % (path.relative_to(ROOT), number))
+  assert not offenders, (
+      "cite docs/design/<page>.md#<anchor> instead of %s: %s"
+      % (EXTERNAL_SPEC, ", ".join(offenders)))
+
+
 def test_code_pointers_into_the_design_notes_exist():
-  for folder in ("tfrs_negsamp", "trainers", "tests", "tools"):
-    for path in sorted((ROOT / folder).rglob("*.py")):
-      for page, anchor in POINTER.findall(path.read_text(encoding="utf-8")):
-        target = DESIGN / (page + ".md")
-        assert target.exists(), "%s cites missing docs/design/%s.md" % (
-            path.relative_to(ROOT), page)
-        assert anchor in _anchors(target), (
-            "%s cites docs/design/%s.md#%s, which has no such anchor"
-            % (path.relative_to(ROOT), page, anchor))
+  cited = 0
+  for path in _source_files():
+    text = path.read_text(encoding="utf-8", errors="replace")
+    where = path.relative_to(ROOT)
+    for page in PAGE.findall(text):
+      assert (DESIGN / (page + ".md")).exists(), (
+          "%s cites missing docs/design/%s.md" % (where, page))
+    for page, anchor in POINTER.findall(text):
+      cited += 1
+      assert anchor in _anchors(DESIGN / (page + ".md")), (
+          "%s cites docs/design/%s.md#%s, which has no such anchor"
+          % (where, page, anchor))
+  # The code does cite the notes (the walk found its files).
+  assert cited >= 40, cited
   # The form the module docstring names resolves.
   page, anchor = POINTER.search("docs/design/shared.md#count-trick").groups()
   assert anchor in _anchors(DESIGN / (page + ".md"))
+
+
+def test_readme_links_name_existing_files():
+  text = (ROOT / "README.md").read_text(encoding="utf-8")
+  links = re.findall(r"\]\(([^)\s]+)\)", text)
+  local = [l.split("#")[0] for l in links
+           if not re.match(r"[a-z]+:", l) and not l.startswith("#")]
+  assert local, "the README links no page of the repository"
+  for link in local:
+    assert (ROOT / link).exists(), "README.md links missing %s" % link
 
 
 def test_readme_snippet_sets_up_keras_2_first():

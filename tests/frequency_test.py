@@ -31,8 +31,9 @@ class StreamingFrequencyEstimatorTest(tf.test.TestCase):
     p_hat = est.probability(tf.range(n_items, dtype=tf.int64)).numpy()
     err = np.abs(np.log(p_hat / pi))
     # Tolerance: the stationary relative std of the EMA is sqrt(alpha/2) ~ 7%
-    # (SAMPLERS.md 3.6); every item here has >= 100 sightings, so a 3-sigma
-    # band of 25% per item and a 10% median bound are safe yet meaningful.
+    # (docs/design/in_batch_logq.md#estimator-statistics); every item here
+    # has >= 100 sightings, so a 3-sigma band of 25% per item and a 10%
+    # median bound are safe yet meaningful.
     self.assertLess(np.median(err), 0.10)
     self.assertLess(np.max(err), 0.25)
     # The expected-count transform recovers G f for rare items.

@@ -1,4 +1,7 @@
-"""Chunked exact softmax over the catalog (SAMPLERS.md 12.3, issue 25)."""
+"""Chunked exact softmax over the catalog (issue 25).
+
+Design: docs/design/sequence_training.md#full-softmax.
+"""
 
 from absl.testing import parameterized
 import numpy as np

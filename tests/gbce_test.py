@@ -1,4 +1,7 @@
-"""gBCE (Petrov & Macdonald 2023; SAMPLERS.md 12.4, issue 25)."""
+"""gBCE (Petrov & Macdonald 2023; issue 25).
+
+Design: docs/design/sequence_training.md#gbce.
+"""
 
 from absl.testing import parameterized
 import numpy as np

@@ -2,8 +2,9 @@
 
 A fake `run` (no training) makes each data set prefer another temperature:
 the chosen setting must be the one with the largest minimum over the sets of
-value / the study's best on that set (SAMPLERS.md section 13), not the best
-on either set; trial 0 is the current setting; a re-run resumes.
+value / the study's best on that set
+(docs/design/defaults.md#defaults-that-transfer), not the best on either set;
+trial 0 is the current setting; a re-run resumes.
 """
 
 import json

@@ -1,9 +1,9 @@
 """Popularity cohorts of items: head / mid / tail by training count.
 
 Cohorts are equal-interaction-mass tertiles of the TRAINING counts, as in the
-Apple evaluator (design doc 7.3 and 8.5). The evaluation reports metrics per
-cohort (`evaluation.cohorts`) and the balanced sampler draws per cohort
-(`samplers.catalog`), so both read this one definition.
+Apple evaluator (docs/design/evaluation.md#cohorts). The evaluation reports
+metrics per cohort (`evaluation.cohorts`) and the balanced sampler draws per
+cohort (`samplers.catalog`), so both read this one definition.
 """
 
 from typing import Sequence, Tuple

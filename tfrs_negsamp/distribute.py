@@ -1,6 +1,6 @@
 """Cross-replica helpers: gathering candidates and creating replicated state.
 
-Two orders of a gathered tensor are used (SAMPLERS.md, rule D4):
+Two orders of a gathered tensor are used (docs/design/multi_replica.md#d4):
 
 * *replica order*: the concatenation of the replicas' blocks by replica id,
   identical on every replica. Sampler **state** is written in this order, so

@@ -2,7 +2,8 @@
 
 Every source answers `log_q(ids, num_draws)`: the log of the **expected number
 of in-batch columns showing item `id`** in one (global) step, the unit that
-SAMPLERS.md 1.2 fixes so that several sources of columns can be mixed. Within
+docs/design/shared.md#logq-units fixes so that several sources of columns can
+be mixed. Within
 one source only differences matter (shift invariance), so the constant factor
 is harmless there.
 
@@ -68,7 +69,8 @@ class StaticItemProbability(FrequencySource):
     smoothing: added to every count (keeps unseen items finite).
     inclusion: if True, `log_q = log(1 - (1 - f)^n)` (unique draws) instead
       of the expected count `log(n f)`.
-    min_prob: lower clip of `f` (SAMPLERS.md 5.2: avoids `-log 0`).
+    min_prob: lower clip of `f` (avoids `-log 0`;
+      docs/design/bir_xir.md#bir-state).
   """
 
   def __init__(self, counts: Sequence[float], smoothing: float = 0.0,

@@ -9,8 +9,8 @@ never a class) with embeddings `e_j`, temperature `T` and row weights `w_n`,
 
 where `A_n` is the catalog minus the row's masked items (the positive is
 always in `A_n`). This is `tf.nn.sparse_softmax_cross_entropy_with_logits`
-over the whole catalog (SAMPLERS.md 12.3), the reference every sampler
-approximates.
+over the whole catalog (docs/design/sequence_training.md#full-softmax), the
+reference every sampler approximates.
 
 Memory. The `[N, I]` logits are never held: the forward pass visits the
 catalog in chunks of `C` items and keeps a running log-sum-exp (`m_n`, the

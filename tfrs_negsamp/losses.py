@@ -13,7 +13,8 @@ the hardest negative of the pool:
     l_i = r_i [margin + D(u_i, v_i) - min_{j in N_i} D(u_i, c_j)]_+
     L   = sum_i l_i                                   (sum over the batch)
 
-with margin 1.0 (SAMPLERS.md 6.2). Rows without any valid negative add 0.
+with margin 1.0 (docs/design/two_stage.md#cml-loss). Rows without any valid
+negative add 0.
 
 Ranking: the package evaluates and exports with dot products. With
 L2-normalised towers (the default, and what the reference code does for

@@ -1,8 +1,9 @@
 """User-history masking: which items has a row's user consumed in training?
 
 A negative that the row's user consumed in training is a false negative: the
-sources keep such items out (SAMPLERS.md 0.3; the Apple pools drop the user's
-items, the Deezer sampler rejects them). This module holds the one
+sources keep such items out (docs/design/findings.md#false-negatives; the
+Apple pools drop the user's items, the Deezer sampler rejects them). This module
+holds the one
 membership test every sampler and the task use.
 
 Table. With `U` users (model user index `u` in `1..U`, 0 = unknown) and `N`

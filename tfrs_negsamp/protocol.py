@@ -1,4 +1,6 @@
-"""The evaluation protocol applied to a split `Dataset` (SAMPLERS.md 8).
+"""The evaluation protocol applied to a split `Dataset`.
+
+Design: docs/design/evaluation.md#full-corpus.
 
 Evaluated users: test users that have training interactions (the others have
 no learned embedding and are skipped, as in the reference evaluators).

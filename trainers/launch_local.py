@@ -17,8 +17,8 @@ them and, with `--max_restarts=R`, starts the whole job again (new ports) up to
 R times. Training resumes from the last `BackupAndRestore` checkpoint (model,
 optimizer and sampler state) instead of from step 0; without `--backup_dir`
 in the training flags the launcher adds a temporary one. On a real cluster
-each host runs the same training command with its own `TF_CONFIG` (see the
-README's multi-worker section) and the cluster manager plays this role.
+each host runs the same training command with its own `TF_CONFIG` (see
+docs/guides/distributed.md) and the cluster manager plays this role.
 
 With `--ps=M` (M >= 1) the job is a parameter-server job
 (`--strategy=parameter_server`, added to the flags): one chief (the

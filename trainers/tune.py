@@ -54,7 +54,7 @@ flags.DEFINE_boolean("floor", False,
                      "and report every step time as a ratio to it.")
 flags.DEFINE_list("data", [],
                   "Transfer study (defaults chosen on several data sets, "
-                  "SAMPLERS.md section 13): name:dataset:path[:user_fraction]"
+                  "docs/design/defaults.md): name:dataset:path[:user_fraction]"
                   " items, e.g. ml100k:movielens:DIR,ml1m:csv:FILE:0.3. Each "
                   "trial trains on every set; per study the setting with "
                   "the largest minimum over the sets of validation metric / "

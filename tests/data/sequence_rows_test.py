@@ -1,4 +1,7 @@
-"""Tests of sequence-level training rows (issue 25, SAMPLERS.md 12.1)."""
+"""Tests of sequence-level training rows (issue 25).
+
+Design: docs/design/sequence_training.md#sasrec-training.
+"""
 
 import numpy as np
 import pytest

@@ -36,7 +36,7 @@ def uniforms(seed, step, stream, rows, cols):
 
 
 class NumpyXIR:
-  """Pure-NumPy XIR (SAMPLERS.md 5.5) on one device."""
+  """Pure-NumPy XIR (docs/design/bir_xir.md#xir-step) on one device."""
 
   def __init__(self, table, counts, cache_size, num_resampled, tau, decay,
                seed):

@@ -21,7 +21,8 @@ item id string and the offset of the user's first position) and a vector of
 example positions; `tf.data` shuffles and batches the positions, then
 gathers `[B, L]` histories with vectorised ops (no per-row Python).
 
-Sequence rows (`sequence_dataset`, SAMPLERS.md 12.1) train every position of
+Sequence rows (`sequence_dataset`,
+docs/design/sequence_training.md#sasrec-training) train every position of
 a user in one pass, as SASRec and its successors do: one row per user with
 at least 2 training items, the window `w` of `L + 1` consecutive training
 items ending at `e` (left-padded with 0),

@@ -1,8 +1,9 @@
 """Popularity cohorts (head / mid / tail), Gini coefficient and balance.
 
 Cohorts are equal-interaction-mass tertiles of the TRAINING counts, as in the
-Apple evaluator (design doc 7.3 and 8.5). Balance is 1 - Gini over the
-per-cohort HR (or NDCG), so it is 1 when every cohort is served equally well.
+Apple evaluator (docs/design/evaluation.md#cohorts). Balance is 1 - Gini over
+the per-cohort HR (or NDCG), so it is 1 when every cohort is served
+equally well.
 """
 
 from typing import Sequence

@@ -1,4 +1,6 @@
-"""Full-corpus top-K evaluation (design doc section 8), in pure NumPy.
+"""Full-corpus top-K evaluation, in pure NumPy.
+
+Design: docs/design/evaluation.md#full-corpus.
 
 A model plugs in through `score_fn(user_rows) -> [b, N] scores` over the whole
 catalog; no TensorFlow is imported here. For each evaluated user every item is

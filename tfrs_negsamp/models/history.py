@@ -10,7 +10,8 @@ history `x` `[B, L, e]` and its mask `[B, L]` (True = item) into `[B, h]`;
 then, optionally, a user id embedding is concatenated, an MLP maps to `d`
 and the result is L2-normalised, as in the other towers.
 
-Sequence-level training (SAMPLERS.md 12.1) reads one query per position:
+Sequence-level training (docs/design/sequence_training.md#sasrec-training)
+reads one query per position:
 `sequence_embeddings` maps the same inputs to `[B, L, d]`, where position
 `t` is computed from the items at positions `<= t` only (causal), through
 the same user embedding, MLP and normalisation. The subclass's

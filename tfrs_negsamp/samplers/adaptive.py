@@ -19,7 +19,7 @@ selection is on raw scores as in the reference code):
     l_i  = -z_ii + logsumexp_{j in {i} + S_i} z_ij,    z_ij = <u_i, v_j>/tau
 
 Parameters in the reference's names (`all_exp_hp.json`): `num_neg_samples`
-is the pool `P` (`--adaptive_pool`, 100 in every ANS config) and
+is the pool `P` (`--pool_size`, 100 in every ANS config) and
 `num_adaptive_samples` is `k`, the negatives kept per row out of the pool
 (`--num_hard_negatives`; 5 on ML-10M and RetailRocket, 25 on Beauty). The
 reference's `num_adaptive_samples` has no other meaning, so no separate
@@ -31,12 +31,14 @@ carry over. Tune it per data set.
 
 Departures: the unselected pool columns and the columns outside the pool
 are **dropped** (not replaced by a constant logit under a sigmoid loss as
-in the reference code; SAMPLERS.md 7.5), so gradients flow only through the
+in the reference code; docs/design/prakash.md#porting), so gradients flow
+only through the
 positive and the selected negatives; the loss is the softmax, not BCE.
 
 Randomness: stateless. Each replica draws its rows' pools with the seed
 `importance_resampling.draw_seed(seed, step)`, a function of the sampler's
-`seed`, its step counter and the replica id (SAMPLERS.md D6). State: the
+`seed`, its step counter and the replica id
+(docs/design/multi_replica.md#d6). State: the
 step counter `step` int64 `[]`, non-trainable, identical on every replica,
 advanced once per training call, so a run restarted from a checkpoint
 draws the same pools.

@@ -14,7 +14,7 @@ are dropped:
     l_i    = -z_ii + logsumexp_{j in {i} + S_i} z_ij
 
 Parameters in the reference's names (`all_exp_hp.json`, code name
-`adaptive`): `num_neg_samples` is `P_b` (`--adaptive_pool`, 10 in every
+`adaptive`): `num_neg_samples` is `P_b` (`--pool_size`, 10 in every
 AMNS config), `num_mixed_samples` is `B'` (`--num_uniform`, 100) and
 `num_adaptive_samples` is `k` (`--num_hard_negatives`; 25 on ML-10M, 5 on
 Beauty and RetailRocket; the default here stays 20, see `adaptive`).

@@ -5,7 +5,8 @@ tertiles of the training counts, exactly the cohorts of the evaluation
 (`evaluation.cohorts.popularity_cohorts`; unseen items are tail). For a row
 whose positive `p_i` is in cohort `a`, each of the `K` negatives picks
 cohort `c` with probability `pmf[a][c]` (default 0.8 for `c = a`, 0.1 for
-each other cohort: the intended rule of Prakash et al., SAMPLERS.md 7.2),
+each other cohort: the intended rule of Prakash et al.,
+docs/design/prakash.md#samplers),
 then an item uniformly inside `c`:
 
     q_a(j) = pmf[a][c(j)] / |c(j)|,     conditioned on j != p_i.

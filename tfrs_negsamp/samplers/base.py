@@ -5,7 +5,8 @@ batch and the in-batch candidates (gathered across replicas, local block
 first), it returns one or more `CandidateGroup`s: the columns of a softmax and
 the corrections that apply to them. It never computes the loss: the
 `tasks.Retrieval` task turns groups into logits and a loss through
-`tfrs.tasks.Retrieval`'s machinery. See SAMPLERS.md, section 9.
+`tfrs.tasks.Retrieval`'s machinery. See
+docs/design/sampler_contract.md#candidate-groups.
 
 State (queues, caches, frequency sketches) lives in non-trainable variables
 created with `tfrs_negsamp.distribute.add_state`, so it is checkpointed,
@@ -223,7 +224,8 @@ class NegativeSampler(tf.keras.layers.Layer):
     """Updates the frequency source (training only), then returns `log Q`.
 
     `update` runs before `lookup` so that current-batch items have at least
-    one observation (SAMPLERS.md 3.6). Returns None without a source.
+    one observation (docs/design/in_batch_logq.md#streaming-estimator).
+    Returns None without a source.
     """
     if self.frequency is None:
       return None

@@ -12,7 +12,8 @@ popularity (a `FrequencySource`). This is sampling-importance-resampling of
 the model's own softmax: as `G -> inf` a draw follows `P(j | i)` (the paper
 proves asymptotic unbiasedness), and every query gets its own negatives.
 
-Loss, per row (SAMPLERS.md 5.3 step 4, through the count trick of 1.3):
+Loss, per row (docs/design/bir_xir.md#bir-step, through the count trick of
+docs/design/shared.md#count-trick):
 
     l_i = -s_ii + log(exp(s_ii) + sum_j n_ij exp(s_ij))
 
@@ -25,18 +26,20 @@ one constant from every term, which cancels.
 Draws never pick the row's own positive (the diagonal) and, with
 `remove_accidental_hits=True` (default), never pick a column whose id equals
 the row's positive id: `a = -inf` there (choice, not in the official code,
-SAMPLERS.md 5.3 step 2). A row without any valid column has only its positive
+docs/design/bir_xir.md#bir-step). A row without any valid column has only its
+positive
 left, hence loss 0. With `remove_accidental_hits=False`, accidental hits may
 be drawn and keep their logits, as in the official code; the diagonal is
 always excluded because its column is the label.
 
-Gradients (SAMPLERS.md 1.5, 5.3 step 5) flow through `s_ii` and the drawn
-`s_ij` into both towers; the resampling logits, weights, indices and counts
+Gradients (docs/design/shared.md#gradient-rules,
+docs/design/bir_xir.md#bir-step) flow through `s_ii` and the drawn `s_ij`
+into both towers; the resampling logits, weights, indices and counts
 are constants (`stop_gradient`; the draws are integers).
 
 State: `step` int64 `[]`, the stateless-RNG step counter, plus the frequency
 source's own state. It is non-trainable, ON_WRITE / ONLY_FIRST_REPLICA
-(SAMPLERS.md D1) and advances once per training call.
+(docs/design/multi_replica.md#d1) and advances once per training call.
 
 Distribution: the candidates are the global batch, local block first (as the
 model gathers them). The resampling runs over the columns in replica order
@@ -48,8 +51,9 @@ give the loss and gradients of one device with `2B` rows.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 import dataclasses

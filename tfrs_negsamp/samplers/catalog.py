@@ -27,16 +27,18 @@ tower. This module holds that machinery once:
   `j` is the first index with `F_r(j) > u`, so `P(j) = F_r(j) - F_r(j - 1)
   = q_r(j)`, and zero-weight indices (the OOV slot among them) are never
   drawn. Cost: `O(B K log N)`.
-* **Excluding the positive exactly** (SAMPLERS.md 7.2, "excluding the
-  positive"): with the positive `p` occupying `[F(p - 1), F(p))`, draw
-  `u ~ U[0, 1 - q(p))` and skip its interval (`u += q(p)` when
+* **Excluding the positive exactly**
+  (docs/design/prakash.md#excluding-the-positive): with the positive `p`
+  occupying `[F(p - 1), F(p))`, draw `u ~ U[0, 1 - q(p))` and skip its
+  interval (`u += q(p)` when
   `u >= F(p - 1)`). This samples `q(j) / (1 - q(p))` for `j != p` in one pass,
   with no rejection loop. If the positive holds all the mass, the draw is
   masked instead.
 * `CatalogSampler`: the per-row sampler built on it (per-query path,
   `drop_in_batch=True`): `K` negatives per row, embedded by
-  `item_model(ids)` **with gradient** (SAMPLERS.md 1.5 rule 4), the user's
-  training items excluded when a `consumed` test is given (see below), and
+  `item_model(ids)` **with gradient** (docs/design/shared.md#gradient-rules),
+  the user's training items excluded when a `consumed` test is given (see
+  below), and
   an optional log expected count `log(K q_r(j))` (off by default, as in
   Prakash et al.; option `logq`).
 * **Excluding the user's items** (`consumed`, `tfrs_negsamp.masking`): a
@@ -55,8 +57,8 @@ non-trainable, `distribute.add_state`, checkpointed, advanced once per
 training call), the replica id (each replica draws its own rows) and the
 draw's index within the step (the redraw rounds below are draws 1, 2, ...).
 So a run restarted from a checkpoint draws exactly what the uninterrupted
-run draws (SAMPLERS.md D6). Two samplers with the same `seed` draw the
-same uniforms at the same step: give samplers combined in one model
+run draws (docs/design/multi_replica.md#d6). Two samplers with the same `seed`
+draw the same uniforms at the same step: give samplers combined in one model
 (`Compose`) different seeds to keep their draws independent.
 
 Paper's query tower: SASRec (`--query_tower=sasrec`).
@@ -289,7 +291,8 @@ class CatalogDistribution(tf.keras.layers.Layer):
     """`num` distinct ids of row 0, drawn without replacement.
 
     Gumbel-top-k over `log q` (`O(N)`): the same law as drawing one id at a
-    time from `q` renormalised over the ids not yet drawn (SAMPLERS.md 6.6).
+    time from `q` renormalised over the ids not yet drawn
+    (docs/design/two_stage.md#stage-1).
     `num` must not exceed the number of ids with positive weight. `seed`:
     `[2]` int seed of the stateless uniforms (`ir.draw_seed`).
     """

@@ -7,7 +7,7 @@ samplers) are merged into one softmax for row `i`:
     columns = [in-batch (once) | shared extras of member 1 | ... |
                per-row columns of every catalog member]
     z_ij    = <u_i, c_j> / tau - log Q_j
-    Q_j     = sum_m E_m(j)                (SAMPLERS.md 1.2 unit)
+    Q_j     = sum_m E_m(j)                (docs/design/shared.md#logq-units)
 
 `E_m(j)` is the expected number of member `m`'s columns of row `i` showing
 item `j` per step, for every column whatever its source:

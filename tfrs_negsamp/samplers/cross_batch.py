@@ -16,7 +16,8 @@ Logits of row `i` (query `u_i`, positive at column `i`) over the columns
     l_i  = -z_ii + logsumexp_j z_ij
 
 `log Q_j` is the log expected number of columns showing the item per global
-step (SAMPLERS.md 1.2), from the sampler's `frequency` source; without one
+step (docs/design/shared.md#logq-units), from the sampler's `frequency`
+source; without one
 there is no correction. In-batch and queue items are both past positives,
 drawn from the same distribution, so both parts use the same source.
 A queue slot keeps the `log Q` its row had when it was an in-batch column

@@ -7,7 +7,8 @@ catalog `j = 1..I`,
 
 where `A_i` is the catalog minus the items the row's user consumed (other
 than the positive) when the task masks them. It is what every sampler
-approximates, the reference row of every table (SAMPLERS.md 12.3; SASRec+,
+approximates, the reference row of every table
+(docs/design/sequence_training.md#full-softmax; SASRec+,
 Klenitskiy & Vasilev 2023, the strongest loss on ML-1M). The task computes
 it chunk by chunk over the items with a running log-sum-exp
 (`tfrs_negsamp.full_softmax`): memory `O(rows x chunk)` in both passes.

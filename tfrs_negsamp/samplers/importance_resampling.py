@@ -1,7 +1,8 @@
 """Importance resampling with replacement: shared mechanics of BIR and XIR.
 
 Sampling-importance-resampling (SIR) turns a proposal sample into an
-approximate sample of a target distribution. For retrieval (SAMPLERS.md 5),
+approximate sample of a target distribution. For retrieval
+(docs/design/bir_xir.md#idea),
 the proposal is the in-batch items (a popularity sample `q`) and the target
 is the model's softmax `P(j | i) ~ exp(s_ij)`. Row `i` draws `K` columns with
 replacement from
@@ -9,7 +10,8 @@ replacement from
     w_ij = exp(a_ij) / sum_k exp(a_ik),   a_ij = stop_gradient(s_ij) - log q_j
 
 over its valid columns, and the drawn multiset is fed to the softmax through
-the count trick (SAMPLERS.md 1.3): with `n_ij` the number of times row `i`
+the count trick (docs/design/shared.md#count-trick): with `n_ij` the number of
+times row `i`
 drew column `j`,
 
     sum over draws exp(s) = sum_j exp(s_ij + log n_ij),
@@ -29,7 +31,8 @@ public so that any sampler that draws with replacement can reuse them:
   two-stage);
 * `encode_unique`: embeds ids through an item model once per distinct id.
 
-Randomness (SAMPLERS.md D6): all draws are stateless. The uniforms of a draw
+Randomness (docs/design/multi_replica.md#d6): all draws are stateless. The
+uniforms of a draw
 are generated for the whole global batch (`num_rows` rows) from one seed, and
 each replica uses its own rows, so a row's draws depend only on the seed, the
 row's global index and the row's logits. One device holding the global batch
@@ -39,8 +42,9 @@ multi-replica run testable against a single device.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 from typing import Callable, Optional, Tuple

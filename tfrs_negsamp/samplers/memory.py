@@ -22,7 +22,8 @@ array wraps around. Every row of one write lands on a distinct slot, so one
 with `tf.IndexedSlices`, not `scatter_nd_update`).
 
 Distribution. The buffer must be written with identical rows on every
-replica (gather them in replica-id order first, SAMPLERS.md D4); then every
+replica (gather them in replica-id order first,
+docs/design/multi_replica.md#d4); then every
 replica computes the same slots and the ONLY_FIRST_REPLICA writes keep all
 copies identical.
 

@@ -4,7 +4,7 @@ The in-batch negatives are past positives, so never-clicked and fresh items
 are never pushed down. MNS adds `B'` items drawn uniformly from the whole
 catalog, shared by every row, to the `G` in-batch columns. Both sources are
 corrected with one unit, the expected number of columns showing item `j`
-per step (SAMPLERS.md 1.2, 7.2):
+per step (docs/design/shared.md#logq-units, docs/design/prakash.md#samplers):
 
     log Q_j = log(G f_j + B' / N)        on every column, positive included,
 

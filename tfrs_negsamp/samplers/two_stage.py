@@ -3,7 +3,7 @@
 Stage 1 (both rules): one pool of `C` distinct items per step, shared by
 every row, drawn without replacement with `P_1(j) ~ count_j^beta`
 (Gumbel-top-C over `log P_1`, `O(N)`; `beta = 0`: uniform over the items
-seen in training), drawn by each replica (SAMPLERS.md 6.7).
+seen in training), drawn by each replica (docs/design/two_stage.md#replicas).
 
 Stage 2 has two rules (`rule`):
 
@@ -29,7 +29,8 @@ Stage 2 has two rules (`rule`):
   softmax (a departure: the reference has no softmax variant).
   The user's training items are **excluded before the draw** (zero weight):
   the reference rejects and redraws them up to 10 times; masking is the
-  exact, graph-friendly limit of that loop (SAMPLERS.md 6.4). Excluded are
+  exact, graph-friendly limit of that loop (docs/design/two_stage.md#stage-2).
+  Excluded are
   the row's positive and, when the model passes `consumed`
   (`--mask_history`), every item the row's user consumed in training. A row
   whose pool holds no other allowed item gets a masked column (no softmax
@@ -47,7 +48,8 @@ Stage 2 has two rules (`rule`):
   the catalog, `C = min(2000, max(128, round(N * 2000 / 130791)))` (at least
   128 so that small catalogs still offer a choice: 128 of ML-100K's 1,682
   items), capped at the items with positive stage-1 weight.
-* "query_score" (the package's first rule; option (a) of SAMPLERS.md 6.6):
+* "query_score" (the package's first rule; the first mapping of
+  docs/design/two_stage.md#softmax-mapping):
   per query keep the `K2` pool items with the highest current model score
   `<u_i, c_j>` (TFRS `HardNegativeMining` via `num_hard_negatives`) after
   accidental hits (and consumed items, with `consumed`) are masked; the
@@ -68,7 +70,8 @@ Loss (`loss`):
   whole pool (the hardest negative). The model's task reads the sampler's
   `loss` and `margin` attributes.
 
-Randomness: stateless (SAMPLERS.md D6). The pool and the stage-2 draws
+Randomness: stateless (docs/design/multi_replica.md#d6). The pool and the
+stage-2 draws
 are draws 0 and 1 of `importance_resampling.draw_seed(seed, step, draw)`,
 a function of the sampler's `seed`, its step counter and the replica id,
 so a run restarted from a checkpoint draws what the uninterrupted run

@@ -2,8 +2,9 @@
 
 BIR (`bir.py`) can only draw items that are in the current batch, a bias that
 grows as the batch shrinks. XIR keeps a cache of `C` items that resampling
-picked often in the past and resamples from it too (SAMPLERS.md 5.4-5.5, the
-official code `Cache.update_pool`). Per step, with `K = num_resampled`:
+picked often in the past and resamples from it too
+(docs/design/bir_xir.md#xir-step; the official code `Cache.update_pool`). Per
+step, with `K = num_resampled`:
 
 1. Batch group: BIR's draws, `K_b = K // 2` per row from the `G` in-batch
    columns with `a_ij = stop_gradient(s_ij) - log q_j`.
@@ -28,8 +29,8 @@ official code `Cache.update_pool`). Per step, with `K = num_resampled`:
    An item enters the cache only if it was resampled in this step, and stays
    more likely when its long-run resampling count is high.
 
-State (non-trainable, ON_WRITE / ONLY_FIRST_REPLICA, SAMPLERS.md D1), all
-checkpointed with the model:
+State (non-trainable, ON_WRITE / ONLY_FIRST_REPLICA,
+docs/design/multi_replica.md#d1), all checkpointed with the model:
 * `cache_ids` int64 `[C]`: initialised with `C` ids uniform on `[1, N]` from
   `numpy.random.RandomState(seed)`, as the official code (index 0 is the
   out-of-vocabulary slot); replaced by resampled items after the first step;
@@ -38,8 +39,9 @@ checkpointed with the model:
 * `step` int64 `[]`: the stateless-RNG step counter (from `BIRSampler`);
 * the frequency source's state.
 
-Distribution (SAMPLERS.md 5.9): each replica's per-column draw totals are
-summed over replicas (`distribute.all_sum`), over columns listed in the
+Distribution (docs/design/bir_xir.md#xir-replicas): each replica's per-column
+draw totals are summed over replicas (`distribute.all_sum`), over columns listed
+in the
 same order on every replica (in-batch columns in replica order, then the
 cache slots); `tf.unique` keeps first-occurrence order, and the new cache is
 drawn with stateless uniforms seeded by `(seed, step)`. So every replica
@@ -56,8 +58,9 @@ unique over `G + C` ids.
 Paper's towers: MF (id embeddings; `--query_tower=id`).
 
 References:
-  Chen, Lian, Lin, Li, Chen. Cache-Augmented Inbatch Importance Resampling
-  for Training Recommender Retriever. NeurIPS 2022 (arXiv 2205.14859).
+  Chen, Lian, Li, Wang, Zheng, Chen. Cache-Augmented Inbatch Importance
+  Resampling for Training Recommender Retriever. NeurIPS 2022 (arXiv
+  2205.14859).
 """
 
 import dataclasses
@@ -89,7 +92,7 @@ class XIRSampler(bir.BIRSampler):
     cache_size: `C`, cached items.
     cache_weight: `lambda`, weight of the cache group's cross-entropy
       (`1 - lambda` for the batch group); the official comparison runs use
-      0.2 (`--xir_lambda`).
+      0.2 (`--cache_weight`).
     cache_decay: `rho` in `[0, 1)`; `occurrence` is multiplied by `1 - rho`
       every training step (0 = never decays, the official rule).
     num_resampled: `K >= 2`, draws per query, half from the batch and half
@@ -243,7 +246,9 @@ class XIRSampler(bir.BIRSampler):
 
   def refresh_cache(self, ids: tf.Tensor, draws: tf.Tensor,
                     step: tf.Tensor) -> None:
-    """Updates `occurrence` and redraws `cache_ids` (SAMPLERS.md 5.5 step 5).
+    """Updates `occurrence` and redraws `cache_ids`.
+
+    Design: docs/design/bir_xir.md#xir-cache-refresh.
 
     The step's drawn multiset `D` is given per column: `ids[m]` was drawn
     `sum over replicas of draws[m]` times (summed here across replicas).

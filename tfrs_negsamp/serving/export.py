@@ -294,8 +294,9 @@ def seen_item_table(user_ids: Sequence[str], item_ids: Sequence[str],
   """Each user's distinct catalog positions, as a CSR table.
 
   Args:
-    user_ids, item_ids: parallel `[n]` arrays of (user, item) pairs, e.g. a
-      training split; items not in `catalog_ids` are dropped.
+    user_ids: the users of `[n]` (user, item) pairs, e.g. a training split.
+    item_ids: the items of the same pairs (parallel to `user_ids`); items not
+      in `catalog_ids` are dropped.
     catalog_ids: the catalog item ids in position order.
 
   Returns:

@@ -1,7 +1,7 @@
 """`Retrieval`: `tfrs.tasks.Retrieval` with a negative sampler (candidate groups).
 
 For each `CandidateGroup` the task builds one logits matrix and reuses TFRS's
-own pieces, in TFRS's order (SAMPLERS.md 1.6):
+own pieces, in TFRS's order (docs/design/shared.md#tfrs-order-of-operations):
 
 1. scores `Q C^T` over `C = [in-batch | extra]` (or `[positive | extra]`
    with `drop_in_batch`), then per-query columns `einsum(Q, E_b)`;
@@ -22,11 +22,14 @@ own pieces, in TFRS's order (SAMPLERS.md 1.6):
 
 Step 3 departs from `SamplingProbablityCorrection` on purpose: TFRS clips the
 probability at 1e-6, which saturates the correction at 13.8 nats and breaks the
-"log expected count" unit when sources are mixed (SAMPLERS.md 1.6, 9.2). The
-correction is otherwise identical (a test checks it against stock
-`Retrieval` with `candidate_sampling_probability`). The total loss is
-`sum_g weight_g * CE_g`. With `pairwise_loss` (CML, SAMPLERS.md 6.2) each
-group's CE is replaced by the triplet hinge over the same negatives.
+"log expected count" unit when sources are mixed
+(docs/design/shared.md#tfrs-order-of-operations,
+docs/design/sampler_contract.md#task). The correction is otherwise identical
+(a test checks it against stock `Retrieval` with
+`candidate_sampling_probability`). The total loss is
+`sum_g weight_g * CE_g`. With `pairwise_loss` (CML,
+docs/design/two_stage.md#cml-loss) each group's CE is replaced by the triplet
+hinge over the same negatives.
 """
 
 from typing import List, Optional, Union
@@ -95,7 +98,7 @@ class Retrieval(tfrs.tasks.Retrieval):
       False turns masking off. Without either input there is nothing to
       mask: the false negatives (a user's own items among the in-batch or
       sampled columns) stay in the softmax, which costs hardness-based
-      samplers most (SAMPLERS.md 0.3).
+      samplers most (docs/design/findings.md#false-negatives).
     rows_per_block: sequence rows (`[B, L, d]` inputs): the positions of
       one softmax block (its query rows and in-batch columns).
 
@@ -559,7 +562,8 @@ class Retrieval(tfrs.tasks.Retrieval):
     blocks one after another, as batches.
 
     Under several replicas the positions of the global batch are gathered
-    once (queries and candidates keep their gradient, SAMPLERS.md D5) and
+    once (queries and candidates keep their gradient,
+    docs/design/multi_replica.md#d5) and
     every replica forms the same blocks, scoring each block's rows and
     weighting only its own (`distribute.one_replica_view`): the sum over
     replicas is one device's loss on the global batch.

@@ -152,8 +152,9 @@ class ExperimentConfig:
   query_tower: str = defaults.QUERY_TOWER
   max_history: int = defaults.MAX_HISTORY
   # History towers: "sequence" (one row per user's last max_history + 1
-  # training items, every position a target; SAMPLERS.md 12.1), "window"
-  # (one history window per target) or "auto" (sequence).
+  # training items, every position a target;
+  # docs/design/sequence_training.md#sasrec-training), "window" (one history
+  # window per target) or "auto" (sequence).
   training_rows: str = "auto"
   # Sequence rows of users longer than L + 1: "last" or "random" crops.
   sequence_crop: str = "last"

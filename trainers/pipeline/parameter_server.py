@@ -39,7 +39,7 @@ estimator, step counters) lives on the parameter servers and every worker's
 step reads it, then writes it, as it runs, so workers' writes interleave.
 Counters advance by atomic increments (each worker's step counted once);
 array writes of two concurrent steps can overwrite each other; the state
-stays well-formed (see README, "Parameter-server training").
+stays well-formed (docs/guides/distributed.md, parameter servers).
 """
 
 import dataclasses

@@ -8,7 +8,8 @@ sampler, the setting with the largest minimum over the data sets of
     ratio(s, d) = validation metric of s on d / best validation metric any
                   setting of the study reached on d,
 
-a robust choice rather than the best on one set (SAMPLERS.md section 13).
+a robust choice rather than the best on one set
+(docs/design/defaults.md#defaults-that-transfer).
 
 Each trial trains one setting on every data set (the large ones may be
 subsampled by users while searching, `DataSpec.user_fraction`). The TPE

@@ -39,8 +39,8 @@ PS = 2
 BATCH = 32
 OPTIONS = {"memory_size": 80, "num_resampled": 16, "cache_size": 24,
            "num_buckets": 512, "num_negatives": 8, "num_uniform": 16,
-           "adaptive_pool": 8, "num_hard_negatives": 4,
-           "two_stage_pool": 32, "two_stage_refresh": 5}
+           "pool_size": 16, "num_hard_negatives": 4,
+           "refresh_steps": 5}
 SYNTHETIC = {"num_users": 120, "num_items": 70, "interactions_per_user": 6}
 EXPORT_USERS = 6
 

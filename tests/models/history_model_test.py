@@ -110,10 +110,10 @@ class HistoryModelTest(tf.test.TestCase):
         model.query_embeddings(sets.user_ids,
                                histories=np.roll(histories, 1, axis=0)))
 
-  def _check_samplers(self, pairs):
+  def _check_samplers(self, pairs, **overrides):
     strategy = tf.distribute.get_strategy()
     for name, tower in pairs:
-      config = _config(tower, sampler=name)
+      config = _config(tower, sampler=name, **overrides)
       model = assembly.create_model(self.dataset, config, strategy)
       batch = _batches(self.dataset, config, 1)[0]
       loss = model.compute_loss(batch, training=True)
@@ -124,6 +124,14 @@ class HistoryModelTest(tf.test.TestCase):
     # Shared columns, a queue, per-row draws, resampling.
     self._check_samplers((("cross_batch", "mean"), ("uniform", "gru"),
                           ("xir", "sasrec")))
+
+  def test_every_sampler_trains_on_sequence_rows(self):
+    # The default rows: padding positions (key -1) reach every sampler
+    # (its frequency lookups, queues and draws) without an error.
+    self._check_samplers([(name, "sasrec")
+                          for name in samplers_lib.available_samplers()],
+                         training_rows="sequence", num_blocks=1,
+                         max_history=20)
 
   @pytest.mark.slow
   def test_every_sampler_works_with_every_history_tower(self):

@@ -151,8 +151,10 @@ class MixedSampler(base.NegativeSampler):
       log_q = tf.stop_gradient(tf.math.log(
           tf.concat([batch, drawn], axis=0) + uniform))
     elif self.logq:
-      ids = tf.concat([candidate_ids, extra_ids], axis=0)
-      g = tf.cast(tf.shape(candidate_ids)[0], tf.float32)
+      # Padding keys (-1, sequence rows) are not drawn: they count neither
+      # in G nor as a column (the task masks them); index 0 stands in.
+      ids = tf.maximum(tf.concat([candidate_ids, extra_ids], axis=0), 0)
+      g = tf.reduce_sum(tf.cast(candidate_ids >= 0, tf.float32))
       expected = (g * tf.gather(self.freq, ids) +
                   self.num_uniform / float(self.distribution.num_items))
       log_q = tf.stop_gradient(tf.math.log(expected))

@@ -56,3 +56,17 @@ def test_eval_split_validation_evaluates_the_validation_targets():
 def test_bad_settings_are_clear_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
     _config(**overrides).validate()
+
+
+def test_a_top_k_above_the_catalog_is_said_before_work():
+  config = _config(sampler="in_batch_logq", export_dir="/tmp/unused_export")
+  dataset = inputs.load_data(config)
+  n = dataset.catalog.num_items
+  config.top_k = n + 1
+  assert configuration.notes(config, dataset) == [
+      "--top_k=%d is more than the %d items of %s: the export answers at "
+      "most %d" % (n + 1, n, dataset.name, n)]
+  config.top_k = n
+  assert configuration.notes(config, dataset) == []
+  config.top_k, config.export_dir = n + 1, None  # no export: nothing to say
+  assert configuration.notes(config, dataset) == []

@@ -487,6 +487,22 @@ def check_dataset(config: ExperimentConfig, dataset: data_lib.Dataset,
             else "rows per user"))
 
 
+def notes(config: ExperimentConfig, dataset: data_lib.Dataset) -> List[str]:
+  """One-line notes on settings the data changes (the documented ones).
+
+  `--top_k` above the catalog size: the export answers at most the whole
+  catalog (an index cannot return more items than it holds).
+  """
+  out = []
+  num_items = dataset.catalog.num_items
+  if (config.export_dir and config.sampler not in BASELINES
+      and config.top_k > num_items):
+    out.append("--top_k=%d is more than the %d items of %s: the export "
+               "answers at most %d" % (config.top_k, num_items, dataset.name,
+                                       num_items))
+  return out
+
+
 def check_scann(config: ExperimentConfig, num_items: int, name: str) -> None:
   """The ScaNN settings of `config`'s export fit a catalog of `num_items`.
 

@@ -130,6 +130,9 @@ def run(config: configuration.ExperimentConfig,
     dataset = inputs.load_data(config)
   configuration.check_dataset(config, dataset, strategy.num_replicas_in_sync)
   chief = strategies.is_chief(strategy)
+  if chief:
+    for note in configuration.notes(config, dataset):
+      print("note: " + note, file=sys.stderr, flush=True)
   if chief:  # an earlier run's results must not pass for this run's
     try:
       outputs.clear_stale_outputs(config.output_dir, config.export_dir)

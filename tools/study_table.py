@@ -1,0 +1,94 @@
+"""Markdown tables of a defaults study: runs next to popularity and EASE^R.
+
+Reads the `metrics.json` of every run folder under `--runs` whose name is
+`<prefix><set>-<label>` (e.g. `d-ml100k-xir`), and the baselines of each set
+(`<baselines>/<set>/{popularity,ease}_baseline-test/metrics.json`), and
+prints one table per set: recall@50, HR@10, NDCG@10, the lift over
+popularity (recall@50 / popularity's), the ratio to EASE^R's recall@50, the
+best validation epoch and the training minutes.
+
+  python tools/study_table.py --runs=runs/study --baselines=runs/baselines \
+      --prefix=d- --sets=ml100k,ml1m30,amz30
+
+Pure Python (no TensorFlow).
+"""
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+COLUMNS = ("recall@50", "hr@10", "ndcg@10")
+
+
+def _load(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _baseline(baselines, data_set, name):
+  # A subsampled set ("amz30") is compared with its own baselines when
+  # they exist, else with the whole set's.
+  for folder in (data_set, data_set.rstrip("0123456789")):
+    path = os.path.join(baselines, folder, name + "-test", "metrics.json")
+    if os.path.exists(path):
+      return _load(path), folder
+  return None, None
+
+
+def table(runs, baselines, prefix, data_set):
+  """The markdown table of one data set (a list of lines)."""
+  pop, pop_from = _baseline(baselines, data_set, "popularity_baseline")
+  ease, _ = _baseline(baselines, data_set, "ease_baseline")
+  rows = []
+  for path in sorted(glob.glob(os.path.join(
+      runs, "%s%s-*" % (prefix, data_set), "metrics.json"))):
+    label = os.path.basename(os.path.dirname(path))[
+        len(prefix) + len(data_set) + 1:]
+    m = _load(path)
+    minutes = m.get("train_seconds", float("nan")) / 60.0
+    rows.append((label, m, minutes))
+  rows.sort(key=lambda r: -r[1]["recall@50"])
+  lines = ["| run | recall@50 | HR@10 | NDCG@10 | lift over popularity | "
+           "/ EASE^R | best epoch | training min | stopped |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+  for name, ref in (("popularity", pop), ("EASE^R", ease)):
+    if ref is not None:
+      lines.append("| *%s* | %.4f | %.4f | %.4f | %s | %s | | | |" % (
+          name, ref["recall@50"], ref["hr@10"], ref["ndcg@10"],
+          "1.00" if name == "popularity" else
+          "%.2f" % (ref["recall@50"] / pop["recall@50"]) if pop else "",
+          "%.2f" % (ref["recall@50"] / ease["recall@50"]) if ease else ""))
+  for label, m, minutes in rows:
+    lift = m["recall@50"] / pop["recall@50"] if pop else float("nan")
+    lines.append("| %s | %.4f | %.4f | %.4f | %.2f%s | %s | %s | %.1f | %s |"
+                 % (label, m["recall@50"], m["hr@10"], m["ndcg@10"], lift,
+                    " (< 1.3)" if lift < 1.3 else "",
+                    "%.2f" % (m["recall@50"] / ease["recall@50"])
+                    if ease else "", m.get("best_epoch", ""), minutes,
+                    m.get("stopped_reason") or ""))
+  if pop_from and pop_from != data_set:
+    lines.append("")
+    lines.append("Baselines: the whole %s set (this set is a subsample of "
+                 "its users)." % pop_from)
+  return lines
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--runs", required=True)
+  parser.add_argument("--baselines", required=True)
+  parser.add_argument("--prefix", default="d-")
+  parser.add_argument("--sets", required=True,
+                      help="comma-separated set names, e.g. ml100k,amz30")
+  args = parser.parse_args(argv)
+  for data_set in args.sets.split(","):
+    print("### %s\n" % data_set)
+    print("\n".join(table(args.runs, args.baselines, args.prefix, data_set)))
+    print()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -27,7 +27,7 @@ FLAGS = ["--dataset=synthetic", "--synthetic_users=120",
          "--synthetic_items=80", "--synthetic_interactions=10",
          "--embedding_dim=8", "--batch_size=32", "--epochs=3",
          "--sampler=cross_batch", "--memory_size=64", "--backup_freq=5",
-         "--verbose=0", "--seed=7"]
+         "--verbose=0", "--seed=7", "--query_tower=id", "--validate_every=0"]
 STEPS_PER_EPOCH, TOTAL_STEPS = 29, 87
 # What may differ between an uninterrupted and a resumed run.
 TIMING_KEYS = {"train_seconds", "step_seconds", "examples_per_second",

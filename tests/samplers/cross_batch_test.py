@@ -398,7 +398,7 @@ def test_trainer_accepts_the_cbns_flags(tmp_path):
       [sys.executable, "-m", "trainers.train", "--dataset=synthetic",
        "--synthetic_users=200", "--synthetic_items=100",
        "--synthetic_interactions=10", "--embedding_dim=8", "--batch_size=32",
-       "--epochs=1", "--verbose=0", "--sampler=cross_batch",
+       "--epochs=1", "--verbose=0", "--sampler=cross_batch", "--query_tower=id",
        "--memory_size=80", "--warmup_steps=10",
        "--output_dir=%s" % tmp_path],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3"),

@@ -349,11 +349,13 @@ CASES = [
     Case("cpu_replicas_without_mirrored", ["--cpu_replicas=4"],
          "error: --cpu_replicas applies only to --strategy=mirrored, and this "
          "run has --strategy=default"),
-    Case("max_history_with_id_tower", ["--max_history=20"],
+    Case("max_history_with_id_tower",
+         ["--query_tower=id", "--max_history=20"],
          "error: --max_history applies only to the history towers "
          "(--query_tower=mean, gru or sasrec), and this run has "
          "--query_tower=id"),
-    Case("history_user_id_with_id_tower", ["--history_user_id"],
+    Case("history_user_id_with_id_tower",
+         ["--query_tower=id", "--history_user_id"],
          "error: --history_user_id applies only to the history towers "
          "(--query_tower=mean, gru or sasrec), and this run has "
          "--query_tower=id"),
@@ -448,7 +450,8 @@ CASES = [
          "here (the runs: ease_baseline, popularity_baseline, xir)",
          program="tune"),
     Case("tune_num_blocks_without_sasrec",
-         ["--output_dir={tmp}/o", "--samplers=in_batch", "--num_blocks=3"],
+         ["--output_dir={tmp}/o", "--samplers=in_batch", "--query_tower=id",
+          "--num_blocks=3"],
          "error: --num_blocks applies only to --query_tower=sasrec, and none "
          "of the tuned runs does (--query_tower=id)", program="tune"),
     Case("tune_ease_lambda_without_ease",
@@ -526,7 +529,8 @@ CASES = [
          "error: --memory_size is an option of cross_batch, which is not run "
          "here (the runs: in_batch)", program="benchmark"),
     Case("benchmark_history_flag_without_history_tower",
-         ["--output_dir={tmp}/o", "--samplers=in_batch", "--max_history=20"],
+         ["--output_dir={tmp}/o", "--samplers=in_batch", "--query_tower=id",
+          "--max_history=20"],
          "error: --max_history applies only to the history towers "
          "(--query_tower=mean, gru or sasrec), and none of the variants does "
          "(--query_tower=id)", program="benchmark"),

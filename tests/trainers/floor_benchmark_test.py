@@ -25,7 +25,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SMALL = ["--dataset=synthetic", "--synthetic_users=120",
          "--synthetic_items=40", "--synthetic_interactions=8",
-         "--embedding_dim=8", "--batch_size=16", "--epochs=1", "--verbose=0"]
+         "--embedding_dim=8", "--batch_size=16", "--epochs=1", "--verbose=0",
+         "--query_tower=id", "--validate_every=0"]
 
 
 def _program(name, args):

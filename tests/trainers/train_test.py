@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 SMALL = ["--dataset=synthetic", "--synthetic_users=300",
          "--synthetic_items=200", "--synthetic_interactions=20",
-         "--embedding_dim=16", "--batch_size=32", "--verbose=2"]
+         "--embedding_dim=16", "--batch_size=32", "--verbose=2",
+         "--query_tower=id", "--validate_every=0"]
 
 
 def _env():

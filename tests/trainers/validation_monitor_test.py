@@ -17,8 +17,9 @@ from trainers.pipeline import validation
 
 
 def _config(**overrides):
-  config = helpers.tiny_config(epochs=4, validate_every=1,
-                               monitor="recall@50", **overrides)
+  options = dict(epochs=4, validate_every=1, monitor="recall@50", patience=0)
+  options.update(overrides)
+  config = helpers.tiny_config(**options)
   config.synthetic = {"num_users": 60, "num_items": 40,
                       "interactions_per_user": 12}
   return config

@@ -239,8 +239,12 @@ def same_settings(saved: Optional[Dict[str, Any]],
   if not isinstance(saved, dict):
     return True
   have = _settings(saved)
-  want = _settings(dataclasses.asdict(config))
-  return all(have[k] == want[k] for k in have.keys() & want.keys())
+  # A run records its settings as given or with the unset defaults filled
+  # (`ExperimentConfig.resolved`): either counts.
+  given = _settings(dataclasses.asdict(config))
+  filled = _settings(dataclasses.asdict(config.resolved()))
+  return all(have[k] in (given[k], filled[k])
+             for k in have.keys() & given.keys())
 
 
 def run_grid(base: configuration.ExperimentConfig, variants: Sequence[Variant],
@@ -516,7 +520,8 @@ def check_floor(config: configuration.ExperimentConfig) -> None:
                      "strategy, not --strategy=parameter_server" % FLOOR)
   if query_towers.uses_history(config.query_tower):
     raise ValueError("the %s floor has an id query tower; got "
-                     "query_tower=%s" % (FLOOR, config.query_tower))
+                     "query_tower=%s: pass --query_tower=id"
+                     % (FLOOR, config.query_tower))
   if config.export_dir:
     raise ValueError("the %s floor is not exported; drop --export_dir"
                      % FLOOR)

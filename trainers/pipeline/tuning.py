@@ -186,7 +186,8 @@ def search(base: configuration.ExperimentConfig, sampler: str, trials: int,
              for t in study.trials):
     # Trial 0 is the shared (untuned) setting, so that a tuned sampler is
     # never worse on validation than the one-setting-for-all comparison.
-    shared = {p.name: getattr(base, p.name) for p in params
+    resolved = base.resolved()  # the tower's learning rate, if unset
+    shared = {p.name: getattr(resolved, p.name) for p in params
               if p.name in ("temperature", "learning_rate", "mask_history")
               and hasattr(base, p.name)}
     study.enqueue_trial(shared, skip_if_exists=True)

@@ -19,18 +19,20 @@ def np_resample(logits, valid, uniforms):
   masked = np.where(valid, logits, np.float32(-np.inf))
   row_max = masked.max(axis=1, keepdims=True)
   row_max = np.where(np.isfinite(row_max), row_max, np.float32(0))
-  cdf = np.cumsum(np.exp(masked - row_max), axis=1, dtype=np.float32)
-  idx = np.stack([np.searchsorted(cdf[r], uniforms[r] * cdf[r, -1],
-                                  side="right")
+  cdf = ir.prefix_sums(np.exp(masked - row_max)).numpy()
+  total = cdf[:, -1:]
+  targets = np.minimum(uniforms * total, np.nextafter(total, np.float32(0)))
+  idx = np.stack([np.searchsorted(cdf[r], targets[r], side="right")
                   for r in range(len(cdf))])
   idx = np.minimum(idx, logits.shape[1] - 1)
   return idx, np.take_along_axis(valid, idx, axis=1)
 
 
 def uniforms(seed, step, stream, rows, cols):
-  """The only shared piece with TF: the stateless uniform stream."""
-  return tf.random.stateless_uniform(
-      [rows, cols], seed=ir.step_seed(seed, step, stream)).numpy()
+  """The sorted uniforms: with `ir.prefix_sums` the only pieces shared with
+  TF (both tested on their own in importance_resampling_test)."""
+  return ir.sorted_uniforms(cols, ir.step_seed(seed, step, stream),
+                            num_rows=rows).numpy()
 
 
 class NumpyXIR:

@@ -203,11 +203,10 @@ class XIRSampler(bir.BIRSampler):
           masking.negatives_mask(consumed, cache_ids, positive_ids)
           if not self.remove_accidental_hits else consumed(cache_ids)))
     replica_id, num_replicas = distribute.replica_info()
-    indices, drawn = ir.resample_with_replacement(
+    counts = ir.resample_counts(
         logits, valid, num_cache,
         ir.step_seed(self.seed, step, ir.STREAM_CACHE),
         row_start=replica_id * batch, num_rows=num_replicas * batch)
-    counts = ir.draw_counts(indices, drawn, self.cache_size)
     # Columns [positive | cache]: the positive is kept with offset 0.
     counts = tf.concat([tf.zeros([batch, 1]), counts], axis=1)
     keep = tf.concat([tf.ones([batch, 1], tf.bool),

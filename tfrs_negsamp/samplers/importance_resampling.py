@@ -402,7 +402,7 @@ def count_offsets(counts: tf.Tensor, keep: Optional[tf.Tensor] = None
     `score_mask = (n > 0) | keep`, both `[B, C]`.
   """
   present = counts > 0
-  offset = tf.where(present, tf.math.log(tf.maximum(counts, 1.0)), 0.0)
+  offset = tf.math.log(tf.maximum(counts, 1.0))  # 0 where n <= 1
   mask = present if keep is None else tf.logical_or(present, keep)
   return offset, mask
 

@@ -1,13 +1,40 @@
 """tfrs-negsamp: negative sampling for two-tower retrieval with TFRS."""
 
+import os
+
 import setuptools
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(*parts):
+  with open(os.path.join(_HERE, *parts), encoding="utf-8") as f:
+    return f.read()
+
+
+def _version():
+  """`__version__` of tfrs_negsamp/version.py, read without importing the
+  package (which would import TensorFlow)."""
+  namespace = {}
+  source = _read("tfrs_negsamp", "version.py")
+  exec(source, namespace)  # pylint: disable=exec-used
+  return namespace["__version__"]
+
 
 setuptools.setup(
     name="tfrs-negsamp",
-    version="0.1.0",
+    version=_version(),
     description=("Two-tower retrieval (TensorFlow Recommenders) trained with "
                  "the negative-sampling strategies of the literature, "
                  "exported with a ScaNN index."),
+    long_description=_read("README.md"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
     packages=setuptools.find_packages(include=["tfrs_negsamp",
                                                "tfrs_negsamp.*",
                                                "trainers", "trainers.*"]),
@@ -30,7 +57,7 @@ setuptools.setup(
     ],
     # What only the programs in trainers/ need; the core library
     # (tfrs_negsamp) imports none of it. The README's two commands install
-    # `.[apps,test]`.
+    # `.[apps,test,docs]`.
     extras_require={
         # The REST server (trainers.serve, trainers/serving/server.py).
         "server": ["aiohttp>=3.9,<4"],
@@ -40,6 +67,10 @@ setuptools.setup(
         # SQLite storage so that an interrupted search resumes).
         "tune": ["optuna>=4"],
         "apps": ["aiohttp>=3.9,<4", "matplotlib", "optuna>=4"],
+        # The documentation site (`make docs`: mkdocs.yml, docs/): MkDocs
+        # with the API reference generated from the docstrings by
+        # mkdocstrings (griffe reads the sources; no TensorFlow import).
+        "docs": ["mkdocs>=1.6,<2", "mkdocstrings[python]>=1.0,<2"],
         "test": [
             "pytest",
             # Property-based tests of the loaders, the flag checks and the

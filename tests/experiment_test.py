@@ -2,13 +2,15 @@
 
 import pytest
 
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import inputs
 
 SYNTHETIC = {"num_users": 80, "num_items": 30, "interactions_per_user": 8}
 
 
 def _config(**overrides):
-  config = experiment.ExperimentConfig(
+  config = configuration.ExperimentConfig(
       sampler="popularity_baseline", verbose=0, synthetic=dict(SYNTHETIC))
   for k, v in overrides.items():
     setattr(config, k, v)
@@ -16,26 +18,26 @@ def _config(**overrides):
 
 
 def test_default_holds_out_each_users_second_to_last_for_validation():
-  dataset = experiment.load_data(_config())
+  dataset = inputs.load_data(_config())
   assert dataset.validation.num_rows == dataset.test.num_rows > 0
-  assert experiment.load_data(
+  assert inputs.load_data(
       _config(num_validation=0)).validation.num_rows == 0
-  assert experiment.load_data(
+  assert inputs.load_data(
       _config(num_validation=2)).validation.num_rows > (
           dataset.validation.num_rows)
 
 
 def test_temporal_split_keeps_its_validation_fraction():
-  assert experiment.split_kwargs(_config(split="temporal")) == {}
-  assert experiment.split_kwargs(
+  assert inputs.split_kwargs(_config(split="temporal")) == {}
+  assert inputs.split_kwargs(
       _config(split="temporal", num_validation=0)) == {
           "validation_fraction": 0.0}
-  assert experiment.load_data(
+  assert inputs.load_data(
       _config(split="temporal")).validation.num_rows > 0
 
 
 def test_eval_split_validation_evaluates_the_validation_targets():
-  dataset = experiment.load_data(_config())
+  dataset = inputs.load_data(_config())
   val = experiment.run(_config(eval_split="validation"), dataset=dataset)
   test = experiment.run(_config(), dataset=dataset)
   assert val["eval_split"] == "validation" and test["eval_split"] == "test"

@@ -4,7 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import data as data_lib
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import configuration
 
 
 def tiny_dataset(num_users=60, num_items=40, per_user=12, seed=0):
@@ -14,11 +15,15 @@ def tiny_dataset(num_users=60, num_items=40, per_user=12, seed=0):
 
 
 def tiny_config(**overrides):
-  config = experiment.ExperimentConfig(
-      batch_size=8, epochs=1, embedding_dim=8, verbose=0,
-      sampler_options={"num_buckets": 256})
+  """A small config; the estimator gets 256 buckets when the sampler has
+  one (and `sampler_options` is not overridden)."""
+  config = configuration.ExperimentConfig(
+      batch_size=8, epochs=1, embedding_dim=8, verbose=0)
   for k, v in overrides.items():
     setattr(config, k, v)
+  if "sampler_options" not in overrides:
+    config.sampler_options = configuration.sampler_options_for(
+        config.sampler, {"num_buckets": 256})
   return config
 
 
@@ -66,9 +71,9 @@ def mirrored_step(strategy, model):
 
 def single_and_mirrored(dataset, config, strategy):
   """The same model on one device and under `strategy`, equal weights."""
-  single = experiment.create_model(dataset, config,
+  single = assembly.create_model(dataset, config,
                                    tf.distribute.get_strategy())
-  mirrored = experiment.create_model(dataset, config, strategy)
+  mirrored = assembly.create_model(dataset, config, strategy)
   copy_weights(single, mirrored)
   return single, mirrored
 

@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import adaptive
@@ -251,9 +252,9 @@ class TaskMaskingTest(tf.test.TestCase):
     return total
 
   def test_in_batch_columns(self):
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     group = base.CandidateGroup()
-    loss = task(self.q, self.c, [group], candidate_ids=self.ids,
+    loss = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids,
                 consumed=self.consumed)
     self.assertAllClose(loss, self.expected_in_batch(), rtol=1e-5)
     logits, _ = task.group_logits(self.q, self.c, self.ids, group,
@@ -263,29 +264,29 @@ class TaskMaskingTest(tf.test.TestCase):
     self.assertEqual(probs[1, 3], 0.0)
 
   def test_off_reproduces_the_unmasked_loss_exactly(self):
-    task = retrieval.SampledRetrieval(temperature=0.3)
+    task = retrieval.Retrieval(temperature=0.3)
     group = base.CandidateGroup(column_log_q=tf.constant([0.1, 0.2, 0., 1.]))
-    plain = task(self.q, self.c, [group], candidate_ids=self.ids)
-    never = task(self.q, self.c, [group], candidate_ids=self.ids,
+    plain = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids)
+    never = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids,
                  consumed=lambda ids: tf.zeros([4, 4], tf.bool))
     self.assertEqual(float(plain), float(never))
-    off = experiment.build_model(
+    off = assembly.build_model(
         helpers.tiny_dataset(), helpers.tiny_config(mask_history=False), 8)
     self.assertIsNone(off.consumed_items)
 
   def test_extra_and_drop_in_batch_columns(self):
     extra = random_embeddings([3, 3], 2)
     extra_ids = [3, 6, 4]  # 3: consumed by a; 4: consumed by c
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     group = base.CandidateGroup(extra_embeddings=extra,
                                 extra_ids=tf.constant(extra_ids, tf.int64))
-    loss = task(self.q, self.c, [group], candidate_ids=self.ids,
+    loss = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids,
                 consumed=self.consumed)
     self.assertAllClose(loss, self.expected_in_batch(extra.numpy(),
                                                      extra_ids), rtol=1e-5)
     # drop_in_batch: [positive | extra]
     group = group._replace(drop_in_batch=True)
-    loss = task(self.q, self.c, [group], candidate_ids=self.ids,
+    loss = task.groups_loss(self.q, self.c, [group], candidate_ids=self.ids,
                 consumed=self.consumed)
     q, c, e = self.q.numpy(), self.c.numpy(), extra.numpy()
     want = 0.0
@@ -302,7 +303,7 @@ class TaskMaskingTest(tf.test.TestCase):
     group = base.CandidateGroup(
         per_query=base.PerQuery(embeddings=emb, ids=tf.constant(pq_ids)),
         drop_in_batch=True)
-    loss = retrieval.SampledRetrieval()(
+    loss = retrieval.Retrieval().groups_loss(
         self.q, self.c, [group], candidate_ids=self.ids,
         consumed=self.consumed)
     q, c, e = self.q.numpy(), self.c.numpy(), emb.numpy()
@@ -340,10 +341,10 @@ class SamplerMaskingTest(tf.test.TestCase):
     first_ids = tf.constant([3, 4, 6, 7], tf.int64)
     first = random_embeddings([4, 3], 5)
     sampler(self.q, first, first_ids, training=True)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     groups = sampler(self.q, self.c, self.ids, training=False,
                      consumed=self.consumed)
-    loss = task(self.q, self.c, groups, candidate_ids=self.ids,
+    loss = task.groups_loss(self.q, self.c, groups, candidate_ids=self.ids,
                 consumed=self.consumed)
     q = self.q.numpy()
     cols = np.concatenate([self.c.numpy(), first.numpy()])
@@ -384,11 +385,11 @@ class SamplerMaskingTest(tf.test.TestCase):
               self.assertFalse(mask[i, k], msg=(i, k))
       # The task's own mask then changes nothing: the loss of the columns
       # deleted is already the sampler's.
-      task = retrieval.SampledRetrieval()
+      task = retrieval.Retrieval()
       cand = self.c
       self.assertAllClose(
-          task(self.q, cand, groups, candidate_ids=self.ids),
-          task(self.q, cand, groups, candidate_ids=self.ids,
+          task.groups_loss(self.q, cand, groups, candidate_ids=self.ids),
+          task.groups_loss(self.q, cand, groups, candidate_ids=self.ids,
                consumed=self.consumed), rtol=1e-6)
 
   def test_bir_row_with_everything_consumed_has_zero_loss(self):
@@ -399,7 +400,7 @@ class SamplerMaskingTest(tf.test.TestCase):
     groups = sampler(self.q[:2], self.c[:2], ids, consumed=consumed)
     self.assertAllEqual(groups[0].score_mask, [[True, False],
                                                [False, True]])
-    loss = retrieval.SampledRetrieval()(self.q[:2], self.c[:2], groups,
+    loss = retrieval.Retrieval().groups_loss(self.q[:2], self.c[:2], groups,
                                         candidate_ids=ids, consumed=consumed)
     self.assertAllClose(loss, 0.0, atol=1e-6)
 
@@ -418,7 +419,7 @@ class SamplerMaskingTest(tf.test.TestCase):
           self.assertFalse(valid[i, k])
     # Redraws: with 3 of 7 items consumed, most of row a's draws are kept.
     self.assertGreater(valid[0].mean(), 0.8)
-    loss = retrieval.SampledRetrieval()(self.q, self.c, groups,
+    loss = retrieval.Retrieval().groups_loss(self.q, self.c, groups,
                                         candidate_ids=self.ids,
                                         consumed=self.consumed)
     q, c, e = self.q.numpy(), self.c.numpy(), emb.numpy()
@@ -436,14 +437,14 @@ class SamplerMaskingTest(tf.test.TestCase):
                      [0., 1., 0.]])
     q = tf.constant([[1., 0., 0.]] * 4)
     groups = sampler(q, c, self.ids, consumed=self.consumed)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, _ = task.group_logits(q, c, self.ids, groups[0],
                                   consumed=self.consumed)
     logits = logits.numpy()
     # Row a: columns 1, 2 (items 2, 3) consumed -> the mined negative is
     # column 3 (score 0), not column 1 (score 5).
     self.assertAllClose(sorted(logits[0]), [0.0, 1.0])
-    loss = task(q, c, groups, candidate_ids=self.ids, consumed=self.consumed)
+    loss = task.groups_loss(q, c, groups, candidate_ids=self.ids, consumed=self.consumed)
     qn, cn, ids = q.numpy(), c.numpy(), self.ids.numpy()
     want = 0.0
     for i, user in enumerate(USERS):
@@ -458,7 +459,7 @@ class DistributedMaskingTest(tf.test.TestCase):
 
   def test_mirrored_equals_one_device_with_masking(self):
     dataset = helpers.tiny_dataset()
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     for sampler in ("in_batch_logq", "bir"):
       config = helpers.tiny_config(sampler=sampler, mask_history=True)
       single, mirrored = helpers.single_and_mirrored(dataset, config,
@@ -477,9 +478,9 @@ class DistributedMaskingTest(tf.test.TestCase):
           dataset.catalog.num_items, method="csr", name="consumed_items")
 
     dataset = helpers.tiny_dataset()
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     config = helpers.tiny_config(sampler="in_batch_logq", mask_history=True)
-    with mock.patch.object(experiment, "consumed_items", csr_items):
+    with mock.patch.object(assembly, "consumed_items", csr_items):
       single, mirrored = helpers.single_and_mirrored(dataset, config,
                                                      strategy)
     self.assertEqual(single.consumed_items.method, "csr")
@@ -490,12 +491,12 @@ class DistributedMaskingTest(tf.test.TestCase):
   def test_model_masks_consumed_in_batch_columns(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="in_batch", mask_history=True)
-    model = experiment.build_model(dataset, config, 8)
+    model = assembly.build_model(dataset, config, 8)
     batch = helpers.first_batch(dataset, 8)
     masked = float(model.compute_loss(batch, training=False))
     consumed = model.consumed_items.for_users(batch["user_id"])
     ids = model.item_index(batch["item_id"])
     self.assertTrue(np.any(masking.negatives_mask(
         consumed, ids, ids, keep=tf.eye(8, dtype=tf.bool)).numpy()))
-    model.consumed_items = None
+    model.task.mask_history = False
     self.assertLess(masked, float(model.compute_loss(batch, training=False)))

@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import inputs
+from trainers.pipeline import strategies
 from tfrs_negsamp import optimizers
 
 ROWS, DIM = 9, 3  # rows 7 and 8 are never touched
@@ -100,7 +102,7 @@ class LazyAdamTest(tf.test.TestCase):
     self.assertAllEqual(np.isfinite(var.numpy()), np.ones((ROWS, DIM), bool))
 
   def test_mirrored_equals_one_device(self):
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     results = []
     for strat in (tf.distribute.get_strategy(), strategy):
       with strat.scope():
@@ -174,11 +176,11 @@ class LazyAdamTest(tf.test.TestCase):
   def test_model_trains_with_lazy_adam(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(optimizer="lazy_adam", item_features=False)
-    model = experiment.create_model(dataset, config,
+    model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
     self.assertIsInstance(model.optimizer, optimizers.LazyAdam)
     before = [w.numpy() for w in model.trainable_variables]
-    model.fit(experiment.train_dataset(dataset, config, shuffle=False),
+    model.fit(inputs.train_dataset(dataset, config, shuffle=False),
               epochs=1, steps_per_epoch=3, verbose=0)
     after = [w.numpy() for w in model.trainable_variables]
     self.assertTrue(any(not np.array_equal(a, b)
@@ -189,10 +191,10 @@ class LazyAdamTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(optimizer="lazy_adam", item_features=False,
                                  learning_rate=0.05)
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
     for model in (single, mirrored):
-      model.fit(experiment.train_dataset(dataset, config, shuffle=False),
+      model.fit(inputs.train_dataset(dataset, config, shuffle=False),
                 epochs=1, steps_per_epoch=4, verbose=0)
     self.assertIsInstance(mirrored.optimizer, optimizers.LazyAdam)
     for a, b in zip(single.trainable_variables,

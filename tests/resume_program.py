@@ -30,9 +30,9 @@ PAUSE_ENV = "TFRS_NEGSAMP_TEST_PAUSE"
 
 
 def _task(strategy) -> str:
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   resolver = getattr(strategy, "cluster_resolver", None)
-  if experiment.num_workers(strategy) > 1:
+  if strategies.num_workers(strategy) > 1:
     return "worker%d" % (resolver.task_id or 0)
   return "main"
 
@@ -80,11 +80,14 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = common.config_from_flags()
+  from trainers.pipeline import assembly  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+  from trainers.pipeline import fitting  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   task = _task(strategy)
   models = []
-  create_model, train = experiment.create_model, experiment.train
+  create_model, train = assembly.create_model, fitting.train
 
   def capture(*args, **kwargs):
     models.append(create_model(*args, **kwargs))
@@ -95,7 +98,7 @@ def main(argv):
     extra = list(extra_callbacks) + ([pause] if pause else [])
     return train(model, dataset, config, strategy, extra_callbacks=extra)
 
-  experiment.create_model, experiment.train = capture, train_with_pause
+  assembly.create_model, fitting.train = capture, train_with_pause
   experiment.run(config, strategy=strategy)
   os.makedirs(FLAGS.state_out, exist_ok=True)
   _dump(models[-1], strategy,

@@ -187,8 +187,8 @@ def test_next_item_batches_resume_at_any_step():
 
 def test_backup_position_continues_where_keras_does(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  assert experiment.backup_position(str(tmp_path / "none"), 10) == 0
+  from trainers.pipeline import fitting  # pylint: disable=g-import-not-at-top
+  assert fitting.backup_position(str(tmp_path / "none"), 10) == 0
   cases = {(1, 4): 15,    # step 4 of epoch 1 done -> global step 15
            (1, 9): 20,    # the epoch's last step done -> epoch 2, step 0
            (2, -1): 30,   # an epoch-end save of epoch 2
@@ -200,7 +200,7 @@ def test_backup_position_continues_where_keras_does(tmp_path):
         ckpt_saved_batch=tf.Variable(batch, dtype=tf.int64))
     tf.train.CheckpointManager(checkpoint, str(folder / "chief"),
                                max_to_keep=1).save()
-    assert experiment.backup_position(str(folder), 10) == expected
+    assert fitting.backup_position(str(folder), 10) == expected
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,16 @@ import types
 import pytest
 
 from trainers.pipeline import benchmarking
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import inputs
 from trainers.pipeline import tuning
 
 SYNTHETIC = {"num_users": 120, "num_items": 40, "interactions_per_user": 8}
 
 
 def _base(**overrides):
-  config = experiment.ExperimentConfig(
+  config = configuration.ExperimentConfig(
       batch_size=16, epochs=1, embedding_dim=8, verbose=0,
       item_features=False, synthetic=dict(SYNTHETIC),
       sampler_options={"num_buckets": 256})
@@ -30,22 +32,22 @@ def test_space_holds_shared_and_own_parameters():
   names = {p.name for p in tuning.space_for("cross_batch")}
   assert {"temperature", "learning_rate", "memory_size"} <= names
   assert "num_negatives" not in names
-  assert {"num_resampled", "cache_size", "xir_lambda"} <= {
+  assert {"num_resampled", "cache_size", "cache_weight"} <= {
       p.name for p in tuning.space_for("xir")}
-  assert {"adaptive_pool", "num_hard_negatives"} <= {
+  assert {"pool_size", "num_hard_negatives"} <= {
       p.name for p in tuning.space_for("adaptive_mixed")}
-  assert {"two_stage_pool", "two_stage_beta", "num_hard_negatives",
+  assert {"pool_size", "beta", "num_hard_negatives",
           "temperature"} <= {p.name for p in tuning.space_for("two_stage")}
   # The CML hinge has no softmax (no temperature) and one negative per
   # pair (no K2); its margin is searched instead.
   hinge = {p.name for p in tuning.space_for("two_stage_triplet")}
-  assert {"two_stage_pool", "two_stage_beta", "cml_margin"} <= hinge
+  assert {"pool_size", "beta", "margin"} <= hinge
   assert not {"temperature", "num_hard_negatives"} & hinge
   assert "num_negatives" in {p.name for p in tuning.space_for("uniform")}
 
 
 def test_config_fields_that_do_not_exist_are_skipped():
-  space = tuning.SEARCH_SPACE + (
+  space = tuning.SHARED_SPACE + (
       tuning.Param("no_such_field", "categorical", choices=(1, 2),
                    config_field=True),
       tuning.Param("some_future_option", "categorical", choices=("a",),
@@ -86,7 +88,7 @@ def _check_run(base, dataset, run_fn, calls, out, other="uniform",
   `other` is the second sampler and `option` one of its own tuned options.
   """
   # An option the sampler does not read must not crash a trial.
-  space = tuning.SEARCH_SPACE + (
+  space = tuning.SHARED_SPACE + (
       tuning.Param("future_rule", "categorical", choices=("x", "y")),)
   samplers = ["in_batch_logq", other]
   result = tuning.tune(base, samplers, trials=2, output_dir=str(out),
@@ -154,7 +156,7 @@ def _check_run(base, dataset, run_fn, calls, out, other="uniform",
 def test_tiny_tuning_run_writes_everything_and_resumes(tmp_path):
   base = _base()
   calls = []
-  _check_run(base, experiment.load_data(base), _fake_run(calls), calls,
+  _check_run(base, inputs.load_data(base), _fake_run(calls), calls,
              tmp_path / "tune")
 
 
@@ -218,7 +220,7 @@ def test_finished_runs_count_only_with_the_same_settings(tmp_path):
 @pytest.mark.slow
 def test_tiny_tuning_run_with_real_training(tmp_path):
   base = _base()
-  dataset = experiment.load_data(base)
+  dataset = inputs.load_data(base)
   calls = []
 
   def run_fn(config, dataset=None):

@@ -15,14 +15,15 @@ if os.environ["TF_USE_LEGACY_KERAS"] not in ("1", "true", "True"):
 
 del os
 
-__version__ = "0.1.0"
+from tfrs_negsamp.version import __version__  # noqa: E402
 
 # Public API, TFRS style (`import tfrs_negsamp as tn`;
 # `tn.tasks.Retrieval(sampler=tn.samplers.XIRSampler(...))`). The
 # subpackages load on first access (PEP 562), so `tfrs_negsamp.data` and
-# `tfrs_negsamp.evaluation` stay free of TensorFlow.
-__all__ = ["evaluation", "frequency", "models", "samplers", "serving",
-           "tasks"]
+# `tfrs_negsamp.evaluation` stay free of TensorFlow. `__version__` comes from
+# `tfrs_negsamp/version.py`, the one place the version is written.
+__all__ = ["data", "evaluation", "frequency", "losses", "masking", "models",
+           "samplers", "serving", "tasks"]
 
 
 def __getattr__(name):

@@ -15,11 +15,15 @@ gradient and the optimizer's cross-replica sum gives the exact gradient of the
 global-batch loss.
 """
 
+import contextlib
+import weakref
 from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
 _GATHER_LOGS: List["GatherLog"] = []
+# {outermost function graph: its worker-index placeholder} (`worker_index`).
+_WORKER_INDEX = weakref.WeakKeyDictionary()
 
 
 class GatherLog:
@@ -72,13 +76,73 @@ def _log_gather(x: tf.Tensor, num_replicas: int) -> None:
     log.entries.append((graph, size))
 
 
+_ONE_REPLICA_VIEW: List[bool] = []
+
+
+@contextlib.contextmanager
+def one_replica_view():
+  """Inside, `replica_info` is `(0, 1)`: every replica computes alike.
+
+  For work on inputs already gathered and identical on every replica (the
+  blocks of sequence rows, `tasks.Retrieval`): samplers then neither gather
+  nor order by replica, draw with replica id 0, and every replica computes
+  (and writes) the same state, as one device would.
+  """
+  _ONE_REPLICA_VIEW.append(True)
+  try:
+    yield
+  finally:
+    _ONE_REPLICA_VIEW.pop()
+
+
 def replica_info() -> Tuple[tf.Tensor, int]:
   """Returns (replica id as an int32 tensor, number of replicas in sync)."""
+  if _ONE_REPLICA_VIEW:
+    return tf.constant(0, tf.int32), 1
   ctx = tf.distribute.get_replica_context()
   if ctx is None:  # cross-replica context: treat as a single replica
     return tf.constant(0, tf.int32), 1
   return (tf.cast(ctx.replica_id_in_sync_group, tf.int32),
           ctx.num_replicas_in_sync)
+
+
+def is_parameter_server(strategy: Optional[tf.distribute.Strategy] = None
+                        ) -> bool:
+  """Whether `strategy` (default: the current one) trains asynchronously.
+
+  True for `tf.distribute.ParameterServerStrategy`, whose steps run on the
+  workers as the coordinator schedules them, each on one worker's batch,
+  with every variable on the parameter servers.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  return isinstance(strategy, tf.distribute.ParameterServerStrategy)
+
+
+def worker_index() -> Optional[tf.Tensor]:
+  """The index (int64 scalar) of the worker running this step, or None.
+
+  Only inside a function that a `ParameterServerStrategy` coordinator runs
+  on a worker (a training step, a dataset function): the value is bound
+  when the worker runs the function, so one trace serves every worker.
+  None elsewhere (one device, mirrored strategies, eager code on the
+  coordinator), so callers keep their synchronous behaviour there.
+  """
+  if not (tf.inside_function() and is_parameter_server()):
+    return None
+  # The value is a placeholder fed when the function is called, which only
+  # the function the coordinator calls feeds: inside a `tf.cond` branch or a
+  # loop body (graphs of their own) it would stay unfed. So it is created in
+  # the outermost function graph, once, and used from inner graphs as an
+  # ordinary capture.
+  graph = tf.compat.v1.get_default_graph()
+  while hasattr(getattr(graph, "outer_graph", None), "outer_graph"):
+    graph = graph.outer_graph
+  index = _WORKER_INDEX.get(graph)
+  if index is None:
+    with graph.as_default():
+      index = tf.distribute.coordinator.experimental_get_current_worker_index()
+    _WORKER_INDEX[graph] = index
+  return index
 
 
 def all_gather_local_first(x: tf.Tensor) -> tf.Tensor:

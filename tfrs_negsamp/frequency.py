@@ -30,20 +30,26 @@ UPDATE_RULES = ("paper", "first_gap", "debiased")
 class FrequencySource(tf.keras.layers.Layer):
   """Base class: `update(ids)` once per training step, `log_q(ids)` any time."""
 
-  def update(self, ids: tf.Tensor) -> None:
-    """Records the ids of one global step (no-op for fixed sources)."""
-    del ids
+  def update(self, ids: tf.Tensor, valid: Optional[tf.Tensor] = None
+             ) -> None:
+    """Records the ids of one global step (no-op for fixed sources).
+
+    `valid` (optional bool, the shape of `ids`): only those ids count
+    (padding positions of sequence rows do not).
+    """
+    del ids, valid
 
   def log_q(self, ids: tf.Tensor, num_draws) -> tf.Tensor:
     raise TypeError("%s must override log_q()." % type(self).__name__)
 
-  def update_and_log_q(self, ids: tf.Tensor, num_draws) -> tf.Tensor:
-    """`update(ids)`, then `log_q(ids, num_draws)` (one training step).
+  def update_and_log_q(self, ids: tf.Tensor, num_draws,
+                       valid: Optional[tf.Tensor] = None) -> tf.Tensor:
+    """`update(ids, valid)`, then `log_q(ids, num_draws)` (one step).
 
     The same values as the two calls; a source may share their work (the
     streaming estimator hashes the ids once).
     """
-    self.update(ids)
+    self.update(ids, valid)
     return self.log_q(ids, num_draws)
 
   def call(self, ids: tf.Tensor, num_draws=1) -> tf.Tensor:
@@ -97,7 +103,8 @@ class StaticItemProbability(FrequencySource):
   def log_q(self, ids: tf.Tensor, num_draws) -> tf.Tensor:
     if not self.built:
       self.build()
-    log_f = tf.gather(self.log_f, tf.cast(ids, tf.int64))
+    # Negative keys (padding) read the out-of-vocabulary slot 0.
+    log_f = tf.gather(self.log_f, tf.maximum(tf.cast(ids, tf.int64), 0))
     n = tf.cast(num_draws, tf.float32)
     if self.inclusion:
       # 1 - (1 - f)^n, computed stably as -expm1(n * log1p(-f)).
@@ -137,6 +144,16 @@ class StreamingFrequencyEstimator(FrequencySource):
   `step` int64 `[]`, `last_step` int64, `avg_gap` float32, `n_updates`
   float32. Callers pass the **global** batch's ids to `update` (the model
   gathers them across replicas), so every replica computes the same state.
+
+  Under asynchronous training (`ParameterServerStrategy`) every worker's
+  step is one step of the estimator, with that worker's batch as its ids:
+  `step` and `n_updates` advance by increments (`assign_add`,
+  `scatter_add`), so they count every worker's step and bucket hits exactly
+  once; `last_step` and `avg_gap` are read-modify-write, and when two
+  workers update a bucket at the same time the later write wins (one gap
+  observation is lost). A gap is at least one step (a concurrent step may
+  have moved `last_step` past this step's `t`), so the values stay
+  well-formed: `0 <= last_step <= step`, `avg_gap > 0` for every bucket hit.
 
   Args:
     num_buckets: `H`, buckets per hash; should be >= 10x the distinct items.
@@ -204,12 +221,14 @@ class StreamingFrequencyEstimator(FrequencySource):
       rows.append(h + k * self.num_buckets)
     return tf.stack(rows, axis=0)
 
-  def update(self, ids: tf.Tensor) -> None:
+  def update(self, ids: tf.Tensor, valid: Optional[tf.Tensor] = None
+             ) -> None:
     if not self.built:
       self.build()
-    self._update_buckets(self._flat_buckets(ids))
+    self._update_buckets(self._flat_buckets(ids), valid)
 
-  def update_and_log_q(self, ids: tf.Tensor, num_draws=None) -> tf.Tensor:
+  def update_and_log_q(self, ids: tf.Tensor, num_draws=None,
+                       valid: Optional[tf.Tensor] = None) -> tf.Tensor:
     """`update(ids)` then `log_q(ids)`, hashing the ids once.
 
     Hashing (`as_string` and `to_hash_bucket_strong` per hash) is most of
@@ -219,21 +238,29 @@ class StreamingFrequencyEstimator(FrequencySource):
     if not self.built:
       self.build()
     flat = self._flat_buckets(ids)
-    self._update_buckets(flat)
+    self._update_buckets(flat, valid)
     return self._log_q_of(self._probability_of(flat, tf.shape(ids)))
 
-  def _update_buckets(self, flat: tf.Tensor) -> None:
+  def _update_buckets(self, flat: tf.Tensor,
+                      valid: Optional[tf.Tensor] = None) -> None:
     """The update of `update`, from the `[m, n]` bucket positions."""
     t = self.step + 1
+    if valid is not None:
+      flat = tf.boolean_mask(flat, tf.reshape(valid, [-1]), axis=1)
     idx, _ = tf.unique(tf.reshape(flat, [-1]))
     last = tf.gather(self.last_step, idx)
-    gap = tf.cast(t - last, tf.float32)
+    # `t - last >= 1` when steps run one after another; a concurrent step
+    # of another worker (asynchronous training) may have written a later
+    # `last` meanwhile: its hit and this one are one step apart.
+    gap = tf.cast(tf.maximum(t - last, 1), tf.float32)
     b = tf.gather(self.avg_gap, idx)
     if self.update_rule == "debiased":
       n = tf.gather(self.n_updates, idx) + 1.0
       rate = tf.maximum(self.alpha, 1.0 / n)
       new_b = b + rate * (gap - b)
-      self.n_updates.scatter_update(tf.IndexedSlices(n, idx))
+      # An increment, not a write of `n`: the same value here, and under
+      # asynchronous training every worker's hit is counted once.
+      self.n_updates.scatter_add(tf.IndexedSlices(tf.ones_like(n), idx))
     else:
       new_b = (1.0 - self.alpha) * b + self.alpha * gap
       if self.update_rule == "first_gap":
@@ -241,7 +268,7 @@ class StreamingFrequencyEstimator(FrequencySource):
     self.avg_gap.scatter_update(tf.IndexedSlices(new_b, idx))
     self.last_step.scatter_update(
         tf.IndexedSlices(tf.fill(tf.shape(idx), t), idx))
-    self.step.assign(t)
+    self.step.assign_add(1)  # `t`, counting every worker's step once
 
   def probability(self, ids: tf.Tensor) -> tf.Tensor:
     """`p_hat` per id, the same shape as `ids`."""

@@ -1,4 +1,8 @@
-"""Losses besides the softmax: the CML hinge (triplet) loss.
+"""Losses besides the softmax: the CML hinge (triplet) and gBCE.
+
+The task's `loss` argument: "softmax" (default), "triplet" (below) or
+"gbce" (`GBCE`: the calibrated binary cross-entropy of gSASRec, per row
+over the positive and the sampled negatives; the math is in `gbce`).
 
 Collaborative Metric Learning ranks items by `-D(u, v)` with the squared
 Euclidean distance `D(u, v) = ||u - v||^2`. For row `i` with query `u_i`,
@@ -32,7 +36,41 @@ from tfrs_negsamp import masking
 
 TRIPLET = "triplet"
 SOFTMAX = "softmax"
-LOSS_TYPES = (SOFTMAX, TRIPLET)
+GBCE_NAME = "gbce"
+LOSS_TYPES = (SOFTMAX, TRIPLET, GBCE_NAME)
+# gSASRec's calibration on ML-1M (Petrov & Macdonald 2023).
+DEFAULT_GBCE_T = 0.75
+
+
+class GBCE:
+  """gBCE as the task's loss: per row, the positive against its negatives.
+
+  Each of the sampler's groups gives a row its positive logit `s+` and `k`
+  negative logits (the group's columns: accidental hits and consumed items
+  masked, which add 0); the loss is `gbce.gbce_loss` with `alpha = k / (I -
+  1)`, summed over rows (SUM reduction, as every loss of the task). The
+  logits are the task's (temperature, log Q where the sampler gives one);
+  gSASRec uses per-position uniform negatives and raw dot products.
+
+  Args:
+    t: the calibration in `[0, 1]` (0: plain BCE).
+    num_items: `I`, the catalog the negatives come from (None: the
+      sampler's `num_items` or candidate catalog).
+  """
+
+  kind = GBCE_NAME
+
+  def __init__(self, t: float = DEFAULT_GBCE_T,
+               num_items: Optional[int] = None) -> None:
+    if not 0.0 <= float(t) <= 1.0:
+      raise ValueError("gBCE's t must be in [0, 1], got %r." % (t,))
+    if num_items is not None and int(num_items) < 2:
+      raise ValueError("gBCE needs num_items >= 2, got %r." % (num_items,))
+    self.t = float(t)
+    self.num_items = None if num_items is None else int(num_items)
+
+  def __repr__(self) -> str:
+    return "GBCE(t=%g, num_items=%s)" % (self.t, self.num_items)
 
 
 def squared_distances(queries: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
@@ -50,6 +88,8 @@ class CMLTripletLoss(tf.keras.layers.Layer):
   Args:
     margin: the hinge margin `m`.
   """
+
+  kind = "triplet"  # the loss family (`samplers.loss_kind`)
 
   def __init__(self, margin: float = 1.0, **kwargs) -> None:
     super().__init__(**kwargs)

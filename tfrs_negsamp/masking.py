@@ -85,6 +85,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import keys as keys_lib
 
 # `consumed(ids) -> bool [B, K]`.
 Consumed = Callable[[tf.Tensor], tf.Tensor]
@@ -121,15 +122,29 @@ class ConsumedItems(tf.keras.layers.Layer):
       (per-user sorted item lists) or "auto" (bitset when it takes at most
       `max_bitset_bytes`, else "csr").
     max_bitset_bytes: the "auto" threshold.
+    item_ids: optional raw item vocabulary (strings or ints): item
+      `item_ids[p]` has index `p + 1`. With it, the ids given to
+      `contains` / `for_users` are the int64 *keys* of a sampler
+      (`bind_keys(sampler.id_keys)`, which the task does), mapped back to
+      indices through a hash table; without it they are the indices.
 
-  Use `from_pairs` to build it from raw ids.
+  Use `from_pairs` to build it from model indices (the trainer), or
+  `from_interactions` from raw (user id, item id) training pairs (a TFRS
+  model's data, for `tfrs_negsamp.tasks.Retrieval(consumed_items=...)`).
   """
 
   def __init__(self, users: Sequence[str], num_items: int,
                codes: Sequence[int], method: str = "auto",
-               max_bitset_bytes: int = MAX_BITSET_BYTES, **kwargs) -> None:
+               max_bitset_bytes: int = MAX_BITSET_BYTES,
+               item_ids: Optional[Sequence[Any]] = None, **kwargs) -> None:
     super().__init__(trainable=False, **kwargs)
     self.users = [str(u) for u in np.asarray(users).tolist()]
+    self.item_ids = (None if item_ids is None
+                     else np.asarray(item_ids).reshape(-1).tolist())
+    if self.item_ids is not None and len(self.item_ids) != int(num_items):
+      raise ValueError("item_ids holds %d ids for num_items=%d."
+                       % (len(self.item_ids), num_items))
+    self._key_table = None  # raw-id keys -> item index (`bind_keys`)
     self.num_items = int(num_items)
     if self.num_items < 1:
       raise ValueError("num_items must be >= 1, got %r." % num_items)
@@ -185,6 +200,58 @@ class ConsumedItems(tf.keras.layers.Layer):
     return cls(users, num_items, pair_codes(user_index, item_index,
                                             num_items), **kwargs)
 
+  @classmethod
+  def from_interactions(cls, user_ids: Sequence[Any],
+                        item_ids: Sequence[Any],
+                        **kwargs) -> "ConsumedItems":
+    """Builds the table from raw training pairs (a TFRS model's data).
+
+    The user vocabulary is the distinct `user_ids` (as strings) and the item
+    vocabulary the distinct `item_ids` (strings or ints, kept as given);
+    give it to `tfrs_negsamp.tasks.Retrieval(consumed_items=...)` and pass
+    `query_ids=<the rows' user ids>` to the task's call.
+
+    Args:
+      user_ids: `[R]` user ids of the training rows (strings or ints).
+      item_ids: `[R]` item ids of the same rows (strings or ints), as the
+        model's `candidate_ids`.
+      **kwargs: `method`, `max_bitset_bytes` and layer arguments.
+
+    Raises:
+      ValueError: `user_ids` and `item_ids` differ in length, or are empty.
+    """
+    user_ids = _as_numpy(user_ids)
+    item_ids = _as_numpy(item_ids)
+    if user_ids.shape != item_ids.shape or user_ids.ndim != 1:
+      raise ValueError("user_ids and item_ids must be 1-D of one length, "
+                       "got shapes %s and %s." % (user_ids.shape,
+                                                  item_ids.shape))
+    if not user_ids.size:
+      raise ValueError("no training pairs: user_ids is empty.")
+    users = np.unique(user_ids.astype(str))
+    items, item_index = np.unique(item_ids, return_inverse=True)
+    return cls.from_pairs(users, user_ids.astype(str),
+                          item_index.reshape(-1) + 1, items.size,
+                          item_ids=items, **kwargs)
+
+  def bind_keys(self, key_fn: Callable[[tf.Tensor], tf.Tensor]) -> None:
+    """Maps raw item ids to the keys `contains` receives (a hash table).
+
+    Only for a table built with `item_ids` (`from_interactions`); the task
+    binds its sampler's `id_keys` (catalog indices, fingerprints of string
+    ids, or the int ids themselves). Runs eagerly (the keys of the item
+    vocabulary are computed once); binding again replaces the map.
+    """
+    if self.item_ids is None:
+      return
+    with tf.init_scope():
+      keys = key_fn(tf.constant(self.item_ids))
+      self._key_table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.cast(keys, tf.int64),
+              tf.range(1, len(self.item_ids) + 1, dtype=tf.int64)),
+          default_value=0)
+
   @property
   def num_pairs(self) -> int:
     return int(self._table.size - 1)
@@ -215,6 +282,8 @@ class ConsumedItems(tf.keras.layers.Layer):
     return splits, items.astype(np.int64)
 
   def build(self, input_shape=None):
+    if self.item_ids is not None and self._key_table is None:
+      self.bind_keys(keys_lib.default_keys)
     if self.method == "bitset":
       self.bits = distribute.add_state(
           self, "bits", [len(self.users) + 1, self.words], tf.int32,
@@ -235,10 +304,26 @@ class ConsumedItems(tf.keras.layers.Layer):
     super().build(input_shape)
 
   def user_index(self, user_ids: tf.Tensor) -> tf.Tensor:
-    """Model user indices `[B]` int64 (0 = unknown user)."""
+    """Model user indices `[B]` int64 (0 = unknown user).
+
+    Int user ids are looked up by their decimal strings.
+    """
+    user_ids = tf.convert_to_tensor(user_ids)
     if not self.users:
       return tf.zeros(tf.shape(user_ids), tf.int64)
+    if user_ids.dtype != tf.string:
+      user_ids = tf.strings.as_string(user_ids)
     return tf.cast(self.user_lookup(user_ids), tf.int64)
+
+  def item_index(self, ids: tf.Tensor) -> tf.Tensor:
+    """Item indices (`1..N`, 0 unknown) of `ids`: keys when built with
+    `item_ids` (see `bind_keys`), else the ids themselves."""
+    ids = tf.cast(ids, tf.int64)
+    if self.item_ids is None:
+      return ids
+    if not self.built:
+      self.build()
+    return self._key_table.lookup(ids)
 
   def contains(self, user_index: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
     """Whether row `b`'s user consumed `ids`.
@@ -253,7 +338,7 @@ class ConsumedItems(tf.keras.layers.Layer):
     if not self.built:
       self.build()
     user_index = tf.cast(tf.reshape(user_index, [-1]), tf.int64)
-    ids = tf.cast(ids, tf.int64)
+    ids = self.item_index(ids)
     if self.method == "bitset":
       # Few `[B, K]` ops (this runs on every logits matrix): validity is
       # settled on the ids alone (an invalid id becomes 0, whose bit is
@@ -352,7 +437,10 @@ class ConsumedItems(tf.keras.layers.Layer):
 
   def for_users(self, user_ids: tf.Tensor) -> Consumed:
     """The per-batch callable `consumed(ids) -> bool [B, K]` of `user_ids`."""
-    user_index = self.user_index(user_ids)
+    return self.for_user_index(self.user_index(user_ids))
+
+  def for_user_index(self, user_index: tf.Tensor) -> Consumed:
+    """`for_users` from model user indices (`user_index`)."""
     return lambda ids: self.contains(user_index, ids)
 
   def call(self, user_ids: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -364,14 +452,34 @@ class ConsumedItems(tf.keras.layers.Layer):
     config.update({"users": self.users, "num_items": self.num_items,
                    "codes": self._table[:-1].tolist(),
                    "method": self.method,
-                   "max_bitset_bytes": self.max_bitset_bytes})
+                   "max_bitset_bytes": self.max_bitset_bytes,
+                   "item_ids": self.item_ids})
     return config
 
 
-def history_consumed(user_history: tf.Tensor) -> Consumed:
-  """`consumed(ids)` from per-row history ids `[B, H]` (-1 / 0 padding).
+def _as_numpy(values: Any) -> np.ndarray:
+  """Ids as a NumPy array; bytes (a `tf.string` tensor's) decoded as UTF-8.
 
-  `consumed(ids)[b, k] = ids[b, k] in user_history[b]`, for ids >= 1;
+  `tf.string` holds UTF-8 bytes (a title such as "Misérables"), which
+  NumPy's `astype(str)` would decode as ASCII and reject.
+  """
+  if tf.is_tensor(values):
+    values = values.numpy()
+  values = np.asarray(values)
+  if values.dtype.kind == "S":
+    values = np.char.decode(values, "utf-8")
+  elif values.dtype.kind == "O":
+    values = np.asarray(
+        [v.decode("utf-8") if isinstance(v, bytes) else str(v)
+         for v in values.reshape(-1).tolist()],
+        dtype=str).reshape(values.shape)
+  return values
+
+
+def history_consumed(user_history: tf.Tensor) -> Consumed:
+  """`consumed(ids)` from per-row history keys `[B, H]` (negative: padding).
+
+  `consumed(ids)[b, k] = ids[b, k] in user_history[b]`, for ids >= 0;
   `O(B K H)`.
   """
   hist = tf.cast(user_history, tf.int64)
@@ -383,7 +491,7 @@ def history_consumed(user_history: tf.Tensor) -> Consumed:
                             tf.stack([tf.shape(hist)[0], tf.shape(ids)[0]]))
     hit = tf.reduce_any(tf.equal(tf.expand_dims(ids, -1),
                                  tf.expand_dims(hist, 1)), axis=-1)
-    return tf.logical_and(hit, ids >= 1)
+    return tf.logical_and(hit, ids >= 0)
   return consumed
 
 

@@ -12,13 +12,17 @@ A benchmark, not a test.
 
 import time
 
-from absl import flags
+from trainers import console
 
-from trainers import common
+console.setup(__name__)  # Before TensorFlow is imported.
 
-from tfrs_negsamp.data import csv_loader
-from tfrs_negsamp.data import splits
-from tfrs_negsamp.data import synthetic
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
+
+from tfrs_negsamp.data import csv_loader  # noqa: E402
+from tfrs_negsamp.data import splits  # noqa: E402
+from tfrs_negsamp.data import synthetic  # noqa: E402
 
 flags.DEFINE_integer("users", 200000, "Synthetic users.")
 flags.DEFINE_integer("items", 50000, "Synthetic items.")

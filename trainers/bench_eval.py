@@ -14,13 +14,17 @@ test: nothing is asserted.
 import os
 import time
 
-from absl import flags
+from trainers import console
 
-from trainers import common
-import numpy as np
+console.setup(__name__)  # Before TensorFlow is imported.
 
-from tfrs_negsamp.evaluation import full_corpus
-from tfrs_negsamp.evaluation.sparse_sets import SparseSets
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tfrs_negsamp.evaluation import full_corpus  # noqa: E402
+from tfrs_negsamp.evaluation.sparse_sets import SparseSets  # noqa: E402
 
 flags.DEFINE_list("sizes", ["50000x50000", "6040x3706"],
                   "USERSxITEMS problem sizes.")

@@ -18,7 +18,10 @@ import math
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from trainers import console  # noqa: E402
+
+console.setup(__name__)  # Before TensorFlow is imported.
 
 from absl import flags  # noqa: E402
 

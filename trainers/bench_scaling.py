@@ -31,9 +31,13 @@ import subprocess
 import sys
 import time
 
-from absl import flags
+from trainers import console
 
-from trainers import common
+console.setup(__name__)  # Before TensorFlow is imported.
+
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", None, "Where results and runs go.")

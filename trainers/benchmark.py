@@ -25,18 +25,20 @@ TFRS doing in-batch + logQ's arithmetic with the variant's own towers
 (`tfrs_logq_*`) and, for CBNS, to the same at `[B, B + M]`; the floor
 suite ends with its targets (ratio, bound, met):
 
-  nice -n 5 python -m trainers.benchmark --suite=floor --only=B256,B1024 \
-      --dataset=movielens --data_path=../shared/data/movielens-100k \
-      --output_dir=runs/floor
+  nice -n 5 python -m trainers.benchmark --suite=floor \
+      --only=B256_id,B1024_id --dataset=movielens \
+      --data_path=../shared/data/movielens-100k --output_dir=runs/floor
 """
 
 import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # noqa: E402,F401  pylint: disable=unused-import
+from trainers import console  # noqa: E402
+
+console.setup(__name__)  # Before TensorFlow is imported.
+
 from absl import flags  # noqa: E402
 
 from trainers import common  # noqa: E402
@@ -48,8 +50,9 @@ flags.DEFINE_list("variants", [],
                   "Variants `label=sampler:key=value:...` (override "
                   "--samplers), e.g. cbns_4B=cross_batch:memory_size=512.")
 flags.DEFINE_string("suite", None,
-                    "A preset comparison: %s." % ", ".join(
-                        ["cbns", "xir", "floor"]))
+                    "A preset comparison: cbns, xir, towers, cbns_history, "
+                    "floor, ml1m_sasrec (its settings apply where no flag "
+                    "sets them).")
 flags.DEFINE_list("seeds", ["3"],
                   "A count N (seeds 0..N-1) or an explicit list of seeds.")
 flags.DEFINE_string("reference", None,
@@ -76,6 +79,13 @@ flags.DEFINE_integer("timing_steps", None,
 flags.DEFINE_integer("timing_rounds", 2,
                      "Interleaved rounds of --timing_steps (best kept).")
 FLAGS = flags.FLAGS
+common.refuse_flags(
+    ("export_dir", "backup_dir", "backup_freq", "tensorboard_dir", "index",
+     "top_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"),
+    "its runs write metrics only (train a variant with trainers.train for "
+    "an export)")
+common.refuse_flags(("sampler",), "it compares the samplers of --samplers, "
+                    "--variants or --suite")
 
 FLOOR_BATCHES = (256, 1024, 4096)
 FLOOR_TOWERS = ("id", "mean")
@@ -85,14 +95,16 @@ XIR_BOUND = {1024: 2.0}
 
 
 def _floor_prefix(batch: int, tower: str) -> str:
-  return "B%d_" % batch if tower == "id" else "B%d_%s_" % (batch, tower)
+  """`B<B>_<tower>_`, e.g. `B1024_mean_` (`--only=B1024_id` keeps one)."""
+  return "B%d_%s_" % (batch, tower)
 
 
 def _floor_variants(batch: int, tower: str):
   """The floor suite's variants at one batch and query tower."""
   p, o = _floor_prefix(batch, tower), "batch_size=%d" % batch
   if tower != "id":
-    o += ":query_tower=" + tower
+    # Window rows: one query per row, the arithmetic of the TFRS floors.
+    o += ":query_tower=%s:training_rows=window" % tower
   return ["%sin_batch=in_batch:%s" % (p, o),
           "%sin_batch_logq=in_batch_logq:%s" % (p, o),
           "%sin_batch_logq_nomask=in_batch_logq:%s:mask_history=false"
@@ -139,7 +151,7 @@ SUITES = {
     # Issue 4: CBNS at batch B with memory M in {B, 4B, 16B} vs in-batch at
     # B and at larger batches. The item tower has a real encoding cost
     # (titles, genres, MLP). All variants correct with the streaming logQ
-    # estimator (`--logq`, default streaming). Labels may not contain "=".
+    # estimator (`--frequency`, default streaming). Labels may not contain "=".
     # The CBNS variants fix their own warm-up (200 steps, about a quarter of
     # an ML-100K epoch at B), overriding --warmup_steps.
     "cbns": {
@@ -157,8 +169,8 @@ SUITES = {
         ],
     },
     # Issue 5: in-batch + logQ vs BIR vs XIR at the same batch B, all with
-    # the streaming logQ estimator (--logq). BIR: K = B draws per query;
-    # XIR: K/2 batch + K/2 cache draws, cache C = B, lambda = --xir_lambda.
+    # the streaming logQ estimator (--frequency). BIR: K = B draws per query;
+    # XIR: K/2 batch + K/2 cache draws, cache C = B, lambda = --cache_weight.
     # The item tower has a real cost, which XIR pays again on its cache.
     "xir": {
         "base": {"batch_size": B, "item_hidden": (256, 128),
@@ -189,11 +201,11 @@ SUITES = {
             % (t, t, 8 * B))],
     },
     # Issues 17 and 27: step time vs the floors at B in {256, 1024, 4096},
-    # id and mean query towers (`--only=B256,B1024` keeps two batches,
-    # `--only=B1024_mean` one batch and tower). Floors: plain TFRS and TFRS
-    # doing in-batch + logQ's arithmetic with each variant's towers (and
-    # CBNS's [B, B + M]). Timing only: 300 steps per model and round, 2
-    # interleaved rounds.
+    # id and mean query towers (window rows), labelled `B<B>_<tower>_...`
+    # (`--only=B256,B1024` keeps two batches, `--only=B1024_mean` one
+    # batch and tower). Floors: plain TFRS and TFRS doing in-batch +
+    # logQ's arithmetic with each variant's towers (and CBNS's [B, B + M]).
+    # Timing only: 300 steps per model and round, 2 interleaved rounds.
     "floor": {
         "base": {"item_features": False},
         "floor": True,
@@ -207,29 +219,118 @@ SUITES = {
 }
 
 
-def _seeds(values):
-  if len(values) == 1:
-    return list(range(int(values[0])))
-  return [int(v) for v in values]
+# The published full-ranking results on the SASRec version of MovieLens 1M
+# (../shared/data/ml-1m-sasrec/README.md), the rows the ml1m_sasrec suite is
+# set beside: Recall@10 = HR@10 there (one held-out item per user).
+ML1M_PUBLISHED = (
+    {"label": "published SASRec (BCE, 1 negative)", "recall@10": 0.2392,
+     "ndcg@10": 0.1259},
+    {"label": "published gSASRec (gBCE, 256 negatives)", "recall@10": 0.3003,
+     "ndcg@10": 0.1726},
+    {"label": "published SASRec+ (full softmax)", "recall@10": 0.3152,
+     "ndcg@10": 0.1821},
+    {"label": "published SASRec+ (3,000 sampled negatives)",
+     "recall@10": 0.3159, "ndcg@10": 0.1857},
+    {"label": "published BERT4Rec", "recall@10": 0.2843, "ndcg@10": 0.1537},
+)
+SUITES["ml1m_sasrec"] = {
+    # Issue 25: SASRec on ML-1M (SASRec version) with the losses and
+    # negatives of the literature, each with the same wall-clock budget of
+    # training (--time_budget_minutes, default 30), validated every epoch;
+    # the test metrics are those of the best validation epoch. The
+    # configuration of gSASRec's public code: L = 200, d = 128, 2 blocks,
+    # 1 head, dropout 0.5, 128 sequences a batch, Adam at 1e-3.
+    "base": {"query_tower": "sasrec", "max_history": 200,
+             "embedding_dim": 128, "num_blocks": 2, "num_heads": 1,
+             "dropout": 0.5, "batch_size": 128, "learning_rate": 0.001,
+             "item_features": False, "epochs": 10000, "validate_every": 1,
+             "time_budget_minutes": 30.0, "monitor": "ndcg@10"},
+    "variants": [
+        "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0",
+        "gbce_256=uniform:num_negatives=256:loss=gbce:gbce_t=0.75",
+        "full_softmax=full",
+        "in_batch_logq=in_batch_logq",
+        "mixed=mixed",
+        "cbns=cross_batch",
+        "xir=xir",
+        "uniform_3000_shared=uniform:num_negatives=3000:shared=true",
+    ],
+    "time_to_quality": ML1M_PUBLISHED,
+}
+
+
+def parse_seeds(values) -> list:
+  """--seeds: a count N (seeds 0..N-1, N >= 1) or a list of distinct seeds.
+
+  Raises:
+    common.UsageError: naming the flag and the bad value.
+  """
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    seeds = None
+  if not values or seeds is None or min(seeds) < 0:
+    raise common.UsageError(
+        "--seeds=%s: give a count N >= 1 (seeds 0..N-1) or a list of seeds "
+        ">= 0 such as 3,7,11" % ",".join(values))
+  if len(seeds) == 1:
+    if seeds[0] < 1:
+      raise common.UsageError("--seeds=%d runs nothing: give a count >= 1 "
+                              "(seeds 0..N-1) or a list of seeds"
+                              % seeds[0])
+    return list(range(seeds[0]))
+  if len(set(seeds)) != len(seeds):
+    raise common.UsageError("--seeds=%s repeats a seed" % ",".join(values))
+  return seeds
+
+
+def _check_mode_flags(timing: bool) -> None:
+  """The flags of the other mode (timing or full runs) are errors."""
+  if timing:
+    for name in ("seeds", "reference", "baseline"):
+      if FLAGS[name].present:
+        raise common.UsageError(
+            "--%s does not apply to a timing run (--timing_steps > 0: "
+            "step times only, each a ratio to the floor)" % name)
+  else:
+    for name in ("timing_rounds", "logq_floor"):
+      if FLAGS[name].present:
+        raise common.UsageError("--%s applies only with --timing_steps > 0"
+                                % name)
+  if FLAGS.timing_rounds < 1:
+    raise common.UsageError("--timing_rounds must be >= 1, got %d"
+                            % FLAGS.timing_rounds)
+  if FLAGS.timing_steps is not None and FLAGS.timing_steps < 0:
+    raise common.UsageError("--timing_steps must be >= 0, got %d"
+                            % FLAGS.timing_steps)
 
 
 def main(argv):
   del argv
   # Imported after flag parsing so that the CPU split comes first.
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   from tfrs_negsamp import samplers  # pylint: disable=g-import-not-at-top
   if not FLAGS.output_dir:
     raise common.UsageError("--output_dir is required")
-  base = common.config_from_flags(export_dir=None, backup_dir=None,
-                                  verbose=min(FLAGS.verbose, 2))
+  if FLAGS.suite and FLAGS.suite not in SUITES:
+    raise common.UsageError("unknown suite %r; valid: %s"
+                            % (FLAGS.suite, ", ".join(sorted(SUITES))))
+  if FLAGS.samplers and (FLAGS.variants or FLAGS.suite):
+    raise common.UsageError("--samplers does not apply with --%s, which "
+                            "names the variants" % (
+                                "variants" if FLAGS.variants else "suite"))
+  suite = SUITES.get(FLAGS.suite, {})
+  # The suite's settings, where the command line sets none (the command
+  # line wins, e.g. a shorter --time_budget_minutes).
+  suite_base = {key: value for key, value in suite.get("base", {}).items()
+                if not FLAGS[key].present}
+  timing_steps = FLAGS.timing_steps
+  if timing_steps is None:
+    timing_steps = suite.get("timing_steps", 0)
+  _check_mode_flags(timing_steps > 0)
+  seeds = parse_seeds(FLAGS.seeds) if timing_steps <= 0 else []
   specs = list(FLAGS.variants)
   if FLAGS.suite:
-    if FLAGS.suite not in SUITES:
-      raise common.UsageError("unknown suite %r; valid: %s"
-                           % (FLAGS.suite, ", ".join(sorted(SUITES))))
-    for key, value in SUITES[FLAGS.suite]["base"].items():
-      setattr(base, key, value)
     specs = specs or SUITES[FLAGS.suite]["variants"]
   if not specs:
     specs = FLAGS.samplers or samplers.available_samplers()
@@ -238,62 +339,108 @@ def main(argv):
              if s.split("=")[0].startswith(tuple(FLAGS.only))]
     if not specs:
       raise common.UsageError("--only=%s keeps no variant"
-                           % ",".join(FLAGS.only))
+                              % ",".join(FLAGS.only))
+  floor = FLAGS.floor or suite.get("floor", False)
+  logq_floor = floor and (FLAGS.logq_floor or suite.get("logq_floor", False))
+  if FLAGS.logq_floor and not floor:
+    raise common.UsageError("--logq_floor adds floors beside the plain-TFRS "
+                            "one: it needs --floor (or --suite=floor)")
   try:
     variants = [benchmarking.parse_variant(s) for s in specs]
+    base = common.shared_config_from_flags(
+        [v.sampler for v in variants], export_dir=None, backup_dir=None,
+        verbose=min(FLAGS.verbose, 2), **suite_base)
     if FLAGS.best_settings:
       variants = benchmarking.with_best_settings(
           variants, benchmarking.load_best_settings(FLAGS.best_settings))
-    for v in variants:
-      benchmarking.apply_variant(base, v, 0)
+    configs = [benchmarking.apply_variant(base, v, 0) for v in variants]
   except ValueError as e:
     raise common.UsageError(str(e)) from e
-  suite = SUITES.get(FLAGS.suite, {})
-  timing_steps = FLAGS.timing_steps
-  if timing_steps is None:
-    timing_steps = suite.get("timing_steps", 0)
-  floor = FLAGS.floor or suite.get("floor", False)
-  if timing_steps > 0:
-    experiment.make_strategy(base.strategy, base.cpu_replicas)
-    rows = benchmarking.time_steps(
-        base, variants, experiment.load_data(base), steps=timing_steps,
-        rounds=FLAGS.timing_rounds, floor=floor,
-        logq_floor=floor and (FLAGS.logq_floor or suite.get("logq_floor",
-                                                            False)))
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
-      json.dump(rows, f, indent=2)
-    table = benchmarking.timing_table(rows, title="%s: step time on %s, "
-                                      "%d steps x %d rounds" % (
-                                          FLAGS.suite or "samplers",
-                                          base.data_path or base.dataset,
-                                          timing_steps,
-                                          FLAGS.timing_rounds))
-    if suite.get("targets"):
-      table += "\n### Targets\n\n" + benchmarking.target_table(
-          rows, suite["targets"]())
-    with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
-      f.write(table)
-    print(table)
-    return
+  common.check_applies(configs, "variants")
+  if logq_floor and timing_steps > 0:
+    for variant, config in zip(variants, configs):
+      try:
+        benchmarking.check_logq_floor(config)
+      except ValueError as e:
+        raise common.UsageError("variant %s: %s" % (variant.label, e)) from e
+  labels = [v.label for v in variants] + (
+      [benchmarking.FLOOR] if floor else [])
+  if FLAGS.reference and FLAGS.reference not in labels:
+    raise common.UsageError("--reference=%s is not a variant; the variants: "
+                            "%s" % (FLAGS.reference, ", ".join(labels)))
+  try:
+    if timing_steps > 0:
+      return _time_steps(base, variants, timing_steps, floor, logq_floor,
+                         suite)
+    _run_grid(base, variants, seeds, floor)
+  except KeyboardInterrupt:
+    raise KeyboardInterrupt(
+        "interrupted; %s" % ("timing runs do not resume: run the command "
+                             "again" if timing_steps > 0 else
+                             "run the same command to resume from %s "
+                             "(finished runs are kept)" % FLAGS.output_dir)
+    ) from None
+
+
+def _time_steps(base, variants, timing_steps, floor, logq_floor, suite):
+  """--timing_steps > 0: interleaved step timing, results.md of ratios.
+
+  With the floor suite (or --logq_floor), also the TFRS + logQ floors of
+  each variant and, when the suite has targets, its targets table.
+  """
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
+  rows = benchmarking.time_steps(
+      base, variants, inputs.load_data(base), steps=timing_steps,
+      rounds=FLAGS.timing_rounds, floor=floor, logq_floor=logq_floor)
+  os.makedirs(FLAGS.output_dir, exist_ok=True)
+  with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+  table = benchmarking.timing_table(rows, title="%s: step time on %s, "
+                                    "%d steps x %d rounds" % (
+                                        FLAGS.suite or "samplers",
+                                        base.data_path or base.dataset,
+                                        timing_steps,
+                                        FLAGS.timing_rounds))
+  if suite.get("targets"):
+    table += "\n### Targets\n\n" + benchmarking.target_table(
+        rows, suite["targets"]())
+  with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
+    f.write(table)
+  print(table)
+
+
+def _run_grid(base, variants, seeds, floor):
+  """Every variant x seed (resumable), then results.md and the plots."""
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   if floor:
     variants.insert(0, benchmarking.Variant(benchmarking.FLOOR,
                                             benchmarking.FLOOR, {}))
   if FLAGS.baseline:
     variants.append(benchmarking.Variant("popularity_baseline",
                                          "popularity_baseline", {}))
-  experiment.make_strategy(base.strategy, base.cpu_replicas)
-  rows = benchmarking.run_grid(base, variants, _seeds(FLAGS.seeds),
-                               FLAGS.output_dir)
+  strategies.make_strategy(base.strategy, base.cpu_replicas)
+  rows = benchmarking.run_grid(base, variants, seeds, FLAGS.output_dir)
   reference = FLAGS.reference or variants[0].label
   title = "%s on %s, %s epochs, seeds %s" % (
       FLAGS.suite or "samplers", base.dataset if not base.data_path
       else os.path.basename(os.path.normpath(base.data_path)), base.epochs,
-      ",".join(str(s) for s in _seeds(FLAGS.seeds)))
+      ",".join(str(s) for s in seeds))
   benchmarking.write_report(rows, FLAGS.output_dir, title=title,
                             reference=reference)
   with open(os.path.join(FLAGS.output_dir, "results.md")) as f:
     print(f.read())
+  if base.validate_every:
+    from trainers.pipeline import curves  # pylint: disable=g-import-not-at-top
+    print(curves.write_time_to_quality(
+        FLAGS.output_dir, [v.label for v in variants],
+        references=SUITES.get(FLAGS.suite, {}).get("time_to_quality", ()),
+        title="Time to quality: %s, %.0f training minutes each, test at the "
+        "best validation epoch" % (FLAGS.suite or "variants",
+                                   base.time_budget_minutes)))
 
 
 if __name__ == "__main__":

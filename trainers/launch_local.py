@@ -19,11 +19,24 @@ optimizer and sampler state) instead of from step 0; without `--backup_dir`
 in the training flags the launcher adds a temporary one. On a real cluster
 each host runs the same training command with its own `TF_CONFIG` (see the
 README's multi-worker section) and the cluster manager plays this role.
+
+With `--ps=M` (M >= 1) the job is a parameter-server job
+(`--strategy=parameter_server`, added to the flags): one chief (the
+coordinator, `[chief]`), `--workers` workers and M parameter servers
+(`[ps i]`), each with its `TF_CONFIG` (chief, worker and ps jobs on free
+loopback ports). Workers and parameter servers serve until the chief
+finishes; then the launcher stops them and returns the chief's exit code.
+A worker that dies is replaced alone, on the same address, and the
+coordinator re-runs the steps it lost: training goes on. A chief or a
+parameter server that dies ends the attempt; the whole job restarts and
+resumes from the last epoch's checkpoint in `--backup_dir`. Each
+replacement, of a worker or of the job, uses one of `--max_restarts`.
 """
 
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -33,13 +46,21 @@ import threading
 import time
 from typing import List, Optional, Sequence
 
-from absl import flags
+from trainers import console
 
-from trainers.pipeline import cluster
-from trainers import common
+console.setup(__name__)  # Before TensorFlow is imported.
+
+from absl import flags  # noqa: E402
+
+from trainers.pipeline import cluster  # noqa: E402
+from trainers import common  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("workers", 2, "Number of worker processes.")
+flags.DEFINE_integer("ps", 0,
+                     "Parameter servers: 0 runs a multi_worker job; M >= 1 "
+                     "a parameter_server job (a chief, --workers workers, "
+                     "M parameter servers).")
 flags.DEFINE_integer("max_restarts", 0,
                      "Restarts of the whole job after a worker dies.")
 flags.DEFINE_string("program", "trainers.train",
@@ -49,6 +70,10 @@ flags.DEFINE_integer("threads_per_worker", 0,
                      "TensorFlow intra-op threads per worker (0: this "
                      "machine's cores / workers, at least 1), so that the "
                      "workers do not oversubscribe the shared cores.")
+flags.DEFINE_integer("memory_limit_mb", 0,
+                     "Per task: the limit of its data segment (RLIMIT_DATA, "
+                     "as `ulimit -d`: heap and private memory maps) in MiB; "
+                     "an allocation past it fails. 0: no limit.")
 flags.DEFINE_float("grace_seconds", 10.0,
                    "After a failure, how long the other workers get to stop "
                    "on SIGTERM before SIGKILL.")
@@ -63,15 +88,18 @@ def _say(message: str) -> None:
 
 
 def worker_flags(train_flags: Sequence[str], max_restarts: int,
-                 scratch: str) -> List[str]:
-  """The training flags with `--strategy=multi_worker` (and a backup dir)."""
+                 scratch: str, strategy_name: str = "multi_worker"
+                 ) -> List[str]:
+  """The training flags with `--strategy=<strategy_name>` (and a backup)."""
   argv = list(train_flags)
   strategy = common.flag_value(argv, "strategy")
-  if strategy not in (None, "multi_worker"):
-    raise common.UsageError("launch_local runs --strategy=multi_worker jobs; "
-                         "the flags ask for --strategy=%s." % strategy)
+  if strategy not in (None, strategy_name):
+    raise common.UsageError(
+        "launch_local%s runs --strategy=%s jobs; the flags ask for "
+        "--strategy=%s." % (" --ps=M" if strategy_name == "parameter_server"
+                            else "", strategy_name, strategy))
   if strategy is None:
-    argv.append("--strategy=multi_worker")
+    argv.append("--strategy=%s" % strategy_name)
   if max_restarts and not common.flag_value(argv, "backup_dir"):
     backup = os.path.join(scratch, "backup")
     argv.append("--backup_dir=%s" % backup)
@@ -90,6 +118,14 @@ def _load_libc():
 
 _LIBC = _load_libc()  # loaded before any fork: the child only calls it
 _PR_SET_PDEATHSIG = 1
+# Set before the tasks start (`_limit_memory` runs in the forked child).
+_MEMORY_LIMIT_BYTES = [0]
+
+
+def limit_memory(limit_bytes: int) -> None:
+  """In the child: `ulimit -d` (RLIMIT_DATA) of `limit_bytes` (0: none)."""
+  if limit_bytes:
+    resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
 def _die_with_launcher() -> None:
@@ -103,19 +139,32 @@ def _die_with_launcher() -> None:
     _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class _Worker:
-  """One worker process and the thread copying its output."""
+def _start_task() -> None:
+  """In the child, before it runs the program."""
+  _die_with_launcher()
+  limit_memory(_MEMORY_LIMIT_BYTES[0])
 
-  def __init__(self, index: int, command: List[str], env: dict):
+
+class _Worker:
+  """One task's process and the thread copying its output.
+
+  `name` is the prefix of its lines (`worker i`, `chief`, `ps i`).
+  """
+
+  def __init__(self, index: int, command: List[str], env: dict,
+               name: Optional[str] = None):
     self.index = index
+    self.name = name or "worker %d" % index
+    self.command = list(command)
+    self.env = env
     self.process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True, preexec_fn=_die_with_launcher)
+        start_new_session=True, preexec_fn=_start_task)
     self.thread = threading.Thread(target=self._copy, daemon=True)
     self.thread.start()
 
   def _copy(self) -> None:
-    prefix = "[worker %d] " % self.index
+    prefix = "[%s] " % self.name
     buffer = b""
     for chunk in iter(lambda: self.process.stdout.read1(4096), b""):
       # Progress bars rewrite their line with "\r": each rewrite is a line.
@@ -212,8 +261,100 @@ def run_attempt(num_workers: int, argv: Sequence[str], program: str,
     raise
 
 
+def _task_env(tf_config: dict, threads: int) -> dict:
+  env = dict(os.environ)
+  env[cluster.ENV] = json.dumps(tf_config)
+  env.setdefault("TF_USE_LEGACY_KERAS", "1")
+  if threads:
+    env["TF_NUM_INTRAOP_THREADS"] = str(threads)
+  return env
+
+
+class Budget:
+  """The restarts left (`--max_restarts`), shared by every replacement."""
+
+  def __init__(self, restarts: int):
+    self.left = restarts
+
+  def take(self) -> bool:
+    if self.left <= 0:
+      return False
+    self.left -= 1
+    return True
+
+
+def run_ps_attempt(num_workers: int, num_ps: int, argv: Sequence[str],
+                   program: str, host: str, grace_seconds: float,
+                   budget: Budget, threads: int = 0) -> int:
+  """Runs a parameter-server job once; the chief's exit code (shell style).
+
+  A worker that stops is started again with the same `TF_CONFIG` while
+  `budget` allows; the chief's or a parameter server's stop ends the
+  attempt (the caller may restart the job).
+  """
+  ports = cluster.free_ports(1 + num_workers + num_ps, host)
+  addresses = ["%s:%d" % (host, p) for p in ports]
+  chief, workers, ps = (addresses[0], addresses[1:1 + num_workers],
+                        addresses[1 + num_workers:])
+  command = [sys.executable, "-m", program] + list(argv)
+  tasks = []
+
+  def start(job, index, name, task_threads):
+    config = cluster.ps_tf_config(chief, workers, ps, job, index)
+    task = _Worker(index, command, _task_env(config, task_threads), name)
+    _say("%s: pid %d, %s" % (name, task.process.pid,
+                             config["cluster"][job][index]))
+    return task
+
+  try:
+    for i in range(num_ps):
+      tasks.append(start("ps", i, "ps %d" % i, 0))
+    for i in range(num_workers):
+      tasks.append(start("worker", i, "worker %d" % i, threads))
+    tasks.append(start("chief", 0, "chief", 0))
+    while True:
+      the_chief = tasks[-1]
+      code = the_chief.poll()
+      if code is not None:
+        if code:
+          _say("chief stopped (%s); stopping the other tasks."
+               % _describe(code))
+        else:
+          _say("chief finished; stopping the workers and parameter "
+               "servers.")
+        stop_all(tasks, grace_seconds)
+        return _exit_code(code)
+      for position, task in enumerate(tasks[:-1]):
+        code = task.poll()
+        if code is None:
+          continue
+        if task.name.startswith("worker") and budget.take():
+          _say("%s stopped (%s); starting it again on the same address "
+               "(%d restart(s) left)." % (task.name, _describe(code),
+                                          budget.left))
+          task.thread.join(timeout=5)
+          tasks[position] = start("worker", task.index, task.name, threads)
+          continue
+        _say("%s stopped (%s); stopping the other tasks."
+             % (task.name, _describe(code)))
+        stop_all(tasks, grace_seconds)
+        return _exit_code(code) or 1
+      time.sleep(0.2)
+  except BaseException:
+    stop_all(tasks, grace_seconds)
+    raise
+
+
 def main(argv):
   train_flags = argv[1:]
+  if FLAGS.memory_limit_mb < 0:
+    raise common.UsageError("--memory_limit_mb must be >= 0, got %d."
+                            % FLAGS.memory_limit_mb)
+  _MEMORY_LIMIT_BYTES[0] = FLAGS.memory_limit_mb << 20
+  if FLAGS.ps < 0:
+    raise common.UsageError("--ps must be >= 0, got %d." % FLAGS.ps)
+  if FLAGS.ps:
+    return _main_ps(train_flags)
   if FLAGS.workers < 1:
     raise common.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
   if FLAGS.max_restarts < 0:
@@ -243,6 +384,46 @@ def main(argv):
     return code
   except KeyboardInterrupt as e:
     _say("%s: the workers are stopped." % (e or "interrupted"))
+    return 130
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main_ps(train_flags: Sequence[str]) -> int:
+  """`main` for `--ps=M`: a parameter-server job."""
+  if FLAGS.workers < 1:
+    raise common.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
+  if FLAGS.max_restarts < 0:
+    raise common.UsageError("--max_restarts must be >= 0, got %d."
+                            % FLAGS.max_restarts)
+  if FLAGS.threads_per_worker < 0:
+    raise common.UsageError("--threads_per_worker must be >= 0, got %d."
+                            % FLAGS.threads_per_worker)
+  threads = (FLAGS.threads_per_worker or
+             max(1, (os.cpu_count() or 1) // FLAGS.workers))
+  scratch = tempfile.mkdtemp(prefix="launch_local_")
+  budget = Budget(FLAGS.max_restarts)
+  try:
+    argv = worker_flags(train_flags, FLAGS.max_restarts, scratch,
+                        "parameter_server")
+    attempt = 0
+    while True:
+      attempt += 1
+      _say("attempt %d: 1 chief, %d workers, %d parameter servers, python "
+           "-m %s %s" % (attempt, FLAGS.workers, FLAGS.ps, FLAGS.program,
+                         " ".join(argv)))
+      code = run_ps_attempt(FLAGS.workers, FLAGS.ps, argv, FLAGS.program,
+                            FLAGS.host, FLAGS.grace_seconds, budget, threads)
+      if code == 0:
+        _say("job finished.")
+        return 0
+      if not budget.take():
+        break
+      _say("restarting the job (%d restart(s) left)." % budget.left)
+    _say("job failed with exit code %d." % code)
+    return code
+  except KeyboardInterrupt as e:
+    _say("%s: the tasks are stopped." % (e or "interrupted"))
     return 130
   finally:
     shutil.rmtree(scratch, ignore_errors=True)

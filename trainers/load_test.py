@@ -12,9 +12,13 @@ N requests or `--time_limit` seconds. Exits with status 1 if any request
 failed.
 """
 
-from absl import flags
+from trainers import console
 
-from trainers import common
+console.setup(__name__)  # Before TensorFlow is imported.
+
+from absl import flags  # noqa: E402
+
+from trainers import common  # noqa: E402
 
 flags.DEFINE_string("url", "http://127.0.0.1:8501",
                     "Server URL (loopback addresses only).")

@@ -5,13 +5,17 @@ r"""Serves an exported SavedModel (query tower + ScaNN) over TF Serving REST.
   curl -s localhost:8501/v1/models/default:predict \
       -H 'Content-Type: application/json' \
       -d '{"instances": [{"user_id": "42"}], "k": 10}'
-  # an export of a history tower takes item ids instead:
+  # an export of a history tower takes item ids instead (they are left
+  # out of the answer unless "keep_history_items": true):
   #   -d '{"instances": [{"history": ["12", "7", "31"]}], "k": 10}'
 
 Routes: POST /v1/models/<name>:predict, GET /v1/models/<name>,
 GET /v1/models/<name>/metadata, GET /healthz (see
 `trainers/serving/rest.py`). The process imports TensorFlow, ScaNN and
-aiohttp, not TFRS or the training code. `--port=0` picks a free port; the
+aiohttp, not TFRS or the training code. A folder that is not a whole
+export is refused at start-up with the same line as `trainers.query`.
+Clients that disconnect mid-body and malformed HTTP are logged on one line
+each, without a traceback. `--port=0` picks a free port; the
 "Serving ..." line printed once listening names it. SIGINT/SIGTERM stop the
 server after the requests in flight.
 """
@@ -64,7 +68,8 @@ def main(argv):
     import logging  # pylint: disable=g-import-not-at-top
     logging.basicConfig(level=logging.INFO)
   try:
-    predictor = server_lib.SavedModelPredictor(FLAGS.model_dir)
+    predictor = server_lib.SavedModelPredictor(
+        FLAGS.model_dir, label="--model_dir=%s" % FLAGS.model_dir)
     server = server_lib.ModelServer(
         predictor, model_name=FLAGS.model_name, host=FLAGS.host,
         port=FLAGS.port, max_body_bytes=FLAGS.max_body_bytes,
@@ -80,9 +85,11 @@ def main(argv):
                             % (e.name or "a module", e)) from e
 
   def ready(s):
-    print("Serving model %r (index %s, k=%d) on %s/v1/models/%s"
+    print("Serving model %r (index %s, k=%d, excluding seen items: %s) on "
+          "%s/v1/models/%s"
           % (s.model_name, predictor.metadata.get("index", "?"),
-             predictor.index_k, s.url, s.model_name), flush=True)
+             predictor.index_k, predictor.exclusion, s.url, s.model_name),
+          flush=True)
 
   server.serve_forever(on_ready=ready)
   print("Server stopped.", flush=True)

@@ -127,11 +127,12 @@ def test_held_out_item_is_never_a_training_row_under_keep_first(tmp_path):
 
 
 def test_metrics_json_reports_the_dropped_rows(tmp_path):
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
   path = _write_csv(tmp_path / "d.csv", ["1", "1", "1", "1", "2", "2", "2"],
                     ["1", "2", "1", "3", "1", "2", "3"],
                     [1, 2, 3, 4, 1, 2, 3])
-  config = experiment.ExperimentConfig(
+  config = configuration.ExperimentConfig(
       dataset="csv", data_path=path, sampler="popularity_baseline",
       num_validation=0, verbose=0, output_dir=str(tmp_path / "out"))
   experiment.run(config)

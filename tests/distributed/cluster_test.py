@@ -100,3 +100,50 @@ def test_exit_codes_follow_the_shell_convention():
   assert launch_local._exit_code(3) == 3
   assert launch_local._exit_code(-9) == 137
   assert "SIGKILL" in launch_local._describe(-9)
+
+
+def test_parameter_server_tf_config_round_trips_through_the_parser():
+  config = cluster.ps_tf_config("c:1", ["w:1", "w:2"], ["p:1"], "ps", 0)
+  parsed = cluster.parse_tf_config(json.dumps(config), parameter_server=True)
+  assert parsed["cluster"] == {"chief": ["c:1"], "worker": ["w:1", "w:2"],
+                               "ps": ["p:1"]}
+  assert parsed["task"] == {"type": "ps", "index": 0}
+  assert not cluster.is_chief(parsed)
+  assert cluster.is_chief(
+      cluster.ps_tf_config("c:1", ["w:1"], ["p:1"], "chief", 0))
+  with pytest.raises(cluster.ClusterError, match="no task worker:2"):
+    cluster.ps_tf_config("c:1", ["w:1", "w:2"], ["p:1"], "worker", 2)
+
+
+@pytest.mark.parametrize("config,message", [
+    (None, "parameter_server needs the environment variable TF_CONFIG"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]},
+      "task": {"type": "chief"}}, "needs a 'ps' job"),
+    ({"cluster": {"worker": ["b:1"], "ps": ["c:1"]},
+      "task": {"type": "worker"}}, "needs a 'chief' job"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"],
+                  "evaluator": ["d:1"]}, "task": {"type": "chief"}},
+     "not used by ParameterServerStrategy"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"], "ps": ["c:1"]},
+      "task": {"type": "ps", "index": 1}}, "outside job 'ps' of 1"),
+])
+def test_bad_parameter_server_tf_config_names_the_problem(config, message):
+  text = None if config is None else json.dumps(config)
+  with pytest.raises(cluster.ClusterError, match=message):
+    cluster.parse_tf_config(text, parameter_server=True)
+
+
+def test_launcher_adds_the_parameter_server_strategy(tmp_path):
+  argv = launch_local.worker_flags(["--epochs=1"], 0, str(tmp_path),
+                                   "parameter_server")
+  assert argv == ["--epochs=1", "--strategy=parameter_server"]
+  with pytest.raises(app.UsageError, match="--ps=M runs --strategy="
+                     "parameter_server jobs"):
+    launch_local.worker_flags(["--strategy=mirrored"], 0, str(tmp_path),
+                              "parameter_server")
+
+
+def test_restart_budget_is_shared_and_runs_out():
+  budget = launch_local.Budget(2)
+  assert budget.take() and budget.take()
+  assert not budget.take() and budget.left == 0

@@ -6,7 +6,7 @@ r"""Worker program of the multi-worker tests: train, then dump the state.
 Run once per worker (by `trainers.launch_local --program=...`) or once with
 `--strategy=mirrored` (two logical CPUs in one process) as the reference.
 For every sampler it builds the same small model as `trainers.train` would
-(`experiment.create_model`), trains it with `model.fit` for `--epochs`, and
+(`assembly.create_model`), trains it with `model.fit` for `--epochs`, and
 writes `DIR/<sampler>.<task>.npz`: every sampler variable, every trainable
 weight, and the rows (`user|item`) each of this process's replicas takes in
 every step of one epoch of the same distributed pipeline that `fit` uses.
@@ -38,8 +38,8 @@ OPTIONS = {"memory_size": 80, "num_resampled": 16, "cache_size": 24,
 
 
 def _config(sampler):
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  return experiment.ExperimentConfig(
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
+  return configuration.ExperimentConfig(
       sampler=sampler, strategy=FLAGS.strategy, batch_size=BATCH,
       epochs=FLAGS.epochs, embedding_dim=16, verbose=0, seed=3,
       sampler_options=dict(OPTIONS),
@@ -50,9 +50,9 @@ def _config(sampler):
 def _replica_rows(strategy, dataset, config):
   """Rows per local replica per step, in the order `fit` sees them."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
   dist = strategy.experimental_distribute_dataset(
-      experiment.train_dataset(dataset, config))
+      inputs.train_dataset(dataset, config))
   steps = []
   for batch in dist:
     users = strategy.experimental_local_results(batch["user_id"])
@@ -84,17 +84,20 @@ def check_replicas_agree(strategy, variables):
 def main(argv):
   del argv
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import assembly  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import cluster  # pylint: disable=g-import-not-at-top
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  strategy = experiment.make_strategy(FLAGS.strategy, 2)
+  from trainers.pipeline import fitting  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  strategy = strategies.make_strategy(FLAGS.strategy, 2)
   task = ("mirrored" if FLAGS.strategy == "mirrored" else
           "worker%d" % cluster.read_tf_config()["task"]["index"])
   os.makedirs(FLAGS.out, exist_ok=True)
   for sampler in FLAGS.samplers:
     config = _config(sampler)
-    dataset = experiment.load_data(config)
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    dataset = inputs.load_data(config)
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     check_replicas_agree(strategy, model.sampler.weights)
     state = {"sampler/" + v.name: v.numpy() for v in model.sampler.weights}
     weights = {"weight/%d" % i: v.numpy()

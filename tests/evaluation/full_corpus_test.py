@@ -457,3 +457,24 @@ class InputValidationTest(parameterized.TestCase):
       self._call(targets=((), ()))
     with self.assertRaisesRegex(ValueError, "users must hold integer"):
       self._call(users=(0.0, 1.0))
+
+
+class QualityMetricNamesTest(parameterized.TestCase):
+  """`quality_metric_names` lists keys the evaluation really returns."""
+
+  @parameterized.parameters(((10, 50, 100), None), ((1, 3), None),
+                            ((1, 3), 3))
+  def test_every_name_is_a_float_of_the_result(self, ks, diagnostic_k):
+    scores = np.arange(12, dtype=np.float32).reshape(3, 4)
+    result = _evaluate(scores, [[0], [1, 2], [3]], ks=ks,
+                       diagnostic_k=diagnostic_k)
+    names = full_corpus.quality_metric_names(ks, diagnostic_k)
+    self.assertLen(names, 3 * len(ks) + 3)
+    for name in names:
+      self.assertIsInstance(result[name], float, name)
+    # The rest of the result's top-level numbers are counts or diagnostics.
+    others = {k for k, v in result.items() if isinstance(v, float)}
+    self.assertEqual(others - set(names),
+                     {"reconsumption_fraction",
+                      "median_popularity@%d" % (diagnostic_k or ks[0]
+                                                if 10 not in ks else 10)})

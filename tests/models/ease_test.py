@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tfrs_negsamp import data as data_lib
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
 from tfrs_negsamp import protocol
 from tfrs_negsamp.models import ease
@@ -134,7 +135,7 @@ def test_lambda_is_chosen_on_validation_not_test():
 
 
 def test_ease_baseline_runs_through_the_experiment(tmp_path):
-  config = experiment.ExperimentConfig(
+  config = configuration.ExperimentConfig(
       sampler="ease_baseline", output_dir=str(tmp_path), verbose=0,
       synthetic={"num_users": 80, "num_items": 30,
                  "interactions_per_user": 8})

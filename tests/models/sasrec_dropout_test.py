@@ -4,7 +4,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import inputs
+from trainers.pipeline import strategies
 from tfrs_negsamp.models import dropout as dropout_lib
 from tfrs_negsamp.models import query_towers
 from tfrs_negsamp.models import towers
@@ -20,7 +21,7 @@ def _layer(rate, step, salt=0, seed=5):
 def _mirrored():
   devices = tf.config.list_logical_devices("CPU")
   assert len(devices) >= 2, "conftest must split the CPU into 2 devices"
-  return experiment.make_strategy("mirrored", 2)
+  return strategies.make_strategy("mirrored", 2)
 
 
 def _sasrec(dropout, seed=3, **kwargs):
@@ -197,12 +198,13 @@ class SASRecDropoutTest(tf.test.TestCase):
     # and gradients equal one device's on the whole batch, step after step.
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(query_tower="sasrec", max_history=5,
-                                 dropout=0.3, sampler="cross_batch")
+                                 dropout=0.3, sampler="cross_batch",
+                                 training_rows="window")
     config.sampler_options = dict(config.sampler_options, memory_size=8)
     strategy = _mirrored()
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
     step = helpers.mirrored_step(strategy, mirrored)
-    batches = list(experiment.train_dataset(dataset, config,
+    batches = list(inputs.train_dataset(dataset, config,
                                             shuffle=True).take(2))
     inference = single.compute_loss(batches[0], training=False)
     for i, batch in enumerate(batches):

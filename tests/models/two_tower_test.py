@@ -3,13 +3,15 @@
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import fitting
+from trainers.pipeline import strategies
 
 
 def _mirrored():
   devices = tf.config.list_logical_devices("CPU")
   assert len(devices) >= 2, "conftest must split the CPU into 2 devices"
-  return experiment.make_strategy("mirrored", 2)
+  return strategies.make_strategy("mirrored", 2)
 
 
 class TwoTowerModelTest(tf.test.TestCase):
@@ -18,10 +20,10 @@ class TwoTowerModelTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(epochs=3, learning_rate=0.05)
     strategy = tf.distribute.get_strategy()
-    model = experiment.create_model(dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
     batch = helpers.first_batch(dataset, 32)
     before = float(model.compute_loss(batch))
-    stats = experiment.train(model, dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     after = float(model.compute_loss(batch))
     self.assertLess(after, before)
     self.assertGreater(stats["steps"], 20)
@@ -33,11 +35,11 @@ class TwoTowerModelTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config()
     strategy = tf.distribute.get_strategy()
-    model = experiment.create_model(dataset, config, strategy)
-    experiment.train(model, dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
+    fitting.train(model, dataset, config, strategy)
     path = tf.train.Checkpoint(model=model).save(
         self.get_temp_dir() + "/ckpt")
-    fresh = experiment.create_model(dataset, config, strategy)
+    fresh = assembly.create_model(dataset, config, strategy)
     est, fresh_est = model.sampler.frequency, fresh.sampler.frequency
     self.assertNotAllEqual(est.avg_gap.numpy(), fresh_est.avg_gap.numpy())
     tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
@@ -66,8 +68,8 @@ class TwoTowerModelTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="in_batch_logq")
     strategy = _mirrored()
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     est = model.sampler.frequency
     self.assertEqual(int(est.step.values[0].numpy()), stats["steps"])
     self.assertAllEqual(est.avg_gap.values[0].numpy(),
@@ -81,8 +83,8 @@ class TwoTowerModelTest(tf.test.TestCase):
     config = helpers.tiny_config(sampler="xir")
     config.sampler_options = dict(config.sampler_options, cache_size=6)
     strategy = _mirrored()
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     g, d = config.batch_size, config.embedding_dim
     # Plus one all-reduce of the float32 draw counts of the G + C columns.
     self.assertEqual(stats["gathered_bytes_per_step"],
@@ -93,9 +95,9 @@ class TwoTowerModelTest(tf.test.TestCase):
   def test_one_device_gathers_nothing(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="in_batch_logq")
-    strategy = experiment.make_strategy("default")
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    strategy = strategies.make_strategy("default")
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     self.assertIsNone(stats["gathered_bytes_per_step"])
 
 

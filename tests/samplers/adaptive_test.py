@@ -72,7 +72,7 @@ class AdaptivePoolTest(tf.test.TestCase):
     q, c = embeddings(8, seed=1)
     consumed = masking.history_consumed(tf.constant(HISTORY))
     sampler = adaptive.AdaptiveSampler(pool_size=4, num_hard_negatives=2)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     tf.random.set_seed(2)
     s = q @ c.T
     for _ in range(10):

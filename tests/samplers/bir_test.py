@@ -112,7 +112,7 @@ class BIRTest(tf.test.TestCase):
     groups = sampler(q, c, ids, training=True)
     self.assertLen(groups, 1)
     self.assertIsNone(groups[0].column_log_q)
-    loss = retrieval.SampledRetrieval()(q, c, groups, candidate_ids=ids)
+    loss = retrieval.Retrieval().groups_loss(q, c, groups, candidate_ids=ids)
     expected = (-2 + np.log(np.exp(2) + 3)) + (-3 + np.log(np.exp(3) + 3))
     self.assertAllClose(loss, expected, atol=1e-5)
 
@@ -125,7 +125,7 @@ class BIRTest(tf.test.TestCase):
         num_resampled=7, temperature=0.7,
         frequency=frequency.StaticItemProbability([0., 5., 1., 2., 9.]))
     groups = sampler(tf.constant(q), tf.constant(c), ids, training=True)
-    loss = retrieval.SampledRetrieval(temperature=0.7)(
+    loss = retrieval.Retrieval(temperature=0.7).groups_loss(
         tf.constant(q), tf.constant(c), groups, candidate_ids=ids)
     n = counts_of(groups[0], 5)
     self.assertAllEqual(n.sum(axis=1), [7] * 5)
@@ -142,11 +142,11 @@ class BIRTest(tf.test.TestCase):
     c0 = rng.randn(4, 3).astype(np.float32)
     ids = tf.constant([1, 2, 3, 4], tf.int64)
     sampler = bir.BIRSampler(num_resampled=3, temperature=0.5)
-    task = retrieval.SampledRetrieval(temperature=0.5)
+    task = retrieval.Retrieval(temperature=0.5)
     q, c = tf.Variable(q0), tf.Variable(c0)
     with tf.GradientTape(persistent=True) as tape:
       groups = sampler(q, c, ids, training=True)
-      loss = task(q, c, groups, candidate_ids=ids)
+      loss = task.groups_loss(q, c, groups, candidate_ids=ids)
     self.assertIsNone(tape.gradient(groups[0].logit_offset, [q, c])[0])
     n = counts_of(groups[0], 4)
     z = np.where(n > 0, q0 @ c0.T / 0.5 + np.log(np.maximum(n, 1)), -np.inf)
@@ -211,17 +211,17 @@ class BIRTest(tf.test.TestCase):
   def test_registered_factory_reads_the_options(self):
     ctx = base.SamplerContext(
         item_counts=np.array([0., 3., 1.]), global_batch_size=16, seed=2,
-        options={"num_resampled": 0, "logq": "static", "temperature": 0.2})
+        options={"num_resampled": 0, "frequency": "static"}, temperature=0.2)
     sampler = base.create_sampler("bir", ctx)
     self.assertIsInstance(sampler, bir.BIRSampler)
     self.assertIsNone(sampler.num_resampled)
     self.assertEqual(sampler.temperature, 0.2)
     self.assertEqual(sampler.seed, 2)
     self.assertIsInstance(sampler.frequency, frequency.StaticItemProbability)
-    ctx = ctx._replace(options={"num_resampled": 5})
+    ctx = ctx._replace(options={"num_resampled": 5}, temperature=None)
     sampler = base.create_sampler("bir", ctx)
     self.assertEqual(sampler.num_resampled, 5)
-    self.assertEqual(sampler.temperature, bir.DEFAULT_TEMPERATURE)
+    self.assertIsNone(sampler.temperature)  # raw dot products
     self.assertIsInstance(sampler.frequency,
                           frequency.StreamingFrequencyEstimator)
     with self.assertRaisesRegex(ValueError, "num_resampled must be"):

@@ -203,7 +203,7 @@ class CatalogDistributionTest(tf.test.TestCase):
     q = np.array([[1., 0.], [0., 1.], [1., 1.]], np.float32)
     c = np.array([[1., 0.], [0., 2.], [1., -1.]], np.float32)
     ids = np.array([1, 4, 9], np.int64)
-    task = retrieval.SampledRetrieval(temperature=0.5)
+    task = retrieval.Retrieval(temperature=0.5)
     for cls, logq in ((uniform.UniformSampler, False),
                       (popularity.PopularitySampler, True),
                       (inverse_popularity.InversePopularitySampler, True),
@@ -211,7 +211,7 @@ class CatalogDistributionTest(tf.test.TestCase):
       sampler = cls(COUNTS, num_negatives=5, logq=logq,
                     item_model=lambda i: tf.gather(emb, i))
       groups = sampler(tf.constant(q), tf.constant(c), tf.constant(ids))
-      loss = float(task(tf.constant(q), tf.constant(c), groups,
+      loss = float(task.groups_loss(tf.constant(q), tf.constant(c), groups,
                         candidate_ids=tf.constant(ids)))
       pq = groups[0].per_query
       neg = pq.ids.numpy()
@@ -302,10 +302,10 @@ class CatalogDistributionTest(tf.test.TestCase):
       sampler = base.create_sampler(name, ctx)
       self.assertIsInstance(sampler, cls)
       self.assertEqual(sampler.num_negatives, 9)
-    # popularity_alpha is popularity's own option; the others refuse it.
-    ctx = ctx._replace(options={"num_negatives": 9, "popularity_alpha": 0.5})
+    # alpha is popularity's own option; the others refuse it.
+    ctx = ctx._replace(options={"num_negatives": 9, "alpha": 0.5})
     self.assertEqual(base.create_sampler("popularity", ctx).alpha, 0.5)
-    with self.assertRaisesRegex(ValueError, "no option 'popularity_alpha'"):
+    with self.assertRaisesRegex(ValueError, "no option 'alpha'"):
       base.create_sampler("uniform", ctx)
 
   def test_item_tower_is_not_tracked_by_the_sampler(self):

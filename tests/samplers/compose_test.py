@@ -54,7 +54,7 @@ class ComposeTest(tf.test.TestCase):
     # Accidental hits: a column other than the row's own showing its item.
     keep = np.array([[j == i or columns[j] != columns[i] for j in range(5)]
                      for i in range(2)])
-    loss = retrieval.SampledRetrieval()(Q, item_model(ids), groups,
+    loss = retrieval.Retrieval().groups_loss(Q, item_model(ids), groups,
                                         candidate_ids=tf.cast(ids, tf.int64))
     self.assertAllClose(loss, hand_loss(columns, [0, 1], log_q, keep),
                         atol=1e-5)
@@ -71,7 +71,7 @@ class ComposeTest(tf.test.TestCase):
     # Q_j = E_b(j) + K q(j) = 2 f_j + 2/3 for shared and per-row columns.
     self.assertAllClose(group.column_log_q, np.log(2 * F[[1, 2]] + 2 / 3))
     self.assertAllClose(group.per_query.log_q, np.log(2 * F[drawn] + 2 / 3))
-    loss = retrieval.SampledRetrieval()(Q, item_model(ids), [group],
+    loss = retrieval.Retrieval().groups_loss(Q, item_model(ids), [group],
                                         candidate_ids=tf.cast(ids, tf.int64))
     expected = 0.0
     for i in range(2):

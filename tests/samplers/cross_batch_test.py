@@ -11,7 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import fitting
+from trainers.pipeline import strategies
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import cross_batch
@@ -126,11 +128,11 @@ STEPS = [  # (queries, candidates, ids)
 
 
 def _loss(sampler, q, c, ids, training=True):
-  task = retrieval.SampledRetrieval()
+  task = retrieval.Retrieval()
   q, c = tf.constant(q), tf.constant(c)
   ids = tf.constant(ids, tf.int64)
   groups = sampler(q, c, ids, training=training)
-  return float(task(q, c, groups, candidate_ids=ids))
+  return float(task.groups_loss(q, c, groups, candidate_ids=ids))
 
 
 class LossTest(tf.test.TestCase):
@@ -204,11 +206,11 @@ class LossTest(tf.test.TestCase):
     q = tf.Variable(STEPS[2][0])
     c = tf.Variable(STEPS[2][1])
     ids = tf.constant(STEPS[2][2], tf.int64)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(sampler.queue_emb)  # a path into it would show a gradient
       groups = sampler(q, c, ids, training=True)
-      loss = task(q, c, groups, candidate_ids=ids)
+      loss = task.groups_loss(q, c, groups, candidate_ids=ids)
     self.assertIsNone(tape.gradient(loss, sampler.queue_emb))
     grad_q, grad_c = tape.gradient(loss, [q, c])
 
@@ -229,7 +231,7 @@ class LossTest(tf.test.TestCase):
     self.assertGreater(float(tf.reduce_sum(tf.abs(grad_c))), 0.0)
     # The queue's columns do change the query gradient (they are used).
     with tf.GradientTape() as tape3:
-      plain = task(q, c, in_batch.InBatchSampler(
+      plain = task.groups_loss(q, c, in_batch.InBatchSampler(
           frequency=frequency.StaticItemProbability(COUNTS))(q, c, ids),
                    candidate_ids=ids)
     self.assertNotAllClose(tape3.gradient(plain, q), grad_q)
@@ -301,14 +303,14 @@ class StateTest(tf.test.TestCase):
   def test_registry_reads_the_trainer_options(self):
     ctx = base.SamplerContext(
         item_counts=np.ones(5), global_batch_size=32,
-        options={"memory_size": 0, "warmup_steps": 0, "logq": "streaming"})
+        options={"memory_size": 0, "warmup_steps": 0, "frequency": "streaming"})
     sampler = base.create_sampler("cross_batch", ctx)
     self.assertEqual(sampler.memory_size, 128)  # 0 -> 4 x global batch
     self.assertEqual(sampler.warmup_steps, 0)
     self.assertIsInstance(sampler.frequency,
                           frequency.StreamingFrequencyEstimator)
     ctx = ctx._replace(options={"memory_size": 96, "warmup_steps": 10,
-                                "logq": "none"})
+                                "frequency": "none"})
     sampler = base.create_sampler("cross_batch", ctx)
     self.assertEqual((sampler.memory_size, sampler.warmup_steps), (96, 10))
     self.assertIsNone(sampler.frequency)
@@ -326,8 +328,8 @@ class ModelTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset(num_users=30)
     config = _cbns_config()
     strategy = tf.distribute.get_strategy()
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     sampler = model.sampler
     self.assertEqual(int(sampler.step.numpy()), stats["steps"])
     self.assertEqual(int(sampler.filled.numpy()), 12)
@@ -339,10 +341,10 @@ class ModelTest(tf.test.TestCase):
     tf.saved_model.save(model, export)
     loaded = tf.saved_model.load(export)
     for name in STATE:
-      self.assertAllEqual(getattr(loaded.sampler, name).numpy(),
+      self.assertAllEqual(getattr(loaded.task.sampler, name).numpy(),
                           getattr(sampler, name).numpy(), msg=name)
 
-    fresh = experiment.create_model(dataset, config, strategy)
+    fresh = assembly.create_model(dataset, config, strategy)
     self.assertEqual(int(fresh.sampler.filled.numpy()), 0)
     tf.train.Checkpoint(model=fresh).restore(
         path).assert_existing_objects_matched()
@@ -350,8 +352,8 @@ class ModelTest(tf.test.TestCase):
       self.assertAllEqual(getattr(fresh.sampler, name).numpy(),
                           getattr(sampler, name).numpy(), msg=name)
     # model.fit continues from the restored queue exactly as the original.
-    experiment.train(model, dataset, config, strategy)
-    experiment.train(fresh, dataset, config, strategy)
+    fitting.train(model, dataset, config, strategy)
+    fitting.train(fresh, dataset, config, strategy)
     self.assertEqual(int(fresh.sampler.step.numpy()), 2 * stats["steps"])
     self.assertEqual(int(fresh.optimizer.iterations.numpy()),
                      2 * stats["steps"])
@@ -365,7 +367,7 @@ class ModelTest(tf.test.TestCase):
     # of G = 8, so writes wrap mid-batch; warm-up 1 step.
     dataset = helpers.tiny_dataset()
     config = _cbns_config()
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     self.assertEqual(strategy.num_replicas_in_sync, 2)
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
@@ -378,10 +380,10 @@ class ModelTest(tf.test.TestCase):
 
   def test_fit_under_mirrored_strategy_keeps_the_queues_identical(self):
     dataset = helpers.tiny_dataset(num_users=30)
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     config = _cbns_config(memory_size=20, warmup_steps=5)
-    model = experiment.create_model(dataset, config, strategy)
-    stats = experiment.train(model, dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
+    stats = fitting.train(model, dataset, config, strategy)
     s = model.sampler
     self.assertEqual(int(s.step.values[0].numpy()), stats["steps"])
     self.assertEqual(int(s.filled.values[0].numpy()), 20)

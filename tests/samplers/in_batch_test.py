@@ -22,10 +22,10 @@ def _lse(row):
 
 
 def _loss(sampler, ids, temperature=None, training=False):
-  task = retrieval.SampledRetrieval(temperature=temperature)
+  task = retrieval.Retrieval(temperature=temperature)
   groups = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids, tf.int64),
                    training=training)
-  return float(task(tf.constant(Q), tf.constant(C), groups,
+  return float(task.groups_loss(tf.constant(Q), tf.constant(C), groups,
                     candidate_ids=tf.constant(ids, tf.int64)))
 
 
@@ -87,12 +87,12 @@ class InBatchTest(tf.test.TestCase):
   def test_gradient_flows_to_candidates_not_to_logq(self):
     sampler = in_batch.InBatchSampler(
         frequency=frequency.StreamingFrequencyEstimator(num_buckets=64))
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     c = tf.Variable(C)
     ids = tf.constant([0, 1, 2], tf.int64)
     with tf.GradientTape() as tape:
       groups = sampler(tf.constant(Q), c, ids, training=True)
-      loss = task(tf.constant(Q), c, groups, candidate_ids=ids)
+      loss = task.groups_loss(tf.constant(Q), c, groups, candidate_ids=ids)
     grad = tape.gradient(loss, c)
     self.assertIsNotNone(grad)
     self.assertGreater(float(tf.reduce_sum(tf.abs(grad))), 0.0)

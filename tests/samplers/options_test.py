@@ -21,7 +21,7 @@ from tfrs_negsamp.samplers import in_batch
 from tfrs_negsamp.samplers import xir
 from trainers import common
 from trainers.pipeline import benchmarking
-from trainers.pipeline import experiment
+from trainers.pipeline import configuration
 
 from tests import helpers
 
@@ -64,31 +64,30 @@ class SamplerOptionsTest(tf.test.TestCase):
          r"memory_size must be an integer >= 0 \(0: the default\), got -1"),
         ("cross_batch", "warmup_steps", 2.5, "warmup_steps must be an "
          "integer"),
-        ("cross_batch", "cbns_fresh_queue", "yes",
-         "cbns_fresh_queue must be True or False"),
+        ("cross_batch", "fresh_queue", "yes",
+         "fresh_queue must be True or False"),
         ("in_batch_logq", "num_hashes", 0,
          "num_hashes must be an integer >= 1, got 0"),
         ("in_batch_logq", "estimator_alpha", 0.0,
          r"estimator_alpha must be a finite number in \(0, 1\], got 0.0"),
-        ("in_batch_logq", "estimator_rule", "fast",
-         "estimator_rule must be one of paper, first_gap, debiased"),
-        ("xir", "xir_lambda", 1.5,
-         r"xir_lambda must be a finite number in \[0, 1\], got 1.5"),
+        ("in_batch_logq", "estimator_update_rule", "fast",
+         "estimator_update_rule must be one of paper, first_gap, debiased"),
+        ("xir", "cache_weight", 1.5,
+         r"cache_weight must be a finite number in \[0, 1\], got 1.5"),
         ("xir", "cache_decay", 1.0,
          r"cache_decay must be a finite number in \[0, 1\), got 1.0"),
         ("xir", "num_resampled", 1, "num_resampled must be 0 .* or >= 2"),
-        ("bir", "temperature", 0.0, "temperature must be a finite number > 0"),
-        ("bir", "logq", "dynamic", "logq must be one of streaming, static, "
-         "none"),
-        ("popularity", "popularity_alpha", math.inf,
-         "popularity_alpha must be a finite number, got inf"),
+        ("bir", "frequency", "dynamic", "frequency must be one of streaming, "
+         "static, none"),
+        ("popularity", "alpha", math.inf,
+         "alpha must be a finite number, got inf"),
         ("uniform", "num_negatives", True, "num_negatives must be an integer"),
-        ("two_stage", "two_stage_rule", "best", "two_stage_rule must be one "
+        ("two_stage", "rule", "best", "rule must be one "
          "of reference, query_score"),
-        ("two_stage", "two_stage_refresh", 0,
-         "two_stage_refresh must be an integer >= 1, got 0"),
-        ("two_stage_triplet", "cml_margin", -1.0,
-         "cml_margin must be a finite number >= 0, got -1.0"),
+        ("two_stage", "refresh_steps", 0,
+         "refresh_steps must be an integer >= 1, got 0"),
+        ("two_stage_triplet", "margin", -1.0,
+         "margin must be a finite number >= 0, got -1.0"),
         ("mixed", "num_uniform", "8", "num_uniform must be an integer"),
     ]
     for name, option, value, message in cases:
@@ -127,25 +126,25 @@ class SamplerOptionsTest(tf.test.TestCase):
       self.assertEqual(base.create_sampler(
           "uniform", _context(num_negatives=value)).num_negatives, default)
     # One option, a default per sampler.
-    self.assertEqual(base.build_options("adaptive", {}).adaptive_pool, 100)
+    self.assertEqual(base.build_options("adaptive", {}).pool_size, 100)
     self.assertEqual(
-        base.build_options("adaptive_mixed", {}).adaptive_pool, 10)
-    self.assertTrue(base.build_options("mixed", {"mixed_logq": None})
-                    .mixed_logq)
+        base.build_options("adaptive_mixed", {}).pool_size, 10)
+    self.assertTrue(base.build_options("mixed", {"logq": None})
+                    .logq)
     self.assertFalse(base.build_options("adaptive_mixed",
-                                        {"mixed_logq": None}).mixed_logq)
+                                        {"logq": None}).logq)
     sampler = base.create_sampler("xir", _context())
     self.assertEqual((sampler.cache_size, sampler.cache_weight),
-                     (B, xir.XIROptions().xir_lambda))
+                     (B, xir.XIROptions().cache_weight))
 
   def test_values_get_the_field_type(self):
-    options = base.build_options("xir", {"xir_lambda": 1, "cache_size":
-                                         np.int64(6), "logq": "none"})
-    self.assertIsInstance(options.xir_lambda, float)
+    options = base.build_options("xir", {"cache_weight": 1, "cache_size":
+                                         np.int64(6), "frequency": "none"})
+    self.assertIsInstance(options.cache_weight, float)
     self.assertIsInstance(options.cache_size, int)
-    self.assertEqual((options.xir_lambda, options.cache_size), (1.0, 6))
+    self.assertEqual((options.cache_weight, options.cache_size), (1.0, 6))
     self.assertIs(base.build_options(
-        "cross_batch", {"cbns_fresh_queue": 1}).cbns_fresh_queue, True)
+        "cross_batch", {"fresh_queue": 1}).fresh_queue, True)
     self.assertIsNone(in_batch.frequency_from_options(_context(), options))
 
   def test_register_sampler_checks_the_options_class(self):
@@ -170,46 +169,55 @@ class TrainerOptionsTest(tf.test.TestCase):
   def test_each_sampler_gets_only_its_own_options(self):
     shared = {"memory_size": 24, "num_negatives": 5, "cache_size": 3,
               "num_buckets": 256}
-    self.assertEqual(experiment.sampler_options_for("cross_batch", shared),
+    self.assertEqual(configuration.sampler_options_for("cross_batch", shared),
                      {"memory_size": 24, "num_buckets": 256})
-    self.assertEqual(experiment.sampler_options_for("uniform", shared),
+    self.assertEqual(configuration.sampler_options_for("uniform", shared),
                      {"num_negatives": 5})
-    self.assertEqual(experiment.sampler_options_for("in_batch", shared), {})
+    self.assertEqual(configuration.sampler_options_for("in_batch", shared), {})
     self.assertEqual(
-        experiment.sampler_options_for("ease_baseline", shared), {})
-    # Another sampler's option passes validation (and is then dropped).
-    helpers.tiny_config(sampler="in_batch",
-                        sampler_options=dict(shared)).validate()
+        configuration.sampler_options_for("ease_baseline", shared), {})
+
+  def test_an_option_the_run_ignores_is_an_error(self):
+    # Not a silent no-op: the option names the samplers that take it.
+    config = helpers.tiny_config(sampler="in_batch",
+                                 sampler_options={"cache_weight": 0.5})
+    with self.assertRaisesRegex(
+        configuration.ConfigError,
+        r"^--cache_weight does not apply to --sampler=in_batch \(an option "
+        r"of xir\); it takes no sampler option$"):
+      config.validate()
 
   def test_the_trainer_checks_come_from_the_dataclasses(self):
-    # Another sampler's bad option is still an error (the flags are shared).
-    config = helpers.tiny_config(sampler="in_batch",
-                                 sampler_options={"xir_lambda": 1.5})
-    with self.assertRaisesRegex(experiment.ConfigError,
-                                r"^--xir_lambda must be a finite number in "
+    config = helpers.tiny_config(sampler="xir",
+                                 sampler_options={"cache_weight": 1.5})
+    with self.assertRaisesRegex(configuration.ConfigError,
+                                r"^--cache_weight must be a finite number in "
                                 r"\[0, 1\], got 1.5$"):
       config.validate()
     config = helpers.tiny_config(sampler="cross_batch",
                                  sampler_options={"memry_size": 5})
     with self.assertRaisesRegex(
-        experiment.ConfigError, r"unknown sampler option 'memry_size' "
-        r"\(did you mean 'memory_size'\?\); --sampler=cross_batch takes: "):
+        configuration.ConfigError, r"unknown sampler option --memry_size "
+        r"\(did you mean --memory_size\?\); --sampler=cross_batch: it "
+        r"takes: "):
       config.validate()
 
   def test_flag_defaults_mean_the_dataclass_defaults(self):
-    # The flags' defaults (0 or None where the sampler decides) give each
-    # declaring sampler its dataclass default: one default per option.
+    # An unset flag is None: each declaring sampler gets its dataclass
+    # default, and no option is passed on.
     declared = set()
+    flag_names = common.sampler_option_flags()
     for name in base.available_samplers():
       options_cls = base.sampler_options(name)
       defaults = options_cls()
       for option in base.option_names(name):
         declared.add(option)
-        if option in common.SAMPLER_OPTION_FLAGS:
-          self.assertEqual(
-              base.check_option(options_cls, option, FLAGS[option].default),
-              getattr(defaults, option), "%s --%s" % (name, option))
-    self.assertEqual(set(common.SAMPLER_OPTION_FLAGS) - declared, set())
+        self.assertIn(option, flag_names)
+        self.assertIsNone(FLAGS[option].default)
+        self.assertEqual(base.check_option(options_cls, option, None),
+                         getattr(defaults, option), "%s --%s" % (name,
+                                                                  option))
+    self.assertEqual(set(flag_names), declared)
 
   def test_a_variant_option_its_sampler_lacks_is_refused(self):
     with self.assertRaisesRegex(

@@ -12,18 +12,21 @@ import tensorflow as tf
 
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
-from trainers.pipeline import experiment
+from trainers.pipeline import configuration
+from trainers.pipeline import strategies
 
 N, B, D = 40, 8, 4
 COUNTS = np.concatenate([[0.0], np.arange(1, N + 1, dtype=np.float64)])
 TABLE = np.random.RandomState(0).normal(size=(N + 1, D)).astype(np.float32)
-OPTIONS = {"num_negatives": 5, "adaptive_pool": 3, "num_hard_negatives": 2,
-           "num_uniform": 6, "two_stage_pool": 6}
+OPTIONS = {"num_negatives": 5, "pool_size": 3, "num_hard_negatives": 2,
+           "num_uniform": 6}
+# The two-stage pool must hold its K2 = 2 hard negatives among 6 items.
+POOLS = {"two_stage": 6, "two_stage_triplet": 6}
 # (registry name, extra options): one case per converted sampler family.
 CASES = (("uniform", {}), ("popularity", {}), ("inverse_popularity", {}),
          ("balanced", {}), ("mixed", {}), ("adaptive", {}),
          ("adaptive_mixed", {}), ("two_stage", {}), ("two_stage_triplet", {}),
-         ("two_stage", {"two_stage_rule": "query_score"}))
+         ("two_stage", {"rule": "query_score"}))
 
 
 def make(name, options, seed=0):
@@ -31,7 +34,8 @@ def make(name, options, seed=0):
       item_counts=COUNTS, item_model=lambda i: tf.gather(TABLE, i),
       global_batch_size=B, seed=seed,
       # OPTIONS is shared: each sampler takes the options it declares.
-      options=experiment.sampler_options_for(name, dict(OPTIONS, **options)))
+      options=configuration.sampler_options_for(
+          name, dict(OPTIONS, pool_size=POOLS.get(name, 3), **options)))
   sampler = base.create_sampler(name, context)
   sampler.build(tf.TensorShape([B, D]))
   return sampler
@@ -100,7 +104,7 @@ class MirroredDrawsTest(tf.test.TestCase):
   def test_replicas_draw_different_rows_and_hold_identical_state(self):
     # Two logical CPUs, eager `strategy.run` (no collectives involved).
     # Replica 0 folds in id 0 and so draws exactly what one device draws.
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     for name, options in CASES:
       msg = "%s %s" % (name, options)
       with strategy.scope():

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from tests import helpers
 from tfrs_negsamp import data as data_lib
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import adaptive
 from tfrs_negsamp.samplers import adaptive_mixed
@@ -44,9 +45,9 @@ def table(dim=2, seed=0):
 
 
 def task_loss(groups, q, c, ids, temperature=None, pairwise=None):
-  task = retrieval.SampledRetrieval(temperature=temperature,
-                                    pairwise_loss=pairwise)
-  return float(task(tf.constant(q), tf.constant(c), groups,
+  task = retrieval.Retrieval(temperature=temperature,
+                                    loss=pairwise)
+  return float(task.groups_loss(tf.constant(q), tf.constant(c), groups,
                     candidate_ids=tf.constant(ids, tf.int64)))
 
 
@@ -74,7 +75,7 @@ class AdaptiveTest(tf.test.TestCase):
     mask = groups[0].score_mask.numpy()
     s = q @ c.T
     expected = 0.0
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, labels = task.group_logits(tf.constant(q), tf.constant(c),
                                        tf.constant(ids), groups[0])
     logits = logits.numpy()
@@ -170,7 +171,7 @@ class TwoStageTest(tf.test.TestCase):
     self.assertLen(set(pool.tolist()), 6)  # without replacement
     self.assertTrue(np.all(COUNTS[pool] > 0))  # beta = 1: seen items only
     self.assertTrue(g.drop_in_batch)
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, _ = task.group_logits(tf.constant(Q), tf.constant(C),
                                   tf.constant(ids), g)
     logits = logits.numpy()
@@ -232,9 +233,9 @@ class TwoStageTest(tf.test.TestCase):
   def test_two_stage_triplet_model_uses_the_hinge(self):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="two_stage_triplet")
-    model = experiment.build_model(dataset, config, 8)
+    model = assembly.build_model(dataset, config, 8)
     self.assertIsInstance(model.task.pairwise_loss, losses.CMLTripletLoss)
-    softmax = experiment.build_model(
+    softmax = assembly.build_model(
         dataset, helpers.tiny_config(sampler="two_stage"), 8)
     self.assertIsNone(softmax.task.pairwise_loss)
 
@@ -273,20 +274,21 @@ class MirroredTest(tf.test.TestCase):
     # is called eagerly: tracing a tf.function per sampler costs ~8 s each
     # on the shared 2-core machine, and `model.fit` under the strategy is
     # covered by tests/models.
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     dataset = helpers.tiny_dataset()
     # One row per user: the first rows all belong to one user, whose own
     # items user-history masking removes from every in-batch pool.
     _, rows = np.unique(dataset.train.user_ids, return_index=True)
     batch = next(iter(data_lib.to_tf_dataset(
         dataset.train.subset(np.sort(rows)[:8]), batch_size=8)))
-    options = {"num_negatives": 4, "adaptive_pool": 3,
-               "num_hard_negatives": 2, "num_uniform": 5,
-               "two_stage_pool": 6}
+    options = {"num_negatives": 4, "num_hard_negatives": 2, "num_uniform": 5}
     for name in STUDY_SAMPLERS:
-      config = helpers.tiny_config(sampler=name, sampler_options=options)
+      # Two-stage's pool holds its K2 = 2 among 6 items; the adaptive pools
+      # are 3 in-batch items.
+      config = helpers.tiny_config(sampler=name, sampler_options=dict(
+          options, pool_size=6 if name.startswith("two_stage") else 3))
       with strategy.scope():
-        model = experiment.build_model(dataset, config, 8)
+        model = assembly.build_model(dataset, config, 8)
       dist = next(iter(strategy.experimental_distribute_dataset(
           tf.data.Dataset.from_tensors(batch))))
 

@@ -12,7 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import strategies
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import two_stage
@@ -148,7 +149,7 @@ class ReferenceRuleTest(tf.test.TestCase):
     # The task gives the masked columns no mass: row 3's loss is 0.
     q = tf.constant(np.eye(4, dim, dtype=np.float32))
     c = tf.constant(table[positives])
-    task = retrieval.SampledRetrieval()
+    task = retrieval.Retrieval()
     logits, _ = task.group_logits(q, c, tf.constant(positives, tf.int64),
                                   group)
     self.assertAllEqual(logits.numpy()[3, 1:] > -1e30, [False, False])
@@ -168,9 +169,9 @@ class ReferenceRuleTest(tf.test.TestCase):
     neg = table[group.per_query.ids.numpy()[:, 0]]
     expected = np.sum(np.maximum(
         0.5 + np.sum((q - c) ** 2, 1) - np.sum((q - neg) ** 2, 1), 0.0))
-    task = retrieval.SampledRetrieval(
-        pairwise_loss=losses.CMLTripletLoss(margin=0.5))
-    loss = task(tf.constant(q), tf.constant(c), [group],
+    task = retrieval.Retrieval(
+        loss=losses.CMLTripletLoss(margin=0.5))
+    loss = task.groups_loss(tf.constant(q), tf.constant(c), [group],
                 candidate_ids=tf.constant(positives))
     self.assertAllClose(float(loss), expected, atol=1e-5)
 
@@ -185,7 +186,7 @@ class ReferenceRuleTest(tf.test.TestCase):
     with tf.GradientTape() as tape:
       c = tf.gather(var, ids)
       groups = sampler(q, c, ids, training=True)
-      loss = retrieval.SampledRetrieval()(q, c, groups, candidate_ids=ids)
+      loss = retrieval.Retrieval().groups_loss(q, c, groups, candidate_ids=ids)
     grad = tf.convert_to_tensor(tape.gradient(loss, var)).numpy()
     drawn = np.unique(groups[0].per_query.ids.numpy())
     self.assertGreater(np.abs(grad[drawn]).sum(), 0.0)
@@ -207,7 +208,7 @@ class ReferenceRuleTest(tf.test.TestCase):
                         np.log(1 - (1 - p[positives]) ** pool_size),
                         rtol=1e-4)
     q = tf.constant(np.ones((3, dim), np.float32))
-    loss = retrieval.SampledRetrieval()(q, tf.constant(table[positives]),
+    loss = retrieval.Retrieval().groups_loss(q, tf.constant(table[positives]),
                                         [group], candidate_ids=positives)
     self.assertTrue(np.isfinite(float(loss)))
 
@@ -244,14 +245,14 @@ class StaleTableTest(tf.test.TestCase):
   def test_identical_on_both_replicas_under_mirrored_strategy(self):
     # Refresh every 2 steps; the item tower changes between steps, so the
     # table must hold the tower of steps 0 and 2 after steps 1 and 3.
-    strategy = experiment.make_strategy("mirrored", 2)
+    strategy = strategies.make_strategy("mirrored", 2)
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(sampler="two_stage", sampler_options={
-        "two_stage_refresh": 2, "two_stage_pool": 6,
+        "refresh_steps": 2, "pool_size": 6,
         "num_hard_negatives": 2})
     # create_model builds every variable (as the trainer does) with an
     # evaluation-mode call, which neither refreshes nor counts.
-    model = experiment.create_model(dataset, config, strategy)
+    model = assembly.create_model(dataset, config, strategy)
     batch = helpers.first_batch(dataset, 8)
     dist = next(iter(strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(batch))))
@@ -302,7 +303,7 @@ class QueryScoreRuleTest(tf.test.TestCase):
       # former stateful draw, it is step-seeded now).
       self.assertAllEqual(np.sort(groups[0].extra_ids.numpy()),
                           [1, 2, 3, 4, 5])
-      loss = retrieval.SampledRetrieval()(tf.constant(q), tf.constant(c),
+      loss = retrieval.Retrieval().groups_loss(tf.constant(q), tf.constant(c),
                                           groups,
                                           candidate_ids=tf.constant(ids))
       self.assertAllClose(float(loss), expected, atol=1e-6)

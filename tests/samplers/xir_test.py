@@ -7,7 +7,9 @@ import tensorflow as tf
 from tests import helpers
 from tests.samplers import goodness_of_fit as gof
 from tests.samplers import importance_resampling_test as ir_test
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import fitting
+from trainers.pipeline import strategies
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
@@ -111,7 +113,7 @@ def group_counts(group, positive_columns):
 
 def _mirrored():
   assert len(tf.config.list_logical_devices("CPU")) >= 2
-  return experiment.make_strategy("mirrored", 2)
+  return strategies.make_strategy("mirrored", 2)
 
 
 class XIRTest(tf.test.TestCase, parameterized.TestCase):
@@ -224,7 +226,7 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     with tf.GradientTape() as tape:
       c = tf.gather(table, ids)
       groups = sampler(q, c, ids, training=True)
-      loss = retrieval.SampledRetrieval()(q, c, groups, candidate_ids=ids)
+      loss = retrieval.Retrieval().groups_loss(q, c, groups, candidate_ids=ids)
     self.assertEqual([g.weight for g in groups], [0.25, 0.75])
     e = np.exp
     batch_loss = (-2 + np.log(e(2) + 2)) + (-3 + np.log(e(3) + 2))
@@ -256,11 +258,11 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                              item_model=lambda i: tf.gather(table, i),
                              cache_size=4, num_resampled=6, temperature=0.5,
                              cache_weight=0.4, seed=2)
-    task = retrieval.SampledRetrieval(temperature=0.5)
+    task = retrieval.Retrieval(temperature=0.5)
     with tf.GradientTape() as tape:
       c = tf.gather(table, ids)
       groups = sampler(q, c, tf.constant(ids, tf.int64), training=False)
-      loss = task(q, c, groups, candidate_ids=tf.constant(ids, tf.int64))
+      loss = task.groups_loss(q, c, groups, candidate_ids=tf.constant(ids, tf.int64))
     cache = sampler.cache_ids.numpy()
     n_c = group_counts(groups[0], 0)[:, 1:]
     n_b = group_counts(groups[1], np.arange(4))
@@ -325,9 +327,9 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     # Unmasked: with history masking a row may have no column to draw.
     config = helpers.tiny_config(sampler="xir", mask_history=False)
     config.sampler_options.update(temperature=config.temperature)
-    model = experiment.create_model(dataset, config,
+    model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
-    stats = experiment.train(model, dataset, config,
+    stats = fitting.train(model, dataset, config,
                              tf.distribute.get_strategy())
     sampler = model.sampler
     self.assertEqual(int(sampler.step.numpy()), stats["steps"])
@@ -338,7 +340,7 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
 
     path = tf.train.Checkpoint(model=model).save(
         self.get_temp_dir() + "/ckpt")
-    fresh = experiment.create_model(dataset, config, _mirrored())
+    fresh = assembly.create_model(dataset, config, _mirrored())
     self.assertNotAllEqual(fresh.sampler.occurrence.values[0].numpy(),
                            sampler.occurrence.numpy())
     tf.train.Checkpoint(model=fresh).restore(
@@ -398,8 +400,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     ctx = base.SamplerContext(
         item_counts=np.array([0., 3., 1., 2.]), item_model=item_model,
         global_batch_size=32, seed=4,
-        options={"cache_size": 0, "num_resampled": 0, "xir_lambda": 0.5,
-                 "cache_decay": 0.1, "logq": "static", "temperature": 0.3})
+        options={"cache_size": 0, "num_resampled": 0, "cache_weight": 0.5,
+                 "cache_decay": 0.1, "frequency": "static"}, temperature=0.3)
     sampler = base.create_sampler("xir", ctx)
     self.assertIsInstance(sampler, xir.XIRSampler)
     self.assertEqual((sampler.num_items, sampler.cache_size,
@@ -415,8 +417,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                       sampler.cache_weight), (7, 10, 0.2))
     with self.assertRaisesRegex(ValueError, "needs context.item_model"):
       base.create_sampler("xir", ctx._replace(item_model=None))
-    with self.assertRaisesRegex(ValueError, "xir_lambda must be"):
-      base.create_sampler("xir", ctx._replace(options={"xir_lambda": 2.0}))
+    with self.assertRaisesRegex(ValueError, "cache_weight must be"):
+      base.create_sampler("xir", ctx._replace(options={"cache_weight": 2.0}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import exporting
+from trainers.pipeline import fitting
 
 TinyExport = collections.namedtuple("TinyExport", "path users num_items k")
 
@@ -22,10 +24,10 @@ def tiny_export(tmp_path_factory):
   dataset = helpers.tiny_dataset(num_users=80, num_items=300)
   config = helpers.tiny_config(epochs=1)
   strategy = tf.distribute.get_strategy()
-  model = experiment.create_model(dataset, config, strategy)
-  experiment.train(model, dataset, config, strategy)
+  model = assembly.create_model(dataset, config, strategy)
+  fitting.train(model, dataset, config, strategy)
   path = os.path.join(str(tmp_path_factory.mktemp("serving")), "export")
-  experiment.export_model(model, dataset, path, kind="scann", k=20)
+  exporting.export_model(model, dataset, path, kind="scann", k=20)
   return TinyExport(path=path, users=[str(u) for u in dataset.users[:6]],
                     num_items=dataset.catalog.num_items, k=20)
 

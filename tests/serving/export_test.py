@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import fitting
 from tfrs_negsamp.serving import export
 
 # Runs in a fresh interpreter that imports only tensorflow and scann.
@@ -45,8 +46,8 @@ class ExportTest(tf.test.TestCase):
     cls.dataset = helpers.tiny_dataset(num_users=80, num_items=300)
     config = helpers.tiny_config(epochs=1)
     strategy = tf.distribute.get_strategy()
-    cls.model = experiment.create_model(cls.dataset, config, strategy)
-    experiment.train(cls.model, cls.dataset, config, strategy)
+    cls.model = assembly.create_model(cls.dataset, config, strategy)
+    fitting.train(cls.model, cls.dataset, config, strategy)
     cls.users = [str(u) for u in cls.dataset.users[:5]] + ["never-seen"]
 
   def _round_trip(self, kind):

@@ -1,7 +1,7 @@
 """A trained history-tower model, exported through `experiment`: same top-k.
 
 Trains the real towers (`--query_tower=mean|sasrec`) one tiny epoch, exports
-them with `experiment.export_model`, reloads the SavedModel in a fresh
+them with `exporting.export_model`, reloads the SavedModel in a fresh
 process importing only TensorFlow and ScaNN, and compares its top-k with
 the in-memory model on the users' evaluation histories (sent as item id
 strings, with unknown ids and padding mixed in).
@@ -17,7 +17,9 @@ import tensorflow as tf
 from tests import helpers
 from tests.serving import history_export_test as hist
 from tests.serving import server_test
-from trainers.pipeline import experiment
+from trainers.pipeline import assembly
+from trainers.pipeline import exporting
+from trainers.pipeline import fitting
 from tfrs_negsamp.data import sequences
 from tfrs_negsamp.serving import export
 from trainers.serving import server
@@ -30,22 +32,24 @@ def _trained(query_tower, **overrides):
   config = helpers.tiny_config(query_tower=query_tower, max_history=L,
                                epochs=1, **overrides)
   strategy = tf.distribute.get_strategy()
-  model = experiment.create_model(dataset, config, strategy)
-  experiment.train(model, dataset, config, strategy)
+  model = assembly.create_model(dataset, config, strategy)
+  fitting.train(model, dataset, config, strategy)
   return dataset, config, model
 
 
 def _string_histories(dataset, indices):
   """Model indices `[U, L]` -> item id strings, with noise the export drops.
 
-  Each row gets an unknown id and "" padding inserted, so it is longer
+  Each row gets "" padding and (when it has items: a history of unknown
+  ids only is refused over REST) an unknown id inserted, so it is longer
   than L; the export must still reduce it to the same `[U, L]` indices.
   """
   ids = dataset.catalog.item_ids
   rows = []
   for row in indices:
     items = [str(ids[i - 1]) for i in row if i > 0]
-    rows.append(["", "not-an-item"] + items[:1] + [""] + items[1:])
+    noise = ["not-an-item"] if items else [""]
+    rows.append([""] + noise + items[:1] + [""] + items[1:])
   width = max(len(r) for r in rows)
   return [[""] * (width - len(r)) + r for r in rows]
 
@@ -68,15 +72,21 @@ class HistoryExperimentExportTest(tf.test.TestCase):
     # equal exact search (ScaNN's approximation is export_test's concern).
     leaves = export.scann_parameters(dataset.catalog.num_items,
                                      10)["num_leaves"]
-    experiment.export_model(model, dataset, path, kind=kind, k=10,
+    exporting.export_model(model, dataset, path, kind=kind, k=10,
                             scann_overrides={"num_leaves_to_search": leaves},
                             history_length=config.max_history)
     with open(os.path.join(path, export.METADATA_FILE)) as f:
       meta = json.load(f)
     self.assertEqual(meta["query_input"], "history")
     self.assertEqual(meta["history_length"], L)
-    fresh = hist.fresh_process_top_k(path, inputs)
-    # In memory: the trained tower on the indices, exact search.
+    fresh = hist.fresh_process_top_k(path, inputs,
+                                     signature="keep_history_items")
+    # By default the history's items are left out.
+    default = hist.fresh_process_top_k(path, inputs)
+    for ids, history in zip(default["ids"], inputs["history"]):
+      self.assertFalse(set(ids) & set(history))
+    # In memory (items kept): the trained tower on the indices, exact
+    # search.
     query = model.query_model(features, training=False).numpy()
     scores = query @ model.catalog_embeddings().T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :10]
@@ -92,7 +102,8 @@ class HistoryExperimentExportTest(tf.test.TestCase):
     with server.ModelServer(predictor, port=0, threads=1).start() as srv:
       instances = [dict(zip(inputs, row)) for row in zip(*inputs.values())]
       status, _, body = server_test._call(  # pylint: disable=protected-access
-          srv, "POST", server_test.PREDICT, {"instances": instances})
+          srv, "POST", server_test.PREDICT,
+          {"instances": instances, "keep_history_items": True})
     self.assertEqual(status, 200, body)
     self.assertEqual([p["item_ids"] for p in body["predictions"]],
                      fresh["ids"])
@@ -113,13 +124,13 @@ class ExportModelTest(tf.test.TestCase):
   def test_export_model_needs_the_history_length(self):
     dataset = helpers.tiny_dataset(num_users=30, num_items=60)
     config = helpers.tiny_config(query_tower="mean", max_history=L)
-    model = experiment.create_model(dataset, config,
+    model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
     history_length = model.query_model.history_length
     try:
       model.query_model.history_length = None
       with self.assertRaisesRegex(ValueError, "history length"):
-        experiment.export_model(model, dataset, self.get_temp_dir(),
+        exporting.export_model(model, dataset, self.get_temp_dir(),
                                 kind="brute_force", k=5)
     finally:
       model.query_model.history_length = history_length

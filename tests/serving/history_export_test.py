@@ -7,44 +7,27 @@ fast; `history_experiment_test.py` exports a trained one.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
 
+from tests.serving import stand_ins
 from tfrs_negsamp.serving import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 L = 4
 NUM_ITEMS = 60
 ITEM_IDS = np.array(["i%d" % p for p in range(NUM_ITEMS)])
 
-# Runs in a fresh interpreter that imports only tensorflow and scann.
-_FRESH = r"""
-import json, sys
-import tensorflow as tf
-import scann  # registers the ScaNN ops
-loaded = tf.saved_model.load(sys.argv[1])
-inputs = {k: tf.constant(v) for k, v in json.loads(sys.argv[2]).items()}
-sig = loaded.signatures["serving_default"]
-out = sig(**inputs)
-print(json.dumps({"ids": out["item_ids"].numpy().astype(str).tolist(),
-                  "scores": out["scores"].numpy().tolist(),
-                  "inputs": sorted(sig.structured_input_signature[1])}))
-"""
+def fresh_process_top_k(path, inputs, signature="serving_default"):
+  """`signature(**inputs)` in a process importing only TF and ScaNN.
 
-
-def fresh_process_top_k(path, inputs):
-  """`serving_default(**inputs)` in a process importing only TF and ScaNN."""
-  env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  out = subprocess.run([sys.executable, "-c", _FRESH, path,
-                        json.dumps(inputs)], capture_output=True, text=True,
-                       env=env, timeout=300, check=False)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  Returns `{"ids", "scores", "inputs"}` and every output by name.
+  """
+  out = stand_ins.fresh_outputs(path, inputs, signature=signature)
+  answer = {"ids": out["item_ids"].tolist(), "scores": out["scores"],
+            "inputs": out["__inputs__"]}
+  answer.update(out)
+  return answer
 
 
 class MeanHistoryTower(tf.keras.Model):
@@ -87,6 +70,25 @@ EXPECTED = [
     [0, 0, 0, 0],
     [22, 23, 24, 25],
 ]
+# What the export leaves out of each row's answer: every known id of the
+# history (also those beyond the last L), and which entries are unknown.
+EXCLUDED = [
+    {"i3", "i7", "i11"}, {"i0", "i59", "i1"},
+    {"i1", "i2", "i3", "i4", "i5", "i6"}, {"i9", "i8"}, set(),
+    {"i20", "i21", "i22", "i23", "i24"},
+]
+UNKNOWN = [[h not in ("",) and h not in set(ITEM_IDS) for h in row]
+           for row in HISTORIES]
+
+
+def top_k(scores, k, exclude=None):
+  """Exact top-k positions and scores per row, `exclude[row]` ids out."""
+  scores = np.array(scores, np.float64)
+  for row, ids in enumerate(exclude or []):
+    for item in ids:
+      scores[row, int(item[1:])] = -np.inf
+  order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+  return order, np.take_along_axis(scores, order, axis=1)
 
 
 class CompactHistoryTest(tf.test.TestCase):
@@ -137,16 +139,26 @@ class HistoryExportTest(tf.test.TestCase):
       features["user_id"] = tf.constant(inputs["user_id"])
     query = tower(features).numpy()
     scores = query @ item_embeddings.T
-    fresh = fresh_process_top_k(path, inputs)
-    self.assertEqual(fresh["inputs"], sorted(inputs))
-    fresh_scores = np.array(fresh["scores"])
-    self.assertAllClose(fresh_scores, -np.sort(-scores, axis=1)[:, :10],
-                        atol=1e-5)
-    # Same ids as the in-memory index (rows without near-ties).
+    # Kept: the plain top-10, as the in-memory index has it.
+    kept = fresh_process_top_k(path, inputs, signature="keep_history_items")
+    self.assertEqual(kept["inputs"], sorted(inputs))
+    _, want = top_k(scores, 10)
+    self.assertAllClose(kept["scores"], want, atol=1e-5)
     mem_scores, mem_ids = index({k: tf.constant(v)
                                  for k, v in inputs.items()})
-    self.assertAllClose(fresh_scores, mem_scores, atol=1e-5)
-    self.assertEqual(fresh["ids"], mem_ids.numpy().astype(str).tolist())
+    self.assertAllClose(kept["scores"], mem_scores, atol=1e-5)
+    self.assertEqual(kept["ids"], mem_ids.numpy().astype(str).tolist())
+    self.assertAllEqual(kept["excluded"], [0] * len(HISTORIES))
+    # By default: the top-10 of the items not in the history.
+    fresh = fresh_process_top_k(path, inputs)
+    order, want = top_k(scores, 10, EXCLUDED)
+    self.assertAllClose(fresh["scores"], want, atol=1e-5)
+    self.assertEqual(fresh["ids"], ITEM_IDS[order].tolist())
+    self.assertAllEqual(fresh["count"], [10] * len(HISTORIES))
+    self.assertAllEqual(fresh["excluded"], [len(e) for e in EXCLUDED])
+    self.assertAllEqual(fresh["unknown_history"], UNKNOWN)
+    for row, ids in enumerate(fresh["ids"]):
+      self.assertFalse(set(ids) & EXCLUDED[row])
     with open(os.path.join(path, export.METADATA_FILE)) as f:
       meta = json.load(f)
     self.assertEqual(meta["query_input"], "history")
@@ -154,6 +166,9 @@ class HistoryExportTest(tf.test.TestCase):
     self.assertEqual(meta["inputs"], ["history", "user_id"] if use_user_id
                      else ["history"])
     self.assertEqual(meta["index"], kind)
+    self.assertEqual(meta["exclusion"], "history")
+    self.assertEqual(meta["outputs"], ["item_ids", "scores", "count",
+                                       "excluded", "unknown_history"])
 
   def test_scann_history_round_trip_in_a_fresh_process(self):
     self._round_trip("scann", use_user_id=False)
@@ -169,18 +184,68 @@ class HistoryExportTest(tf.test.TestCase):
                                k=5)
     path = os.path.join(self.get_temp_dir(), "cli")
     export.export(index, path, ["u"])
-    _, want = index({"history": tf.constant([["i3", "nope", "i7"]])})
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, "-m", "trainers.query", "--model_dir=%s" % path,
-         "--history=i3,nope,i7", "--k=5"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=300, check=False)
+    query = tower({"history": tf.constant([[0, 0, 4, 8]], tf.int64)})
+    scores = query.numpy() @ items.T
+    argv = ["--model_dir=%s" % path, "--history=i3,nope,i7", "--k=5"]
+    # By default the history's items are left out of the answer.
+    out = stand_ins.program("query", argv)
     self.assertEqual(out.returncode, 0, out.stderr[-3000:])
     answer = json.loads(out.stdout.strip().splitlines()[-1])
     self.assertEqual(answer["history"], ["i3", "nope", "i7"])
-    self.assertEqual(answer["item_ids"], want[0].numpy().astype(str).tolist())
+    order, _ = top_k(scores, 5, [{"i3", "i7"}])
+    self.assertEqual(answer["item_ids"], ITEM_IDS[order[0]].tolist())
+    warning = "--history: unknown item ids ignored: 'nope'"
+    self.assertEqual(answer["warnings"], [warning])
+    self.assertEqual([l for l in out.stderr.splitlines()
+                      if l.startswith("warning")], ["warning: " + warning])
+    self.assertIn("2 seen items excluded", out.stdout)
+    # --keep_history_items: the in-memory index's answer.
+    out = stand_ins.program("query", argv + ["--keep_history_items"])
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    _, want = index({"history": tf.constant([["i3", "nope", "i7"]])})
+    self.assertEqual(json.loads(out.stdout.strip().splitlines()[-1])[
+        "item_ids"], want[0].numpy().astype(str).tolist())
+    # Every id unknown: one line naming them, exit status 2.
+    out = stand_ins.program("query", ["--model_dir=%s" % path,
+                                      "--history=zz,nope,zz"])
+    self.assertEqual(out.returncode, 2, out.stderr[-3000:])
+    self.assertNotIn("Traceback", out.stderr)
+    self.assertEqual([l for l in out.stderr.splitlines() if l.strip()], [
+        "error: --history has no item id of the catalog: 'zz', 'nope' are "
+        "unknown; send ids of the export's catalog"])
+    # Bad flags for a history export: one line, exit status 2.
+    for flags, line in [
+        ([], "error: this export takes a history: pass --history=<item "
+         "ids, oldest first>, e.g. --history=12,7"),
+        (["--history="], "error: --history is empty: pass one or more ids, "
+         "e.g. --history=12,7 (item ids, oldest first)"),
+        (["--history=i1,", "--k=2"], "error: --history=i1, has an empty id "
+         "(entry 2); e.g. --history=12,7 (item ids, oldest first)"),
+        (["--history=i1", "--k=6"], "error: --k must be in [1, 5] (the "
+         "export's k), got 6")]:
+      out = stand_ins.program("query", ["--model_dir=%s" % path] + flags)
+      self.assertEqual(out.returncode, 2, out.stderr[-3000:])
+      self.assertEqual([l for l in out.stderr.splitlines() if l.strip()],
+                       [line])
+
+  def test_query_cli_with_a_user_input_takes_one_user(self):
+    tower = MeanHistoryTower(NUM_ITEMS, 8, users=["u1", "u2"])
+    wrapper = export.HistoryQueryModel(tower, ITEM_IDS, L, use_user_id=True)
+    index = export.build_index(wrapper, ITEM_IDS, np.eye(NUM_ITEMS, 8),
+                               kind="brute_force", k=5)
+    path = os.path.join(self.get_temp_dir(), "cli_user")
+    export.export(index, path, ["u1"])
+    out = stand_ins.program("query", ["--model_dir=%s" % path,
+                                      "--history=i1", "--user_id=u1,u2"])
+    self.assertEqual(out.returncode, 2, out.stderr[-3000:])
+    self.assertEqual(out.stderr.strip(), "error: --user_id=u1,u2: a history "
+                     "export answers one history, so pass one user id")
+    out = stand_ins.program("query", ["--model_dir=%s" % path,
+                                      "--history=i1,i2", "--user_id=u2"])
+    self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    self.assertEqual((answer["user_id"], answer["count"]), ("u2", 5))
+    self.assertFalse({"i1", "i2"} & set(answer["item_ids"]))
 
 
 if __name__ == "__main__":

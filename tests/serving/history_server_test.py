@@ -100,6 +100,56 @@ def test_an_unseen_user_gets_recommendations_from_the_history(
   assert meta["metadata"]["export"]["history_length"] == hist.L
 
 
+def test_history_items_are_excluded_unless_kept(history_server):
+  srv = history_server[False]
+  recent = [["i3", "i7", "i11", "i15"], ["i9", "i2", "i30", "i31"]]
+  assert len(recent[0]) == hist.L
+  loaded = tf.saved_model.load(srv.path)
+  plain = loaded.signatures["keep_history_items"](
+      history=tf.constant(recent))["item_ids"].numpy().astype(str).tolist()
+  # Two items of each plain top-10 go first in the history: the query (the
+  # last L items) is unchanged, so they are the first items to be left out.
+  older = [[i for i in row if i not in r][:2] for row, r in zip(plain,
+                                                                recent)]
+  histories = [o + r for o, r in zip(older, recent)]
+  status, _, body = _call(srv, "POST", PREDICT, {"instances": histories})
+  assert status == 200, body
+  assert "warnings" not in body
+  for history, row, top in zip(histories, body["predictions"], plain):
+    got = row["item_ids"]
+    assert len(got) == 10 and not set(history) & set(got)
+    # The plain list without the history items, in order, then more.
+    rest_of_plain = [i for i in top if i not in history]
+    assert len(rest_of_plain) <= 8
+    assert got[:len(rest_of_plain)] == rest_of_plain
+  status, _, body = _call(srv, "POST", PREDICT, {
+      "instances": histories, "keep_history_items": True})
+  assert status == 200, body
+  assert [p["item_ids"] for p in body["predictions"]] == plain
+
+
+def test_unknown_history_ids_are_named(history_server):
+  srv = history_server[False]
+  status, _, body = _call(srv, "POST", PREDICT, {"instances": [
+      ["i3", "zz", "", "i7", "zz"], ["i9"]], "k": 4})
+  assert status == 200, body
+  assert body["warnings"] == [
+      "instances[0].history: unknown item ids ignored: 'zz'"]
+  # The unknown id changes nothing: the same answer as without it.
+  _, _, clean = _call(srv, "POST", PREDICT, {"instances": [["i3", "i7"]],
+                                             "k": 4})
+  assert body["predictions"][0] == clean["predictions"][0]
+  status, _, body = _call(srv, "POST", PREDICT, {"inputs": {"history": [
+      ["i1"], ["zz", "nope", ""]]}})
+  assert status == 400, body
+  assert body == {"error": "inputs.history[1] has no item id of the catalog:"
+                           " 'zz', 'nope' are unknown; send ids of the "
+                           "export's catalog"}
+  # An empty history is a cold start, not an unknown id.
+  status, _, body = _call(srv, "POST", PREDICT, {"instances": [[], [""]]})
+  assert status == 200 and "warnings" not in body, body
+
+
 @pytest.mark.parametrize("body,words", [
     ({"instances": [{"history": "i1"}]}, "instances[0].history must be a "
      "list"),
@@ -181,12 +231,16 @@ def test_user_id_export_metadata_and_older_exports(tiny_export, tmp_path):
   with open(os.path.join(tiny_export.path, export.METADATA_FILE)) as f:
     meta = json.load(f)
   assert meta["query_input"] == "user_id" and meta["inputs"] == ["user_id"]
-  # An export written before `inputs` existed is a user id export.
+  assert meta["format"] == export.FORMAT_VERSION
+  # An export of an older format (no count output) is refused by name.
   old = tmp_path / "old"
   shutil.copytree(tiny_export.path, old)
-  del meta["inputs"], meta["query_input"]
-  (old / export.METADATA_FILE).write_text(json.dumps(meta))
-  assert server.SavedModelPredictor(str(old)).inputs == ("user_id",)
+  older = dict(meta)
+  del older["format"], older["inputs"], older["query_input"]
+  (old / export.METADATA_FILE).write_text(json.dumps(older))
+  with pytest.raises(ValueError, match="has format 1 \\(none recorded\\) "
+                     "but this version serves format 2"):
+    server.SavedModelPredictor(str(old))
   # Metadata that contradicts the signature is refused at start-up.
   meta["inputs"] = ["history"]
   (old / export.METADATA_FILE).write_text(json.dumps(meta))

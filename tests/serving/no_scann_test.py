@@ -34,8 +34,8 @@ def no_scann_env(tmp_path):
               "index, but scann cannot be imported (ImportError: No module "
               "named 'scann' (simulated)); install it (pip install "
               "scann==1.4.2) or export with --index=brute_force"),
-    ("serve", "error: the SavedModel at '{path}' holds a ScaNN index; "
-              "install scann (pip install scann==1.4.2)"),
+    ("serve", "error: the SavedModel at --model_dir={path} holds a ScaNN "
+              "index; install scann (pip install scann==1.4.2)"),
 ])
 def test_missing_scann_is_one_line(tiny_export, no_scann_env, program,
                                    expected):

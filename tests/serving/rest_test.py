@@ -84,6 +84,20 @@ class ParsePredictTest:
         rest.PredictRequest(("1", "2"), 20, columnar=True))
     assert _parse({"inputs": ["3"]}).user_ids == ("3",)
 
+  @pytest.mark.parametrize("value,keep", [(True, True), (False, False)])
+  def test_keep_history_items(self, value, keep):
+    assert _parse({"instances": ["1"], "keep_history_items": value}
+                  ).keep_history_items is keep
+    assert not _parse({"instances": ["1"]}).keep_history_items
+
+  @pytest.mark.parametrize("value,kind", [
+      ("true", "string"), (1, "number 1"), (None, "null"), ([True], "list")])
+  def test_keep_history_items_must_be_a_boolean(self, value, kind):
+    error = _error({"instances": ["1"], "keep_history_items": value})
+    assert error.status == 400
+    assert error.message == ("'keep_history_items' must be true or false, "
+                             "got %s" % kind)
+
   def test_signature_name(self):
     body = {"instances": ["1"], "signature_name": "serving_default"}
     assert _parse(body).user_ids == ("1",)
@@ -145,13 +159,18 @@ class ParsePredictTest:
     assert "too many users in one request: 4 > 3" in error.message
 
 
+def _outputs(scores, ids, counts=None, **extra):
+  counts = [len(r) for r in ids] if counts is None else counts
+  return dict(scores=scores, item_ids=ids, count=counts, **extra)
+
+
 class FormatTest:
 
   def test_rows_sliced_to_k_and_decoded(self):
     request = rest.PredictRequest(("a", "b"), k=2)
     scores = np.array([[0.5, 0.25, 0.0], [1.0, 0.5, 0.25]], np.float32)
     ids = np.array([[b"1", b"2", b"3"], [b"4", b"5", b"6"]])
-    body = rest.format_predict(request, scores, ids)
+    body = rest.format_predict(request, _outputs(scores, ids))
     assert body == {"predictions": [
         {"item_ids": ["1", "2"], "scores": [0.5, 0.25]},
         {"item_ids": ["4", "5"], "scores": [1.0, 0.5]}]}
@@ -159,24 +178,70 @@ class FormatTest:
 
   def test_columns(self):
     request = rest.PredictRequest(("a",), k=1, columnar=True)
-    body = rest.format_predict(request, [[0.5, 0.1]], [["x", "y"]])
+    body = rest.format_predict(request, _outputs([[0.5, 0.1]], [["x", "y"]]))
     assert body == {"outputs": {"item_ids": [["x"]], "scores": [[0.5]]}}
 
-  def test_non_finite_scores_are_left_out(self):
-    # ScaNN pads with NaN when the searched leaves hold fewer than k items.
+  def test_short_rows_keep_their_count_and_are_named(self):
+    # The export pads after `count` with "" and -inf; only real items go
+    # out, and a warning says which rows are short and why.
     request = rest.PredictRequest(("a", "b"), k=3)
-    body = rest.format_predict(request, [[0.5, 0.1, float("nan")],
-                                         [0.3, float("nan"), float("nan")]],
-                               [["x", "y", ""], ["z", "", ""]])
-    assert body == {"predictions": [
-        {"item_ids": ["x", "y"], "scores": [0.5, 0.1]},
-        {"item_ids": ["z"], "scores": [0.3]}]}
+    inf = float("-inf")
+    body = rest.format_predict(
+        request, _outputs([[0.5, 0.1, inf], [0.3, inf, inf]],
+                          [["x", "y", ""], ["z", "", ""]], counts=[2, 1],
+                          excluded=[0, 4]),
+        {"num_items": 5, "index": "brute_force"})
+    assert body == {
+        "predictions": [{"item_ids": ["x", "y"], "scores": [0.5, 0.1]},
+                        {"item_ids": ["z"], "scores": [0.3]}],
+        "warnings": [
+            "instances[0]: only 2 of k=3 items: the index found fewer "
+            "candidates",
+            "instances[1]: only 1 of k=3 items: the catalog has 5 items and "
+            "4 of them are excluded as seen"]}
     json.loads(json.dumps(body, allow_nan=False))
 
+  def test_unknown_users_are_named(self):
+    request = rest.PredictRequest(("a", "zz"), k=1, columnar=True)
+    body = rest.format_predict(request, _outputs(
+        [[0.5], [0.1]], [["x"], ["y"]], known_user=[True, False]))
+    assert body["warnings"] == [
+        "row 1 of inputs: user 'zz' has no training items in this export: "
+        "answered with the list for unknown users"]
+
+  def test_unknown_history_ids_warn_and_all_unknown_is_400(self):
+    request = rest.PredictRequest((), k=1, histories=(
+        ("i1", "zz", "", "zz"), ()))
+    body = rest.format_predict(request, _outputs(
+        [[0.5], [0.1]], [["x"], ["y"]],
+        unknown_history=[[False, True, False, True], []]))
+    assert body["warnings"] == [
+        "instances[0].history: unknown item ids ignored: 'zz'"]
+    request = rest.PredictRequest((), k=1, columnar=True, histories=(
+        ("i1",), tuple("u%d" % i for i in range(7))))
+    with pytest.raises(rest.RestError) as info:
+      rest.format_predict(request, _outputs(
+          [[0.5], [0.1]], [["x"], ["y"]],
+          unknown_history=[[False], [True] * 7]))
+    assert info.value.status == 400
+    assert info.value.message == (
+        "inputs.history[1] has no item id of the catalog: 'u0', 'u1', 'u2', "
+        "'u3', 'u4' and 2 more are unknown; send ids of the export's "
+        "catalog")
+
+  def test_shortfall_reasons(self):
+    assert rest.shortfall_reason(10, 0, 8, "brute_force") == (
+        "the catalog has 8 items")
+    assert rest.shortfall_reason(10, 3, 100, "scann").startswith(
+        "the ScaNN leaves searched held fewer candidates after excluding 3 "
+        "seen items; an exact index")
+    assert rest.shortfall_reason(10, 0, None, None) == (
+        "the index found fewer candidates")
+
   def test_row_count_mismatch(self):
-    with pytest.raises(ValueError, match="1/1 rows for 2 users"):
-      rest.format_predict(rest.PredictRequest(("a", "b"), k=1), [[0.5]],
-                          [["x"]])
+    with pytest.raises(ValueError, match="1/1/1 rows for 2 users"):
+      rest.format_predict(rest.PredictRequest(("a", "b"), k=1),
+                          _outputs([[0.5]], [["x"]]))
 
   def test_status_metadata_health_error(self):
     status = rest.status_body()["model_version_status"][0]

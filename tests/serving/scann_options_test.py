@@ -2,7 +2,7 @@
 
 import pytest
 
-from trainers.pipeline import experiment
+from trainers.pipeline import configuration
 from tfrs_negsamp.serving import export
 
 
@@ -35,7 +35,7 @@ def test_bad_overrides(overrides, message):
 
 
 def test_config_validates_overrides():
-  config = experiment.ExperimentConfig(scann_overrides={"num_leaves": 4})
+  config = configuration.ExperimentConfig(scann_overrides={"num_leaves": 4})
   config.validate()
   config.scann_overrides = {"num_leaves": -1}
   with pytest.raises(ValueError, match="bad ScaNN override num_leaves=-1"):

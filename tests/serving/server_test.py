@@ -2,8 +2,10 @@
 
 import http.client
 import json
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import tensorflow as tf
 
 from tests.serving import conftest
 from tfrs_negsamp.serving import export
+from trainers.serving import export_files
 from trainers.serving import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -171,12 +174,15 @@ def test_oversized_chunked_body_is_413(served):
   assert got == 200
 
 
-def test_metadata_file_name_matches_the_exporter():
+def test_metadata_file_name_and_format_match_the_exporter():
   assert server.METADATA_FILE == export.METADATA_FILE
+  assert export_files.METADATA_FILE == export.METADATA_FILE
+  assert export_files.FORMAT_VERSION == export.FORMAT_VERSION
+  assert server.KEEP_SIGNATURE == export.KEEP_SIGNATURE
 
 
 def test_bad_server_arguments(tiny_export, tmp_path):
-  with pytest.raises(FileNotFoundError, match="no SavedModel"):
+  with pytest.raises(export_files.ExportError, match="no SavedModel"):
     server.SavedModelPredictor(str(tmp_path))
   with pytest.raises(ValueError, match="max_body_bytes must be >= 1"):
     server.ModelServer(object(), max_body_bytes=0)
@@ -252,3 +258,83 @@ def test_start_and_stop_free_the_port(tiny_export):
   srv.stop()
   with pytest.raises(OSError):
     http.client.HTTPConnection("127.0.0.1", port, timeout=5).connect()
+
+
+class _FixedPredictor:
+  """A predictor without a model: the same two items for every user."""
+  index_k = 2
+  metadata = {"index": "brute_force", "num_items": 2}
+  inputs = ("user_id",)
+
+  def predict(self, user_ids, keep_history_items=False):
+    del keep_history_items
+    n = len(user_ids)
+    return {"item_ids": np.array([[b"a", b"b"]] * n),
+            "scores": np.array([[1.0, 0.5]] * n, np.float32),
+            "count": np.array([2] * n)}
+
+
+def _wait_for(caplog, logger, timeout=10.0):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    records = [r for r in caplog.records if r.name == logger]
+    if records:
+      return records
+    time.sleep(0.05)
+  return []
+
+
+def _send(port, data):
+  """Sends raw bytes, reads what comes back (if anything), closes."""
+  with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    sock.sendall(data)
+    chunks = []  # the server answers 400 and closes the connection
+    while True:
+      chunk = sock.recv(4096)
+      if not chunk:
+        return b"".join(chunks)
+      chunks.append(chunk)
+
+
+def test_a_client_gone_mid_body_is_one_log_line(caplog):
+  caplog.set_level(logging.INFO)
+  with server.ModelServer(_FixedPredictor(), port=0, threads=1).start() as srv:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+      s.sendall(b"POST /v1/models/default:predict HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{\"instances\": [")
+      time.sleep(0.3)  # the server is reading the body
+    records = _wait_for(caplog, "trainers.serving.server")
+    # Still serving.
+    assert _call(srv, "POST", PREDICT, {"instances": ["1"]})[0] == 200
+  assert len(records) == 1, [r.getMessage() for r in records]
+  record = records[0]
+  assert record.levelno == logging.WARNING
+  assert record.exc_info is None and record.stack_info is None
+  assert record.getMessage() == (
+      "client 127.0.0.1 disconnected before sending the whole body of POST "
+      "/v1/models/default:predict (Content-Length 100); nothing answered")
+  assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("request_bytes,words", [
+    (b"POST /v1/models/default:predict HTTP/1.1\r\nHost: x\r\n"
+     b"Content-Length: abc\r\n\r\n{}", "BadHttpMessage: Invalid character "
+     "in Content-Length"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 +
+     b"\r\n\r\n", "LineTooLong: Got more than 8190 bytes"),
+])
+def test_malformed_http_is_one_log_line(caplog, request_bytes, words):
+  caplog.set_level(logging.INFO)
+  with server.ModelServer(_FixedPredictor(), port=0, threads=1).start() as srv:
+    answer = _send(srv.port, request_bytes)
+    records = _wait_for(caplog, "aiohttp.server")
+  assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(
+      b"\r\n")[0]
+  assert len(records) == 1, [r.getMessage() for r in records]
+  record = records[0]
+  assert record.levelno == logging.WARNING and record.exc_info is None
+  message = record.getMessage()
+  assert "\n" not in message and words in message, message
+  assert message.startswith("Error handling request from 127.0.0.1: ")
+  assert "Traceback" not in caplog.text

@@ -230,15 +230,15 @@ class SamplerPathTest(tf.test.TestCase):
     cml = losses.CMLTripletLoss(margin=0.5)
     group = base.CandidateGroup()
     ids = tf.constant([1, 2], tf.int64)
-    expected = retrieval.SampledRetrieval(pairwise_loss=cml)(
+    expected = retrieval.Retrieval(loss=cml).groups_loss(
         Q, C, [group], candidate_ids=ids)
     for loss in ("triplet", losses.CMLTripletLoss(margin=0.5)):
       task = retrieval.Retrieval(loss=loss, sampler=samplers.InBatchSampler())
       got = task(Q, C, candidate_ids=ids)
       if loss == "triplet":  # default margin 1
-        expected_1 = retrieval.SampledRetrieval(
-            pairwise_loss=losses.CMLTripletLoss())(Q, C, [group],
-                                                   candidate_ids=ids)
+        expected_1 = retrieval.Retrieval(
+            loss=losses.CMLTripletLoss()).groups_loss(Q, C, [group],
+                                                      candidate_ids=ids)
         self.assertAllClose(got, expected_1)
       else:
         self.assertAllClose(got, expected)

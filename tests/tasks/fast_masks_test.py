@@ -102,7 +102,7 @@ class OneMaskTest(tf.test.TestCase):
                                 remove_accidental_hits=hits, **extra)
 
   def test_loss_and_gradients_equal_the_sequential_masks(self):
-    task = retrieval.SampledRetrieval(temperature=0.5)
+    task = retrieval.Retrieval(temperature=0.5)
     for consumed in (None, self.consumed):
       for group in self.groups():
         msg = "%s consumed=%s" % (group, consumed is not None)

@@ -1,4 +1,4 @@
-"""SampledRetrieval: extra columns, masks, offsets, per-query negatives."""
+"""Retrieval.groups_loss: extra columns, masks, offsets, per-query negatives."""
 
 import numpy as np
 import tensorflow as tf
@@ -18,14 +18,14 @@ def lse(*xs):
   return np.log(np.sum(np.exp(xs)))
 
 
-class SampledRetrievalTest(tf.test.TestCase):
+class GroupsLossTest(tf.test.TestCase):
 
   def test_extra_column_with_log_q(self):
     # in-batch columns log Q = 0, the sampled column log Q = log 0.5 -> +log 2
     group = base.CandidateGroup(extra_embeddings=E,
                                 extra_ids=tf.constant([12], tf.int64),
                                 column_log_q=tf.math.log([1., 1., 0.5]))
-    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    loss = retrieval.Retrieval().groups_loss(Q, C, [group], candidate_ids=IDS)
     expected = (-2 + lse(2, 0, 1 + np.log(2))) + (-3 + lse(0, 3,
                                                           1 + np.log(2)))
     self.assertAllClose(loss, expected, atol=1e-5)
@@ -35,7 +35,7 @@ class SampledRetrievalTest(tf.test.TestCase):
     group = base.CandidateGroup(extra_embeddings=E,
                                 extra_ids=tf.constant([12], tf.int64),
                                 score_mask=mask)
-    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    loss = retrieval.Retrieval().groups_loss(Q, C, [group], candidate_ids=IDS)
     expected = (-2 + lse(2, 0)) + (-3 + lse(0, 3, 1))
     self.assertAllClose(loss, expected, atol=1e-5)
 
@@ -43,7 +43,7 @@ class SampledRetrievalTest(tf.test.TestCase):
     # Row 0 drew column 1 twice (offset log 2), row 1 drew column 0 once.
     offset = tf.constant([[0., np.log(2.)], [0., 0.]])
     group = base.CandidateGroup(logit_offset=offset)
-    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    loss = retrieval.Retrieval().groups_loss(Q, C, [group], candidate_ids=IDS)
     expected = (-2 + np.log(np.exp(2) + 2 * np.exp(0))) + (-3 + lse(0, 3))
     self.assertAllClose(loss, expected, atol=1e-5)
 
@@ -55,7 +55,7 @@ class SampledRetrievalTest(tf.test.TestCase):
         ids=tf.constant([[12, 10], [13, 14]], tf.int64),
         log_q=tf.math.log(tf.constant([[1., 1.], [1., 2.]])))
     group = base.CandidateGroup(per_query=per_query, drop_in_batch=True)
-    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    loss = retrieval.Retrieval().groups_loss(Q, C, [group], candidate_ids=IDS)
     # row 0: [pos 2 | 1]; row 1: [pos 3 | 0, 0 - log 2]
     expected = (-2 + lse(2, 1)) + (-3 + lse(3, 0, -np.log(2)))
     self.assertAllClose(loss, expected, atol=1e-5)
@@ -64,10 +64,10 @@ class SampledRetrievalTest(tf.test.TestCase):
     g1 = base.CandidateGroup(weight=0.25)
     g2 = base.CandidateGroup(weight=0.75, extra_embeddings=E,
                              extra_ids=tf.constant([12], tf.int64))
-    task = retrieval.SampledRetrieval()
-    l1 = float(task(Q, C, [base.CandidateGroup()], candidate_ids=IDS))
-    l2 = float(task(Q, C, [g2._replace(weight=1.0)], candidate_ids=IDS))
-    self.assertAllClose(task(Q, C, [g1, g2], candidate_ids=IDS),
+    task = retrieval.Retrieval()
+    l1 = float(task.groups_loss(Q, C, [base.CandidateGroup()], candidate_ids=IDS))
+    l2 = float(task.groups_loss(Q, C, [g2._replace(weight=1.0)], candidate_ids=IDS))
+    self.assertAllClose(task.groups_loss(Q, C, [g1, g2], candidate_ids=IDS),
                         0.25 * l1 + 0.75 * l2, atol=1e-5)
 
   def test_hard_negative_mining(self):
@@ -75,13 +75,13 @@ class SampledRetrievalTest(tf.test.TestCase):
     group = base.CandidateGroup(extra_embeddings=E,
                                 extra_ids=tf.constant([12], tf.int64),
                                 num_hard_negatives=1)
-    loss = retrieval.SampledRetrieval()(Q, C, [group], candidate_ids=IDS)
+    loss = retrieval.Retrieval().groups_loss(Q, C, [group], candidate_ids=IDS)
     expected = (-2 + lse(2, 1)) + (-3 + lse(3, 1))
     self.assertAllClose(loss, expected, atol=1e-5)
 
   def test_no_group_is_an_error(self):
     with self.assertRaisesRegex(ValueError, "no candidate group"):
-      retrieval.SampledRetrieval()(Q, C, [], candidate_ids=IDS)
+      retrieval.Retrieval().groups_loss(Q, C, [], candidate_ids=IDS)
 
 
 if __name__ == "__main__":

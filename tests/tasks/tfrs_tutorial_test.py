@@ -26,7 +26,8 @@ from tests.tasks import tutorial_lib as tl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-FAMILIES = ("in_batch_logq", "cbns", "xir", "uniform", "mixed", "composed")
+FAMILIES = ("in_batch_logq", "cbns", "xir", "uniform", "mixed", "composed",
+            "in_batch_logq_masked", "xir_masked")
 
 
 def _fingerprints(titles):
@@ -109,6 +110,7 @@ class TutorialTest(tf.test.TestCase, parameterized.TestCase):
 
 MIRRORED = {
     "in_batch_logq": "in_batch_logq",
+    "in_batch_logq_masked": "in_batch_logq_masked",
     "cbns": "cbns",
     "xir": "xir",
     "composed": "composed_queue",
@@ -139,6 +141,12 @@ class MirroredTutorialTest(tf.test.TestCase):
 
   def test_mirrored_equals_one_device_cbns(self):
     check_mirrored_in_fresh_process(self, "cbns")
+
+  def test_mirrored_equals_one_device_with_history_masking(self):
+    # The drop-in task's masking (a table of the training pairs, the
+    # rows' user ids) under two replicas: each replica masks its own rows'
+    # users against the gathered columns.
+    check_mirrored_in_fresh_process(self, "in_batch_logq_masked")
 
 
 @pytest.mark.slow

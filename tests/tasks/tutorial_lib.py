@@ -52,13 +52,27 @@ class MovielensModel(tfrs.Model):
   def compute_loss(self, features, training=False):
     user_embeddings = self.user_model(features["user_id"])
     positive_movie_embeddings = self.movie_model(features["movie_title"])
+    # With a table of the training pairs, the rows' user ids let the task
+    # mask each user's own items among the negatives.
+    extra = ({"query_ids": features["user_id"]}
+             if getattr(self.task, "consumed_items", None) is not None
+             else {})
     return self.task(user_embeddings, positive_movie_embeddings,
                      candidate_ids=features["movie_title"],
-                     compute_metrics=not training, training=training)
+                     compute_metrics=not training, training=training,
+                     **extra)
 
 
 def _freq():
   return tn.frequency.StreamingFrequencyEstimator(num_buckets=256)
+
+
+def consumed_items(seed: int = 0):
+  """The training pairs of `ratings_and_movies(seed)` as a masking table."""
+  ratings, _, _, _ = ratings_and_movies(seed)
+  rows = list(ratings.as_numpy_iterator())
+  return tn.masking.ConsumedItems.from_interactions(
+      [r["user_id"] for r in rows], [r["movie_title"] for r in rows])
 
 
 # name -> the `task = ...` line of each family (everything else is equal).
@@ -90,6 +104,16 @@ TASKS = {
                                      candidate_model=movie_model,
                                      num_uniform=4)],
             frequency=_freq())),
+    # The rows' users' own titles masked among the negatives.
+    "in_batch_logq_masked": lambda movies, movie_model, metrics:
+        tn.tasks.Retrieval(
+            metrics=metrics,
+            sampler=tn.samplers.InBatchSampler(frequency=_freq()),
+            consumed_items=consumed_items()),
+    "xir_masked": lambda movies, movie_model, metrics: tn.tasks.Retrieval(
+        metrics=metrics, sampler=tn.samplers.XIRSampler(
+            candidates=movies.batch(8), candidate_model=movie_model,
+            cache_size=8), consumed_items=consumed_items()),
     # Deterministic (no stateful uniform draws): for the mirrored check.
     "composed_queue": lambda movies, movie_model, metrics: tn.tasks.Retrieval(
         metrics=metrics, sampler=tn.samplers.Compose(

@@ -1,6 +1,7 @@
 """Property-based tests of the flag validation and the REST parser.
 
-Random command lines give either a valid `ExperimentConfig` or an error that
+Random command lines give either a valid `ExperimentConfig` (through
+`common.training_config`, the trainer's checks) or an error that
 `common.error_line` reports as one usage line (exit status 2), never an
 internal error; random request bodies, paths and content types give either
 a parsed request or a `RestError` with a 4xx status.
@@ -29,13 +30,13 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 _FLOAT_FLAGS = ("learning_rate", "temperature", "dropout", "ease_lambda",
-                "estimator_alpha", "xir_lambda", "cache_decay",
-                "popularity_alpha", "two_stage_beta", "cml_margin")
+                "estimator_alpha", "cache_weight", "cache_decay",
+                "alpha", "beta", "margin")
 _INT_FLAGS = ("batch_size", "epochs", "embedding_dim", "top_k", "memory_size",
               "num_hashes", "num_buckets", "warmup_steps", "num_resampled",
               "cache_size", "num_negatives", "max_history", "num_heads",
               "num_blocks", "num_validation", "cpu_replicas", "backup_freq",
-              "scann_leaves", "two_stage_refresh", "synthetic_users")
+              "scann_leaves", "refresh_steps", "synthetic_users")
 _LIST_FLAGS = ("query_hidden", "item_hidden")
 _ENUM_FLAGS = {"sampler": ["in_batch_logq", "cross_batch", "xir", "bogus",
                            "popularity_baseline"],
@@ -79,7 +80,7 @@ def _argv(draw):
 def _config_or_error(argv):
   try:
     FLAGS(["train"] + argv)
-    return common.config_from_flags(), None
+    return common.training_config(), None
   except Exception as e:  # pylint: disable=broad-except
     return None, e
   finally:

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tests import helpers
 from trainers.pipeline import benchmarking
-from trainers.pipeline import experiment
+from trainers.pipeline import inputs
 from trainers.pipeline import tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -85,7 +85,7 @@ def np_logq_loss(u, v, ids, probability, temperature, num_rows):
 
 
 def first_training_batch(dataset, config):
-  return next(iter(experiment.train_dataset(dataset, config, shuffle=False)))
+  return next(iter(inputs.train_dataset(dataset, config, shuffle=False)))
 
 
 class TFRSLogQFloorTest(tf.test.TestCase):
@@ -94,7 +94,7 @@ class TFRSLogQFloorTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset(num_items=12, per_user=6)  # repeats
     for tower in ("id", "mean"):
       config = helpers.tiny_config(temperature=0.1, query_tower=tower,
-                                   batch_size=16)
+                                   batch_size=16, training_rows="window")
       model = benchmarking.create_logq_floor(dataset, config)
       self.assertEqual(model.towers.uses_history, tower != "id")
       batch = first_training_batch(dataset, config)
@@ -115,7 +115,7 @@ class TFRSLogQFloorTest(tf.test.TestCase):
     dataset = helpers.tiny_dataset()
     config = helpers.tiny_config(temperature=0.1, batch_size=8)
     model = benchmarking.create_logq_floor(dataset, config, memory_size=16)
-    batches = iter(experiment.train_dataset(dataset, config, shuffle=False))
+    batches = iter(inputs.train_dataset(dataset, config, shuffle=False))
     first = next(batches)
     model.compute_loss(first, training=True)
     ids = model.towers.item_index(first["item_id"]).numpy()
@@ -139,12 +139,21 @@ class TFRSLogQFloorTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "M >= B"):
       benchmarking.create_logq_floor(dataset, config, memory_size=4)
 
+  def test_sequence_rows_are_refused(self):
+    # Sequence rows make every position a query: not the floor's [B, B].
+    config = helpers.tiny_config(query_tower="mean")
+    with self.assertRaisesRegex(ValueError, "--training_rows=window"):
+      benchmarking.create_logq_floor(helpers.tiny_dataset(), config)
+    benchmarking.check_logq_floor(helpers.tiny_config(
+        query_tower="mean", training_rows="window"))
+
   @pytest.mark.slow
   def test_time_steps_gives_ratios_to_the_floors_of_each_setting(self):
     dataset = helpers.tiny_dataset()
     variants = [benchmarking.parse_variant(v) for v in (
         "a=in_batch_logq:batch_size=8",
-        "m=in_batch_logq:batch_size=8:query_tower=mean",
+        "m=in_batch_logq:batch_size=8:query_tower=mean:"
+        "training_rows=window",
         "c=cross_batch:batch_size=8:memory_size=16")]
     rows = benchmarking.time_steps(helpers.tiny_config(), variants, dataset,
                                    steps=6, rounds=1, logq_floor=True)

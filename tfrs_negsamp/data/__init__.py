@@ -1,8 +1,8 @@
 """Data: interaction logs, item catalogs, loaders, splits and tf.data input.
 
-Everything here is pure numpy except `to_tf_dataset` and `catalog_dataset`
-(module `tf_dataset`), which are imported on first use so that loading and
-splitting data does not import TensorFlow.
+Everything here is pure numpy except `to_tf_dataset`, `catalog_dataset` and
+`tutorial_movielens` (module `tf_dataset`), which are imported on first use
+so that loading and splitting data does not import TensorFlow.
 """
 
 import importlib
@@ -29,7 +29,8 @@ from tfrs_negsamp.data.splits import temporal_split
 from tfrs_negsamp.data.synthetic import make_synthetic
 from tfrs_negsamp.data.synthetic import planted_factors
 
-_LAZY = {"to_tf_dataset": "tf_dataset", "catalog_dataset": "tf_dataset"}
+_LAZY = {"to_tf_dataset": "tf_dataset", "catalog_dataset": "tf_dataset",
+         "tutorial_movielens": "tf_dataset"}
 
 __all__ = [
     "Catalog", "DATASET_NAMES", "DataError", "Dataset", "Interactions",
@@ -37,7 +38,7 @@ __all__ = [
     "leave_last_out", "load_csv", "load_dataset", "load_movielens",
     "load_movielens_100k", "load_movielens_1m", "load_movielens_tfds",
     "make_synthetic", "planted_factors", "sort_unique_ids", "split",
-    "temporal_split", "to_str_ids", "to_tf_dataset",
+    "temporal_split", "to_str_ids", "to_tf_dataset", "tutorial_movielens",
 ]
 
 

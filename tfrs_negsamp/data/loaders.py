@@ -21,6 +21,7 @@ def load_dataset(name: str,
                  seed: int = 0,
                  split_kwargs: Optional[dict[str, Any]] = None,
                  duplicates: str = "keep_first",
+                 user_fraction: float = 1.0,
                  **synthetic_kwargs: Any) -> Dataset:
   """Loads data set `name` and splits it.
 
@@ -40,6 +41,9 @@ def load_dataset(name: str,
       is never also a training row of the same user), "keep_all" (repeat
       consumption) or "error". The Dataset's `summary()` reports the
       policy and the rows dropped.
+    user_fraction: Keep this fraction of the users (all their rows; one fixed
+      choice per data set, `subsample_users`), for searches on a part of a
+      large set. 1 keeps everyone.
     **synthetic_kwargs: Arguments of `synthetic.make_synthetic`.
 
   Returns:
@@ -59,6 +63,9 @@ def load_dataset(name: str,
     raise ValueError("unknown duplicates policy %r; valid: %s"
                      % (duplicates,
                         ", ".join(interactions_lib.DUPLICATE_POLICIES)))
+  if not 0 < user_fraction <= 1:
+    raise ValueError("user_fraction must be in (0, 1], got %r"
+                     % (user_fraction,))
   if synthetic_kwargs and name != "synthetic":
     raise ValueError("arguments %s apply only to the synthetic data set"
                      % ", ".join(sorted(synthetic_kwargs)))
@@ -78,6 +85,10 @@ def load_dataset(name: str,
       raise ValueError("the csv data set needs data_path (a CSV file)")
     interactions, catalog = csv_loader.load_csv(data_path)
     dataset_name = "csv:" + os.path.basename(data_path)
+  if user_fraction < 1:
+    # One subsample per data set, whatever the run's seed.
+    interactions = subsample_users(interactions, user_fraction)
+    dataset_name += "@%gu" % user_fraction
   interactions, dropped = interactions_lib.apply_duplicates(interactions,
                                                             duplicates)
   # keep_first drops every repeated row; error mode got here without any.
@@ -89,6 +100,22 @@ def load_dataset(name: str,
                          "duplicate_rows": repeated,
                          "duplicate_rows_dropped": dropped}
   return dataset
+
+
+def subsample_users(interactions: interactions_lib.Interactions,
+                    fraction: float, seed: int = 0
+                    ) -> interactions_lib.Interactions:
+  """The rows of a seeded random `fraction` of the users (at least one).
+
+  The choice depends only on the sorted distinct user ids and the seed, so
+  a subsample is the same in every run with the same data and seed.
+  """
+  users = np.unique(interactions.user_ids)
+  keep = max(1, int(round(fraction * users.size)))
+  chosen = np.random.RandomState(seed).choice(users.size, keep,
+                                              replace=False)
+  return interactions.subset(np.isin(interactions.user_ids, users[chosen]),
+                             source=interactions.source)
 
 
 def _repeated_rows(interactions: interactions_lib.Interactions) -> int:

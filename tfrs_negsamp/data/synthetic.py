@@ -11,6 +11,9 @@ _START_TIME = 1_000_000_000  # 2001-09-09, in seconds.
 _SPAN = 365 * 86400  # User start times are spread over a year.
 _MEAN_GAP = 86400  # Mean time between two interactions of one user.
 _CHUNK_CELLS = 1 << 22  # Users x items score cells handled at once.
+# The smallest catalog the generator makes (every user gets at least 3
+# distinct items, for a leave-last-out split).
+MIN_ITEMS = 3
 # Above this many users x items cells, `_sample_items_pooled` (O(rows))
 # replaces the exact dense draw (issue 17).
 DENSE_CELLS = 1 << 26
@@ -211,9 +214,9 @@ def make_synthetic(num_users: int = 2000,
   Returns:
     (interactions, catalog); rows are in time order.
   """
-  if num_users < 1 or num_items < 3:
-    raise ValueError("need num_users >= 1 and num_items >= 3, got %d, %d"
-                     % (num_users, num_items))
+  if num_users < 1 or num_items < MIN_ITEMS:
+    raise ValueError("need num_users >= 1 and num_items >= %d, got %d, %d"
+                     % (MIN_ITEMS, num_users, num_items))
   if interactions_per_user <= 0 or num_factors < 1:
     raise ValueError("interactions_per_user and num_factors must be "
                      "positive")

@@ -1,10 +1,12 @@
 """tf.data pipelines with TFRS-style string features."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
+from tfrs_negsamp.data import movielens
+from tfrs_negsamp.data.errors import DataError
 from tfrs_negsamp.data.interactions import Catalog
 from tfrs_negsamp.data.interactions import Interactions
 
@@ -134,3 +136,44 @@ def catalog_dataset(catalog: Catalog,
                                                     catalog.item_ids))
   ds = tf.data.Dataset.from_tensor_slices(features)
   return _finish(ds, catalog.num_items, batch_size, False, 0, False)
+
+
+def tutorial_movielens(path: str) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+  """The TFRS basic-retrieval tutorial's `(ratings, movies)`, from a folder.
+
+  The tutorial loads them from TFDS (`movielens/100k-ratings`, which needs
+  network access); this reads a local MovieLens 100K folder (`u.data`,
+  `u.item`) or 1M folder (`ratings.dat`, `movies.dat`) instead and gives the
+  same features:
+
+      ratings: {"user_id": tf.string [], "movie_title": tf.string []},
+               one element per rating, in the file's order;
+      movies:  tf.string [] titles, one per movie of the movie list.
+
+  User ids are the file's ids as strings (`"196"`), titles as the movie list
+  spells them (`"Kolya (1996)"`), as in the TFDS set. Titles are the
+  tutorial's candidate ids; MovieLens 100K has a few titles shared by two
+  movie ids, which then count as one candidate, as in the tutorial.
+
+  Args:
+    path: the MovieLens folder.
+
+  Returns:
+    `(ratings, movies)` unbatched `tf.data.Dataset`s.
+
+  Raises:
+    DataError: naming the folder or file and the problem (missing folder,
+      not a MovieLens folder, a malformed line).
+  """
+  if not path:
+    raise DataError("tutorial_movielens needs the path of a MovieLens 100K "
+                    "or 1M folder")
+  interactions, catalog = movielens.load_movielens(path)
+  ratings = tf.data.Dataset.from_tensor_slices({
+      "user_id": _string_tensor(interactions.user_ids),
+      "movie_title": _string_tensor(_titles(catalog,
+                                            interactions.item_ids)),
+  })
+  movies = tf.data.Dataset.from_tensor_slices(
+      _string_tensor(np.asarray(catalog.titles, dtype=object)))
+  return ratings, movies

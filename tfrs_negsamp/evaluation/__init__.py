@@ -12,6 +12,7 @@ from tfrs_negsamp.evaluation.cohorts import popularity_cohorts
 from tfrs_negsamp.evaluation.full_corpus import DotProductScores
 from tfrs_negsamp.evaluation.full_corpus import evaluate_full_corpus
 from tfrs_negsamp.evaluation.full_corpus import popularity_scores
+from tfrs_negsamp.evaluation.full_corpus import quality_metric_names
 from tfrs_negsamp.evaluation.full_corpus import ScoreFn
 from tfrs_negsamp.evaluation.full_corpus import top_k_indices
 from tfrs_negsamp.evaluation.metrics import average_metrics
@@ -39,6 +40,7 @@ __all__ = [
     "ndcg_at_k",
     "popularity_cohorts",
     "popularity_scores",
+    "quality_metric_names",
     "recall_at_k",
     "top_k_indices",
 ]

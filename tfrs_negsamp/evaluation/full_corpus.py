@@ -11,7 +11,7 @@ import concurrent.futures
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,6 +35,24 @@ CACHE_ELEMENTS = 1 << 20
 GROUPS_PER_K = 8
 
 NAN_MESSAGE = "scores contain NaN."
+
+
+def quality_metric_names(ks: Sequence[int] = DEFAULT_KS,
+                         diagnostic_k: Optional[int] = None
+                         ) -> Tuple[str, ...]:
+  """The metrics of `evaluate_full_corpus` that grow with quality.
+
+  `recall@K`, `hr@K`, `ndcg@K` for every K, then `balance`, `balance_ndcg`
+  and `coverage@k` (k = `diagnostic_k`, default as in
+  `evaluate_full_corpus`): the keys a tuner may maximise or a log may plot
+  (the counts and `median_popularity@k` are not among them).
+  """
+  ks = metrics_lib.check_ks(ks)
+  if diagnostic_k is None:
+    diagnostic_k = 10 if 10 in ks else ks[0]
+  return tuple(f"{name}@{k}" for name in ("recall", "hr", "ndcg")
+               for k in ks) + ("balance", "balance_ndcg",
+                               f"coverage@{diagnostic_k}")
 
 
 def cache_rows(num_items: int) -> int:

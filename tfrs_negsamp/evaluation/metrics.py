@@ -67,8 +67,9 @@ def hits_and_dcg_at_ks(hits: np.ndarray,
     ks: cut-offs.
 
   Returns:
-    (hit_counts [b, len(ks)] int64 = sum_{r<=K} hits[r],
-     dcg [b, len(ks)] float64 = sum_{r<=K} hits[r] / log2(r + 1)).
+    `(hit_counts, dcg)`: `hit_counts [b, len(ks)]` int64
+    `= sum_{r<=K} hits[r]` and `dcg [b, len(ks)]` float64
+    `= sum_{r<=K} hits[r] / log2(r + 1)`.
   """
   hits = _check_hits(hits)
   rows, length = hits.shape

@@ -38,11 +38,19 @@ def dropout_seed(seed: int, step: tf.Tensor, salt: int) -> tf.Tensor:
     step: int scalar, the model's dropout step counter.
     salt: static int, the dropout site (distinct per layer of a model).
 
+  Under `ParameterServerStrategy` the seed is further folded with the
+  index of the worker running the step (`distribute.worker_index`): two
+  workers may read the same step counter, and their masks stay independent.
+
   Returns:
     A `[2]` int64 tensor for `tf.random.stateless_*` ops.
   """
   base = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
-  return tf.random.experimental.stateless_fold_in(base, salt)
+  folded = tf.random.experimental.stateless_fold_in(base, salt)
+  worker = distribute.worker_index()
+  if worker is None:
+    return folded
+  return tf.random.experimental.stateless_fold_in(folded, worker)
 
 
 def global_batch_dropout(x: tf.Tensor, rate: float,

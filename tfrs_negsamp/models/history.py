@@ -9,6 +9,14 @@ the item table too. The subclass's `encode(x, mask)` turns the embedded
 history `x` `[B, L, e]` and its mask `[B, L]` (True = item) into `[B, h]`;
 then, optionally, a user id embedding is concatenated, an MLP maps to `d`
 and the result is L2-normalised, as in the other towers.
+
+Sequence-level training (SAMPLERS.md 12.1) reads one query per position:
+`sequence_embeddings` maps the same inputs to `[B, L, d]`, where position
+`t` is computed from the items at positions `<= t` only (causal), through
+the same user embedding, MLP and normalisation. The subclass's
+`encode_sequence(x, mask)` gives the `[B, L, h]` encoder states; its last
+position equals `encode`'s output, so the last position of
+`sequence_embeddings` is `call`'s query (serving reads `call`).
 """
 
 from typing import Dict, Optional, Sequence
@@ -87,6 +95,15 @@ class HistoryQueryTower(tf.keras.Model):
     """
     raise TypeError("%s must override encode()." % type(self).__name__)
 
+  def encode_sequence(self, x: tf.Tensor, mask: tf.Tensor,
+                      training: bool = False) -> tf.Tensor:
+    """`[B, L, e]`, `[B, L]` -> `[B, L, h]`, position `t` from `<= t` only.
+
+    The causal encoder of a concrete tower; `[:, -1]` equals `encode`.
+    """
+    raise TypeError("%s must override encode_sequence()."
+                    % type(self).__name__)
+
   def embed_history(self, history: tf.Tensor):
     """`[B, L]` indices -> (`[B, L, e]` embeddings, `[B, L]` bool mask)."""
     history = tf.cast(history, tf.int64)
@@ -94,15 +111,43 @@ class HistoryQueryTower(tf.keras.Model):
     x = self.item_embedding(history)
     return x * tf.cast(mask, x.dtype)[..., None], mask
 
-  def call(self, inputs: Dict[str, tf.Tensor],
-           training: bool = False) -> tf.Tensor:
-    x, mask = self.embed_history(inputs["history"])
-    h = self.encode(x, mask, training=training)
+  def _output(self, h: tf.Tensor,
+              inputs: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """User embedding, MLP and L2 norm of `h` `[B, h]` or `[B, L, h]`."""
     if self.user_lookup is not None:
-      h = tf.concat(
-          [h, self.user_embedding(self.user_lookup(inputs["user_id"]))], -1)
+      user = self.user_embedding(self.user_lookup(inputs["user_id"]))
+      if h.shape.rank == 3:
+        user = tf.broadcast_to(
+            user[:, None, :],
+            tf.concat([tf.shape(h)[:2], tf.shape(user)[1:]], 0))
+      h = tf.concat([h, user], -1)
     if self.output_mlp is not None:
       h = self.output_mlp(h)
     if self.normalize:
       h = tf.math.l2_normalize(h, axis=-1)
     return h
+
+  def call(self, inputs: Dict[str, tf.Tensor],
+           training: bool = False) -> tf.Tensor:
+    x, mask = self.embed_history(inputs["history"])
+    return self._output(self.encode(x, mask, training=training), inputs)
+
+  def sequence_embeddings(self, inputs: Dict[str, tf.Tensor],
+                          training: bool = False) -> tf.Tensor:
+    """One query per position, `[B, L, d]`, for sequence-level training.
+
+    Position `t`'s query depends only on `inputs["history"][:, :t + 1]`
+    (and the user id); `[:, -1]` is `call(inputs)`. Positions before the
+    row's first item (left padding) get a finite query that a loss must
+    weight by 0 (their target is 0 in `sequences.sequence_dataset`).
+
+    Args:
+      inputs: `{"history": int64 [B, L], optional "user_id": string [B]}`.
+      training: Training mode (dropout).
+
+    Returns:
+      float `[B, L, d]`.
+    """
+    x, mask = self.embed_history(inputs["history"])
+    return self._output(self.encode_sequence(x, mask, training=training),
+                        inputs)

@@ -6,6 +6,12 @@
 (Covington, Adams, Sargin. Deep Neural Networks for YouTube
 Recommendations. RecSys 2016.) The MLP (`hidden` widths, then a linear layer
 to `d`) is always applied. An all-padding history gives `h = 0`.
+
+Per position (sequence training), the running mean of the prefix,
+
+    h_t = cumsum_t(m e) / max(1, cumsum_t(m)),
+
+`O(L e)` for all positions; `h_L` is the mean above.
 """
 
 import tensorflow as tf
@@ -25,3 +31,8 @@ class MeanPoolQueryTower(history.HistoryQueryTower):
     del training
     count = tf.reduce_sum(tf.cast(mask, x.dtype), axis=1, keepdims=True)
     return tf.reduce_sum(x, axis=1) / tf.maximum(count, 1.0)
+
+  def encode_sequence(self, x, mask, training=False):
+    del training
+    count = tf.cumsum(tf.cast(mask, x.dtype), axis=1)[..., None]
+    return tf.cumsum(x, axis=1) / tf.maximum(count, 1.0)

@@ -16,6 +16,16 @@ Position `t` attends to positions `<= t` that hold items, so its output does
 not depend on later items. The query is the output at the last position
 (the most recent item, histories being left-padded).
 
+Sequence training (`sequence_embeddings`) reads the output of every position
+of one pass (`[B, L, d]`), as SASRec does. The position table is indexed by
+the distance to the row's end, a fixed relabelling of SASRec's absolute
+positions for a row of length `L` (`p_{L-1-t}` at position `t`): position
+`t < L - 1` sees its most recent item at index `L - 1 - t`, not 0, exactly
+as SASRec's position `t` sees it at `t` rather than at `L - 1`. Only the
+last position has serving's layout (most recent item at index 0), and it is
+the position `call` computes. A training pass increments the dropout
+counter once, whichever of `call` or `sequence_embeddings` it is.
+
 Dropout (embeddings, attention probabilities, both FFN sites) is stateless
 (`models.dropout`): site `k` of the training call numbered `t` draws its
 mask from `fold_in([seed, t], k)` over the global batch's rows, `t` being
@@ -160,3 +170,6 @@ class SASRecQueryTower(history.HistoryQueryTower):
   def encode(self, x, mask, training=False):
     return self.sequence_output(x, mask, training=training,
                                 last_only=True)[:, -1]
+
+  def encode_sequence(self, x, mask, training=False):
+    return self.sequence_output(x, mask, training=training)

@@ -6,39 +6,39 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrs_negsamp import distribute
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.tasks import retrieval
 
 
 class TwoTowerModel(tfrs.Model):
-  """Query tower + item tower, trained through `sampler` and `SampledRetrieval`.
+  """Query tower + item tower, trained through `tasks.Retrieval(sampler=)`.
 
-  Per step: `u = query_model(user_id)` `[B, d]`; `v = item_model(index)`
-  `[B, d]`; the candidates (and their ids) are gathered across replicas,
-  local block first (`global_negatives=True`, SAMPLERS.md D4/D5); the sampler
-  turns them into candidate groups; the task returns the summed loss.
+  The model is one more user of the drop-in task, written the way the README
+  tells a TFRS user to write theirs: per step `u = query_model(...)`
+  `[B, d]`, `v = item_model(index)` `[B, d]`, and
+  `task(u, v, candidate_ids=index, query_ids=user_id, training=training)`.
+  The task gathers the candidates across replicas, calls the sampler, masks
+  the users' training items (when built with `consumed_items`) and returns
+  the summed loss.
 
   Args:
     query_model: user id strings `[B]` -> `[B, d]`, or a history tower
       (`uses_history`): `{"history": int64 [B, L], "user_id"}` -> `[B, d]`;
-      its batches carry `history` (model indices, 0-padded), passed to the
-      sampler as `user_history` (-1-padded).
+      its batches carry `history` (model indices, 0-padded).
     item_model: int64 item indices `[...]` -> `[..., d]`.
     item_vocabulary: catalog item ids (strings); index `p + 1` is position
       `p`, index 0 is out-of-vocabulary.
     sampler: a `NegativeSampler`.
     temperature: softmax temperature.
     global_negatives: gather candidates across replicas.
-    consumed_items: optional `masking.ConsumedItems` (the training pairs);
-      when set, each step builds `consumed = consumed_items.for_users(
-      features["user_id"])` and the sampler and the task exclude the rows'
-      users' training items from the negatives (`--mask_history`).
+    consumed_items: optional `masking.ConsumedItems` (the training pairs,
+      model indices); when set, the task excludes the rows' users' training
+      items from the negatives (`--mask_history`).
     loss: the task's loss (`retrieval.Retrieval`'s `loss`: "softmax",
       "triplet", a `losses.CMLTripletLoss` or a Keras loss); None: the
-      softmax. The task's loss is its own argument: a two-stage sampler
-      built with `loss="triplet"` needs `loss="triplet"` here too.
+      softmax.
+    rows_per_block: sequence rows: positions per softmax block (the task's).
   """
 
   def __init__(self, query_model: tf.keras.Model, item_model: tf.keras.Model,
@@ -46,24 +46,31 @@ class TwoTowerModel(tfrs.Model):
                temperature: Optional[float] = None,
                global_negatives: bool = True,
                consumed_items: Optional[masking.ConsumedItems] = None,
-               loss=None, **kwargs) -> None:
+               loss=None, rows_per_block: int = 1024, **kwargs) -> None:
     super().__init__(**kwargs)
-    self.consumed_items = consumed_items
     self.query_model = query_model
     self.item_model = item_model
     self.item_lookup = tf.keras.layers.StringLookup(
         vocabulary=list(item_vocabulary), mask_token=None, num_oov_indices=1)
-    self.sampler = sampler
-    self.task = retrieval.SampledRetrieval(temperature=temperature,
-                                           loss=loss)
-    self.global_negatives = global_negatives
+    self.task = retrieval.Retrieval(
+        loss=loss, temperature=temperature, sampler=sampler,
+        gather_candidates=global_negatives, consumed_items=consumed_items,
+        rows_per_block=rows_per_block)
     self.loss_per_example = tf.keras.metrics.Mean("loss_per_example")
-    # Rows per replica in `fit`, when known (`experiment.train` sets it):
+    # Rows per replica in `fit`, when known (`fitting.train` sets it):
     # MultiWorkerMirroredStrategy's rebatched input has no static batch size.
     self.local_batch_size: Optional[int] = None
     # History towers: `(user_ids, split) -> [U, L]` evaluation histories.
     self.history_source: Optional[Callable[[np.ndarray, str],
                                            np.ndarray]] = None
+
+  @property
+  def sampler(self) -> base.NegativeSampler:
+    return self.task.sampler
+
+  @property
+  def consumed_items(self) -> Optional[masking.ConsumedItems]:
+    return self.task.consumed_items
 
   def train_step(self, inputs):
     if self.local_batch_size and isinstance(inputs, dict):
@@ -91,30 +98,42 @@ class TwoTowerModel(tfrs.Model):
 
   def compute_loss(self, features: Dict[str, tf.Tensor],
                    training: bool = False) -> tf.Tensor:
+    if "targets" in features:
+      return self._sequence_loss(features, training)
     query = self.query(features, training=training)
-    user_history = None
-    if self.uses_history:
-      # SAMPLERS contract: consumed ids padded with -1 (model index 0 is
-      # padding here).
-      history = tf.cast(features["history"], tf.int64)
-      user_history = tf.where(history > 0, history,
-                              -tf.ones_like(history))
     index = self.item_index(features["item_id"])
-    candidates = self.item_model(index)
-    cand_ids = index
-    if self.global_negatives:
-      candidates = distribute.all_gather_local_first(candidates)
-      cand_ids = distribute.all_gather_local_first(index)
-    consumed = None
-    if self.consumed_items is not None and "user_id" in features:
-      consumed = self.consumed_items.for_users(features["user_id"])
-    groups = self.sampler(query, candidates, cand_ids, training=training,
-                          positive_ids=index, user_history=user_history,
-                          consumed=consumed)
-    loss = self.task(query, candidates, groups, candidate_ids=cand_ids,
+    loss = self.task(query, self.item_model(index), candidate_ids=index,
                      sample_weight=features.get("weight"),
-                     consumed=consumed)
+                     query_ids=(features.get("user_id")
+                                if self.consumed_items is not None else None),
+                     compute_metrics=False, compute_batch_metrics=False,
+                     training=training)
     self._track_loss_per_example(loss, tf.shape(query)[0])
+    return loss
+
+  def _sequence_loss(self, features: Dict[str, tf.Tensor],
+                     training: bool) -> tf.Tensor:
+    """Sequence rows: one query per position, every position's next item.
+
+    `features`: `history` `[B, L]` (inputs) and `targets` `[B, L]` (model
+    indices, 0 = padding), `user_id` `[B]`. The tower's causal outputs
+    `[B, L, d]` and the targets' embeddings go to the task, which treats
+    every valid position as a query row (`tasks.Retrieval` sequence mode).
+    """
+    inputs = {"history": features["history"]}
+    if "user_id" in features:
+      inputs["user_id"] = features["user_id"]
+    query = self.query_model.sequence_embeddings(inputs, training=training)
+    targets = tf.cast(features["targets"], tf.int64)
+    loss = self.task(query, self.item_model(targets),
+                     candidate_ids=tf.where(targets > 0, targets,
+                                            -tf.ones_like(targets)),
+                     query_ids=(features.get("user_id")
+                                if self.consumed_items is not None else None),
+                     compute_metrics=False, compute_batch_metrics=False,
+                     training=training)
+    self._track_loss_per_example(
+        loss, tf.reduce_sum(tf.cast(targets > 0, tf.int32)))
     return loss
 
   def _track_loss_per_example(self, loss: tf.Tensor, rows: tf.Tensor):
@@ -123,7 +142,7 @@ class TwoTowerModel(tfrs.Model):
     With several replicas the loss and rows are summed across them and only
     replica 0 accumulates (the others add weight 0): the metric's state is
     `(sum of step means, steps)` on replica 0 and zero elsewhere, a state a
-    restored backup can put back exactly (`experiment.ExactResume`).
+    restored backup can put back exactly (`fitting.ExactResume`).
     """
     rows = tf.cast(rows, loss.dtype)
     context = tf.distribute.get_replica_context()
@@ -155,7 +174,7 @@ class TwoTowerModel(tfrs.Model):
     A history tower reads `histories` (`[U, L]` int64 model indices,
     left-padded with 0) or, when None, the evaluation histories of `split`
     from `self.history_source(user_ids, split)` (set by
-    `experiment.build_model`).
+    `assembly.build_model`).
     """
     out = []
     user_ids = np.asarray(user_ids)

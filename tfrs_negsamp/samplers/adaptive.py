@@ -154,8 +154,8 @@ class AdaptiveSampler(base.NegativeSampler):
     self.step = distribute.add_state(self, "step", [], tf.int64)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings
     num_columns = tf.shape(candidate_ids)[0]
     mask = batch_pool_mask(
         tf.shape(query_embeddings)[0], num_columns, self.pool_size,
@@ -178,21 +178,24 @@ class AdaptiveSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveOptions:
-  """Options of `--sampler=adaptive` (ANS).
-
-  Attributes:
-    adaptive_pool: random in-batch pool per row.
-    num_hard_negatives: hardest negatives kept per row (the reference's
-      `num_adaptive_samples`).
-  """
-  adaptive_pool: int = base.option(100, low=0, zero_is_default=True)
-  num_hard_negatives: int = base.option(20, low=0, zero_is_default=True)
+  """Options of `--sampler=adaptive` (ANS)."""
+  pool_size: int = base.option(
+      100, low=0, zero_is_default=True,
+      help="adaptive/adaptive_mixed: random in-batch pool per row; "
+      "two_stage: the stage-1 pool",
+      tune=base.Tune("int", 10, 200, log=True))
+  num_hard_negatives: int = base.option(
+      20, low=0, zero_is_default=True,
+      help="adaptive/adaptive_mixed/two_stage: hardest negatives kept per "
+      "row (the reference's num_adaptive_samples; two-stage's K2)",
+      tune=base.Tune("int", 4, 64, log=True))
 
 
 @base.register_sampler("adaptive", options=AdaptiveOptions)
 def _adaptive(context: base.SamplerContext,
               options: AdaptiveOptions) -> AdaptiveSampler:
+  """ANS: the hardest of a random in-batch pool per row (Prakash et al. 2024)."""
   return AdaptiveSampler(
-      pool_size=options.adaptive_pool,
+      pool_size=options.pool_size,
       num_hard_negatives=options.num_hard_negatives,
       seed=context.seed)

@@ -90,8 +90,8 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
         pool_size, num_hard_negatives)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids, training)
     num_in_batch = tf.shape(candidate_ids)[0]
     mask = adaptive.batch_pool_mask(
@@ -121,27 +121,30 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveMixedOptions:
-  """Options of `--sampler=adaptive_mixed` (AMNS).
-
-  Attributes:
-    adaptive_pool: random in-batch pool per row.
-    num_uniform: shared uniform columns `B'`.
-    num_hard_negatives: hardest negatives kept per row.
-    mixed_logq: the mixture correction (off, as in the reference).
-  """
-  adaptive_pool: int = base.option(10, low=0, zero_is_default=True)
-  num_uniform: int = base.option(100, low=0, zero_is_default=True)
-  num_hard_negatives: int = base.option(20, low=0, zero_is_default=True)
-  mixed_logq: bool = base.option(False)
+  """Options of `--sampler=adaptive_mixed` (AMNS)."""
+  pool_size: int = base.option(
+      10, low=0, zero_is_default=True,
+      help="adaptive/adaptive_mixed: random in-batch pool per row",
+      tune=base.Tune("int", 10, 200, log=True))
+  num_uniform: int = base.option(
+      100, low=0, zero_is_default=True,
+      help="mixed/adaptive_mixed: shared uniform columns B'")
+  num_hard_negatives: int = base.option(
+      20, low=0, zero_is_default=True,
+      help="adaptive/adaptive_mixed: hardest negatives kept per row",
+      tune=base.Tune("int", 4, 64, log=True))
+  logq: bool = base.option(False, help="the mixture correction (off, as in "
+                           "the reference)")
 
 
 @base.register_sampler("adaptive_mixed", options=AdaptiveMixedOptions)
 def _adaptive_mixed(context: base.SamplerContext,
                     options: AdaptiveMixedOptions) -> AdaptiveMixedSampler:
+  """AMNS: the hardest of an in-batch + uniform pool per row (Prakash et al.)."""
   return AdaptiveMixedSampler(
       item_counts=context.item_counts,
-      pool_size=options.adaptive_pool,
+      pool_size=options.pool_size,
       num_uniform=options.num_uniform,
       num_hard_negatives=options.num_hard_negatives,
-      logq=options.mixed_logq,
+      logq=options.logq,
       item_model=context.item_model, seed=context.seed)

@@ -82,7 +82,8 @@ class BalancedSampler(catalog.CatalogSampler):
     return config
 
 
-@base.register_sampler("balanced", options=catalog.CatalogOptions)
+@base.register_sampler("balanced", options=catalog.PerRowCatalogOptions)
 def _balanced(context: base.SamplerContext,
-              options: catalog.CatalogOptions) -> BalancedSampler:
+              options: catalog.PerRowCatalogOptions) -> BalancedSampler:
+  """Per-row negatives by popularity cohort, 0.8 from the positive's (PCNS)."""
   return BalancedSampler(**catalog.catalog_kwargs(context, options))

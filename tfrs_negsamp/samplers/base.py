@@ -4,7 +4,7 @@ A sampler is a Keras layer. Given the query embeddings of a (per-replica)
 batch and the in-batch candidates (gathered across replicas, local block
 first), it returns one or more `CandidateGroup`s: the columns of a softmax and
 the corrections that apply to them. It never computes the loss: the
-`SampledRetrieval` task turns groups into logits and a loss through
+`tasks.Retrieval` task turns groups into logits and a loss through
 `tfrs.tasks.Retrieval`'s machinery. See SAMPLERS.md, section 9.
 
 State (queues, caches, frequency sketches) lives in non-trainable variables
@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from tfrs_negsamp import distribute
 from tfrs_negsamp import frequency as frequency_lib
+from tfrs_negsamp import keys as keys_lib
 
 
 class PerQuery(NamedTuple):
@@ -50,6 +51,19 @@ class PerQuery(NamedTuple):
   log_q: Optional[tf.Tensor] = None
   logit_offset: Optional[tf.Tensor] = None
   mask: Optional[tf.Tensor] = None
+
+
+class CatalogSoftmax(NamedTuple):
+  """Every catalog item as a column: the exact softmax (`FullSoftmax`).
+
+  Attributes:
+    item_embeddings: int64 item keys `[n]` (`1..num_items`) -> `[n, d]`.
+    num_items: the catalog size `I`.
+    chunk_size: items per chunk of the running log-sum-exp.
+  """
+  item_embeddings: Callable[[tf.Tensor], tf.Tensor]
+  num_items: int
+  chunk_size: int
 
 
 class CandidateGroup(NamedTuple):
@@ -76,6 +90,8 @@ class CandidateGroup(NamedTuple):
       positive id (TFRS `RemoveAccidentalHits`).
     num_hard_negatives: keep only the hardest negatives per row (TFRS
       `HardNegativeMining`), after corrections and masks.
+    catalog_softmax: the whole catalog as the columns (the other fields
+      are then unused): the task computes the exact softmax in chunks.
   """
   weight: float = 1.0
   extra_embeddings: Optional[tf.Tensor] = None
@@ -87,6 +103,7 @@ class CandidateGroup(NamedTuple):
   drop_in_batch: bool = False
   remove_accidental_hits: bool = True
   num_hard_negatives: Optional[int] = None
+  catalog_softmax: Optional[CatalogSoftmax] = None
 
 
 class NegativeSampler(tf.keras.layers.Layer):
@@ -125,7 +142,6 @@ class NegativeSampler(tf.keras.layers.Layer):
            candidate_ids: tf.Tensor,
            training: bool = False,
            positive_ids: Optional[tf.Tensor] = None,
-           user_history: Optional[tf.Tensor] = None,
            consumed: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
            ids_are_keys: bool = False) -> List[CandidateGroup]:
     """Builds the candidate groups of one step.
@@ -139,9 +155,6 @@ class NegativeSampler(tf.keras.layers.Layer):
       training: state is updated only when True.
       positive_ids: `[B]` ids of the rows' positives (defaults to the first
         `B` candidate ids).
-      user_history: optional `[B, H]` int64 ids consumed by the row's user,
-        padded with -1 (raw ids for samplers that need them; exclusion goes
-        through `consumed`).
       consumed: optional `consumed(ids) -> bool [B, K]` (ids `[K]` shared or
         `[B, K]` per row): True where the row's user consumed the item in
         training (`tfrs_negsamp.masking`). Samplers that select inside
@@ -177,11 +190,10 @@ class NegativeSampler(tf.keras.layers.Layer):
       candidate_ids = self.id_keys(candidate_ids)
       positive_ids = self.id_keys(positive_ids)
     return self.sample(query_embeddings, candidate_embeddings, candidate_ids,
-                       positive_ids, training=training,
-                       user_history=user_history, consumed=consumed)
+                       positive_ids, training=training, consumed=consumed)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history,
+             positive_ids, training,
              consumed=None) -> List[CandidateGroup]:
     raise TypeError("%s must override sample()." % type(self).__name__)
 
@@ -199,12 +211,12 @@ class NegativeSampler(tf.keras.layers.Layer):
     Samplers built with `candidates=` map ids to their catalog indices
     (`1..N`, 0 out of vocabulary: exact for ints and strings); otherwise
     int ids are cast and string ids get their 64-bit FarmHash fingerprint
-    (`default_keys`).
+    (`keys.default_keys`).
     """
     catalog = getattr(self, "candidate_catalog", None)
     if catalog is not None:
       return catalog.lookup(ids)
-    return default_keys(ids)
+    return keys_lib.default_keys(ids)
 
   def in_batch_log_q(self, candidate_ids: tf.Tensor,
                      training: bool) -> Optional[tf.Tensor]:
@@ -224,7 +236,9 @@ class NegativeSampler(tf.keras.layers.Layer):
     local = tf.shape(candidate_ids)[0] // num_replicas
     ids = distribute.to_replica_order(candidate_ids, local)
     if training:  # `update` then `log_q`, sharing their hashing
-      log_q = self.frequency.update_and_log_q(ids, num_draws=tf.size(ids))
+      # Negative keys are padding (sequence rows): not counted.
+      log_q = self.frequency.update_and_log_q(ids, num_draws=tf.size(ids),
+                                              valid=ids >= 0)
     else:
       log_q = self.frequency.log_q(ids, num_draws=tf.size(ids))
     return tf.stop_gradient(distribute.to_local_first(log_q, local))
@@ -261,22 +275,6 @@ def check_same_length(a: tf.Tensor, b: tf.Tensor, name_a: str,
       b.shape[0] is not None and a.shape[0] != b.shape[0]):
     raise ValueError("%s and %s must have the same length, got %d and %d."
                      % (name_a, name_b, a.shape[0], b.shape[0]))
-
-
-# Keys of string ids: FarmHash fingerprints in [0, 2^63 - 1). Two distinct
-# ids collide with probability ~2^-63 per pair.
-STRING_KEY_BUCKETS = 2**63 - 1
-
-
-def default_keys(ids: tf.Tensor) -> tf.Tensor:
-  """int64 keys of ids: a cast for ints, a 64-bit fingerprint for strings."""
-  ids = tf.convert_to_tensor(ids)
-  if ids.dtype == tf.string:
-    return tf.strings.to_hash_bucket_fast(ids, STRING_KEY_BUCKETS)
-  if not (ids.dtype.is_integer):
-    raise ValueError("candidate ids must be integers or strings, got %s."
-                     % ids.dtype.name)
-  return tf.cast(ids, tf.int64)
 
 
 # -- typed options: one frozen dataclass per sampler -----------------------
@@ -323,33 +321,73 @@ class OptionSpec:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Tune:
+  """How the tuner searches an option (its search range).
+
+  Attributes:
+    kind: "float" or "int" (the range `low`..`high`, on a log scale when
+      `log`) or "categorical" (`choices`).
+    low: lowest value searched.
+    high: highest value searched.
+    log: search on a log scale.
+    choices: the values of a categorical search.
+    per_batch: the choices are multiples of the global batch size (rounded
+      to whole numbers, at least 1).
+  """
+  kind: str
+  low: float = 0.0
+  high: float = 0.0
+  log: bool = False
+  choices: Tuple[Any, ...] = ()
+  per_batch: bool = False
+
+  def __post_init__(self):
+    if self.kind not in ("float", "int", "categorical"):
+      raise ValueError("unknown Tune kind %r" % self.kind)
+    if self.kind == "categorical" and not self.choices:
+      raise ValueError("a categorical Tune needs choices")
+
+
 def option(default: Any, *, low: Optional[float] = None,
            high: Optional[float] = None, low_open: bool = False,
            high_open: bool = False, zero_is_default: bool = False,
-           choices: Sequence[str] = ()) -> Any:
-  """A field of an options dataclass: its default and its valid values.
+           choices: Sequence[str] = (), help: str = "",  # pylint: disable=redefined-builtin
+           tune: Optional[Tune] = None) -> Any:
+  """A field of an options dataclass: the one place an option is written.
+
+  The field's name is the constructor argument it sets (and the trainer's
+  flag: `--<name>`); it holds the default, the valid values, the help text
+  of the flag and the tuner's search range.
 
   ```
   @dataclasses.dataclass(frozen=True)
   class CrossBatchOptions:
-    memory_size: int = base.option(0, low=0)  # 0: 4 x the global batch
+    memory_size: int = base.option(
+        0, low=0, help="queue size M (0: 4x the global batch)",
+        tune=base.Tune("categorical", choices=(1, 4, 16), per_batch=True))
   ```
 
   Args:
-    default: the option's default (the one place it is written).
+    default: the option's default.
     low: see `OptionSpec`.
     high: see `OptionSpec`.
     low_open: see `OptionSpec`.
     high_open: see `OptionSpec`.
     zero_is_default: see `OptionSpec`.
     choices: see `OptionSpec`.
+    help: one line for the flag's help and the docs.
+    tune: the tuner's search range (None: not searched).
 
   Returns:
-    A `dataclasses.field` with `metadata={"spec": OptionSpec(...)}`.
+    A `dataclasses.field` with `metadata={"spec": OptionSpec(...), "help":
+    help, "tune": tune}`.
   """
   return dataclasses.field(default=default, metadata={"spec": OptionSpec(
       low=low, high=high, low_open=low_open, high_open=high_open,
-      zero_is_default=zero_is_default, choices=tuple(choices))})
+      zero_is_default=zero_is_default, choices=tuple(choices)),
+                                                      "help": help,
+                                                      "tune": tune})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -453,24 +491,40 @@ def unknown_option_message(sampler: str, key: str,
 # -- registry: `--sampler=NAME` -------------------------------------------
 
 SamplerFactory = Callable[..., NegativeSampler]
+# The task's loss of a sampler: "softmax", "triplet", "gbce", or a callable
+# `options -> loss` (e.g. a `losses.CMLTripletLoss` with the options' margin).
+LossSpec = Union[str, Callable[[Any], Any]]
 
 
 class _Entry(NamedTuple):
   factory: SamplerFactory
   options: type
+  loss: LossSpec
+  summary: str
 
 
 _REGISTRY: Dict[str, _Entry] = {}
 
 
-def register_sampler(name: str, options: type = NoOptions
+def register_sampler(name: str, options: type = NoOptions,
+                     loss: LossSpec = "softmax", summary: str = ""
                      ) -> Callable[[SamplerFactory], SamplerFactory]:
   """Registers `fn(context, options) -> NegativeSampler` as `name`.
 
+  Everything a program needs about a sampler comes from here: the trainer's
+  flags (`--<option>`, help and type from the options' fields), the tuner's
+  search space (the fields' `tune`), the task's loss and the docs' one-line
+  summary. A new sampler is its module (ending in this decorator), one
+  import line in `samplers/__init__.py`, and its tests.
+
   Args:
     name: the registry name (`--sampler=NAME`).
-    options: the sampler's frozen options dataclass; `create_sampler` builds
-      it from `context.options` and passes it to the factory.
+    options: the sampler's frozen options dataclass (fields made with
+      `option`); `create_sampler` builds it from `context.options` and
+      passes it to the factory.
+    loss: the task's loss for this sampler (see `LossSpec`).
+    summary: one line for `--help` and the docs (default: the first line of
+      the factory's docstring).
 
   Returns:
     The decorator (it returns the factory unchanged).
@@ -485,9 +539,15 @@ def register_sampler(name: str, options: type = NoOptions
   def decorator(fn: SamplerFactory) -> SamplerFactory:
     if name in _REGISTRY:
       raise ValueError("sampler %r registered twice" % name)
-    _REGISTRY[name] = _Entry(fn, options)
+    line = summary or (fn.__doc__ or "").strip().split("\n")[0]
+    _REGISTRY[name] = _Entry(fn, options, loss, line)
     return fn
   return decorator
+
+
+def unregister_sampler(name: str) -> None:
+  """Removes `name` from the registry (for tests that register one)."""
+  _REGISTRY.pop(name, None)
 
 
 def available_samplers() -> List[str]:
@@ -496,8 +556,10 @@ def available_samplers() -> List[str]:
 
 def _entry(name: str) -> _Entry:
   if name not in _REGISTRY:
-    raise ValueError("unknown sampler %r; valid samplers: %s"
-                     % (name, ", ".join(available_samplers())))
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    raise ValueError("unknown sampler %r%s; valid samplers: %s"
+                     % (name, " (did you mean %r?)" % close[0]
+                        if close else "", ", ".join(available_samplers())))
   return _REGISTRY[name]
 
 
@@ -506,9 +568,87 @@ def sampler_options(name: str) -> type:
   return _entry(name).options
 
 
+def sampler_summary(name: str) -> str:
+  """The one-line description of the sampler registered as `name`."""
+  return _entry(name).summary
+
+
 def option_names(name: str) -> Tuple[str, ...]:
   """The options the sampler `name` declares (its dataclass's fields)."""
   return tuple(f.name for f in dataclasses.fields(sampler_options(name)))
+
+
+def task_loss(name: str, options: Any = None) -> Any:
+  """The task's loss argument for sampler `name` with `options`.
+
+  A string ("softmax", "triplet", ...) or what the registered callable
+  returns for the options (default options when None).
+  """
+  entry = _entry(name)
+  if callable(entry.loss):
+    return entry.loss(options if options is not None else entry.options())
+  return entry.loss
+
+
+def loss_kind(name: str) -> str:
+  """"softmax", "triplet" or "gbce": the family of the sampler's loss."""
+  loss = task_loss(name)
+  return loss if isinstance(loss, str) else getattr(loss, "kind", "softmax")
+
+
+class OptionInfo(NamedTuple):
+  """One option across the samplers that declare it (for flags and docs).
+
+  Attributes:
+    name: the option (flag) name.
+    kind: int, float, bool or str.
+    help: the help line (the first declaration's).
+    choices: the valid strings of a str option (union over samplers).
+    defaults: `{sampler: default}`.
+  """
+  name: str
+  kind: type
+  help: str
+  choices: Tuple[str, ...]
+  defaults: Dict[str, Any]
+
+
+def option_table() -> Dict[str, OptionInfo]:
+  """Every option of every registered sampler, by name.
+
+  Raises:
+    TypeError: two samplers declare one option name with different types
+      (a flag has one type).
+  """
+  table: Dict[str, OptionInfo] = {}
+  for sampler in available_samplers():
+    options_cls = sampler_options(sampler)
+    for f in dataclasses.fields(options_cls):
+      kind, _ = _value_type(options_cls, f.name)
+      spec = f.metadata.get("spec", OptionSpec())
+      info = table.get(f.name)
+      if info is None:
+        table[f.name] = OptionInfo(f.name, kind, f.metadata.get("help", ""),
+                                   spec.choices, {sampler: f.default})
+        continue
+      if info.kind is not kind:
+        raise TypeError(
+            "option %r is %s for %s but %s for %s: one flag has one type; "
+            "rename one of them" % (f.name, info.kind.__name__,
+                                    ", ".join(info.defaults),
+                                    kind.__name__, sampler))
+      info.defaults[sampler] = f.default
+      choices = tuple(dict.fromkeys(info.choices + spec.choices))
+      table[f.name] = info._replace(
+          help=info.help or f.metadata.get("help", ""), choices=choices)
+  return table
+
+
+def option_tunes(name: str) -> Dict[str, Tune]:
+  """`{option: Tune}` of the options of sampler `name` that are searched."""
+  options_cls = sampler_options(name)
+  return {f.name: f.metadata["tune"] for f in dataclasses.fields(options_cls)
+          if f.metadata.get("tune") is not None}
 
 
 def build_options(name: str, values: Mapping[str, Any]) -> Any:
@@ -561,9 +701,12 @@ class SamplerContext(NamedTuple):
     seed: base seed for stateless randomness.
     options: `{option: value}` (from flags), e.g. `memory_size`; only
       options the sampler declares (`sampler_options(name)`).
+    temperature: the task's softmax temperature (None: raw dot products),
+      for samplers that select by the model's own softmax (BIR, XIR).
   """
   item_counts: Any
   item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
   global_batch_size: int = 128
   seed: int = 0
   options: Dict[str, Any] = {}
+  temperature: Optional[float] = None

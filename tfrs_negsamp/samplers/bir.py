@@ -53,7 +53,6 @@ References:
 """
 
 import dataclasses
-import logging
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -65,11 +64,6 @@ from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import in_batch
-
-# The trainer's default temperature (`--temperature`), used by the factories
-# only when `context.options` carries no "temperature".
-DEFAULT_TEMPERATURE = 0.05
-
 
 def check_int(value, name: str, minimum: int = 1,
               allow_none: bool = False) -> Optional[int]:
@@ -93,7 +87,7 @@ class BIRSampler(base.NegativeSampler):
       of in-batch candidates `G` (the official default).
     temperature: the softmax temperature of the task (None = 1). The
       resampling logits are `<u, v> / temperature - log q`, so this must equal
-      the `SampledRetrieval` temperature, otherwise the draws target another
+      the task's temperature, otherwise the draws target another
       softmax than the loss.
     seed: base seed of the stateless draws.
     frequency: `FrequencySource` of `log q` (updated once per training step);
@@ -204,8 +198,7 @@ class BIRSampler(base.NegativeSampler):
     return group, counts
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del user_history
+             positive_ids, training, consumed=None):
     step = self.step.read_value()
     log_q = self.in_batch_log_q(candidate_ids, training)
     group, _ = self.resample_batch(
@@ -225,15 +218,10 @@ class BIRSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class BIROptions(in_batch.LogQOptions):
-  """Options of `--sampler=bir` (and the `log Q` source's).
-
-  Attributes:
-    num_resampled: draws per query `K` (0: the global batch).
-    temperature: the task's temperature, which the resampling logits must
-      use (None: see `temperature_from_options`); the trainer passes it.
-  """
-  num_resampled: int = base.option(0, low=0)
-  temperature: Optional[float] = base.option(None, low=0, low_open=True)
+  """Options of `--sampler=bir` (and the `log Q` source's)."""
+  num_resampled: int = base.option(
+      0, low=0, help="BIR/XIR: draws per query K (0: the global batch)",
+      tune=base.Tune("categorical", choices=(0.25, 0.5, 1), per_batch=True))
 
 
 def num_resampled_from_options(options: BIROptions) -> Optional[int]:
@@ -241,29 +229,12 @@ def num_resampled_from_options(options: BIROptions) -> Optional[int]:
   return options.num_resampled or None
 
 
-def temperature_from_options(context: base.SamplerContext,
-                             options: BIROptions) -> Optional[float]:
-  """The task's temperature for the resampling logits.
-
-  `options.temperature` when set. Otherwise the model's rule with the
-  trainer's default: None (no scaling) without normalisation, and
-  `DEFAULT_TEMPERATURE` for normalised towers, with a warning, since a
-  different `--temperature` would then not reach the sampler.
-  """
-  if options.temperature is not None:
-    return options.temperature
-  if not getattr(context.item_model, "normalize", True):
-    return None
-  logging.warning("No 'temperature' in the sampler options: BIR/XIR "
-                  "resample with temperature %s; it must equal the task's.",
-                  DEFAULT_TEMPERATURE)
-  return DEFAULT_TEMPERATURE
-
-
 @base.register_sampler("bir", options=BIROptions)
 def _bir(context: base.SamplerContext, options: BIROptions) -> BIRSampler:
+  """BIR: per-query importance resampling of the batch (Chen et al. 2022)."""
+  # The resampling logits use the task's temperature.
   return BIRSampler(num_resampled=num_resampled_from_options(options),
-                    temperature=temperature_from_options(context, options),
+                    temperature=context.temperature,
                     seed=context.seed,
                     frequency=in_batch.frequency_from_options(context,
                                                               options))

@@ -68,7 +68,7 @@ References:
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -554,7 +554,8 @@ class CatalogSampler(base.NegativeSampler):
   Args:
     item_counts: `[N + 1]` training counts per model index (0 = OOV).
     num_negatives: `K`, negatives per row.
-    logq: subtract `log(K q(j))` (the log expected count) from the negatives.
+    logq: subtract `log(K q(j))` (the log expected count) from the negatives
+      (and, with `shared`, from the positive too).
     item_model: callable int64 ids `[...]` -> `[..., d]` embeddings.
     remove_accidental_hits: also mask negatives equal to the positive (they
       are already excluded from the draw; this is a guard).
@@ -564,6 +565,9 @@ class CatalogSampler(base.NegativeSampler):
       optional per candidate (see `CandidateCatalog.counts`).
     candidate_model: callable candidate ids -> embeddings.
     seed: base seed of the stateless draws (see the module docstring).
+    shared: draw the `K` negatives once per call, shared by every row as
+      extra columns (SASRec+'s 3,000 sampled negatives), instead of per
+      row; a negative equal to a row's positive is masked there.
 
   Example: the set-up of the samplers' examples (the TFRS tutorial's shape:
   string titles, a `StringLookup` + `Embedding` candidate tower):
@@ -589,10 +593,15 @@ class CatalogSampler(base.NegativeSampler):
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                remove_accidental_hits: bool = True,
                candidates=None, candidate_model=None, seed: int = 0,
-               **kwargs) -> None:
+               shared: bool = False, **kwargs) -> None:
     kwargs.pop("frequency", None)
     super().__init__(remove_accidental_hits=remove_accidental_hits, **kwargs)
     self.seed = check_seed(seed)
+    self.shared = bool(shared)
+    if self.shared and type(self)._rows is not CatalogSampler._rows:
+      raise ValueError("%s draws from a proposal per positive: shared=True "
+                       "(one draw for every row) does not apply."
+                       % type(self).__name__)
     self.step = distribute.add_state(self, "step", [], tf.int64)
     if (isinstance(num_negatives, bool) or
         not isinstance(num_negatives, (int, np.integer)) or
@@ -624,11 +633,13 @@ class CatalogSampler(base.NegativeSampler):
     return None
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, candidate_ids, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings, candidate_ids
     batch = tf.shape(query_embeddings)[0]
     rows = self._rows(positive_ids)
     step = self.step.read_value()
+    if self.shared:
+      return self._shared_sample(positive_ids, step, training)
     ids, valid = draw_excluding(
         lambda k: self.distribution.sample(
             [batch, self.num_negatives], ir.draw_seed(self.seed, step, k),
@@ -647,12 +658,40 @@ class CatalogSampler(base.NegativeSampler):
                                 remove_accidental_hits=(
                                     self.remove_accidental_hits))]
 
+  def _shared_sample(self, positive_ids: tf.Tensor, step: tf.Tensor,
+                     training) -> List[base.CandidateGroup]:
+    """`K` draws shared by every row: extra columns after the positive.
+
+    The logits of row `i` are `[<u_i, v_{p_i}> | <u_i, e_j>]` over the
+    shared draws `j`; the task masks a draw equal to the row's positive
+    (an accidental hit) or consumed by the row's user.
+    """
+    ids, _ = self.distribution.sample(
+        [self.num_negatives], ir.draw_seed(self.seed, step, 0))
+    if training:
+      self.step.assign_add(1)
+    log_q = None
+    if self.logq:
+      k = float(self.num_negatives)
+      negatives = tf.math.log(k * self.distribution.prob(ids))
+      positives = tf.math.log(k * tf.maximum(
+          self.distribution.prob(positive_ids), 1e-30))
+      log_q = tf.stop_gradient(tf.concat([
+          positives[:, None],
+          tf.broadcast_to(negatives[None, :],
+                          tf.stack([tf.shape(positives)[0],
+                                    tf.shape(negatives)[0]]))], axis=1))
+    return [base.CandidateGroup(
+        extra_embeddings=embed(self, ids), extra_ids=ids,
+        column_log_q=log_q, drop_in_batch=True,
+        remove_accidental_hits=self.remove_accidental_hits)]
+
   def get_config(self) -> Dict[str, Any]:
     config = super().get_config()
     config.pop("frequency", None)
     config.update({"item_counts": self._counts.tolist(),
                    "num_negatives": self.num_negatives, "logq": self.logq,
-                   "seed": self.seed})
+                   "seed": self.seed, "shared": self.shared})
     return config
 
   @classmethod
@@ -661,21 +700,32 @@ class CatalogSampler(base.NegativeSampler):
 
 
 @dataclasses.dataclass(frozen=True)
-class CatalogOptions:
-  """Options of the per-row catalog samplers (uniform, popularity, ...).
+class PerRowCatalogOptions:
+  """Options of every catalog sampler (balanced: a proposal per row)."""
+  num_negatives: int = base.option(
+      32, low=0, zero_is_default=True,
+      help="catalog samplers: negatives per row K",
+      tune=base.Tune("int", 8, 256, log=True))
+  logq: bool = base.option(
+      False, help="subtract the log expected count of the sampled columns "
+      "(the catalog samplers and two-stage: off, as in the studies; mixed: "
+      "the mixture correction)")
 
-  Attributes:
-    num_negatives: negatives per row `K`.
-    catalog_logq: subtract the log expected count (off, as in the studies).
-  """
-  num_negatives: int = base.option(32, low=0, zero_is_default=True)
-  catalog_logq: bool = base.option(False)
+
+@dataclasses.dataclass(frozen=True)
+class CatalogOptions(PerRowCatalogOptions):
+  """Options of the catalog samplers with one proposal (uniform, ...)."""
+  shared: bool = base.option(
+      False, help="catalog samplers: one draw of K negatives shared by "
+      "every row (SASRec+'s sampled softmax) instead of K per row")
 
 
 def catalog_kwargs(context: base.SamplerContext,
-                   options: CatalogOptions) -> Dict[str, Any]:
-  """The arguments every per-row catalog factory passes."""
-  return {"item_counts": context.item_counts,
-          "num_negatives": options.num_negatives,
-          "logq": options.catalog_logq,
-          "item_model": context.item_model, "seed": context.seed}
+                   options: PerRowCatalogOptions) -> Dict[str, Any]:
+  """The arguments every catalog factory passes."""
+  kwargs = {"item_counts": context.item_counts,
+            "num_negatives": options.num_negatives, "logq": options.logq,
+            "item_model": context.item_model, "seed": context.seed}
+  if isinstance(options, CatalogOptions):
+    kwargs["shared"] = options.shared
+  return kwargs

@@ -107,15 +107,14 @@ class Compose(base.NegativeSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
+             positive_ids, training, consumed=None):
     batch = tf.shape(query_embeddings)[0]
     num_columns = tf.shape(candidate_ids)[0]
     merged, kept = [], []
     for sampler in self.samplers:
       for group in sampler(query_embeddings, candidate_embeddings,
                            candidate_ids, training=training,
-                           positive_ids=positive_ids,
-                           user_history=user_history, consumed=consumed,
+                           positive_ids=positive_ids, consumed=consumed,
                            ids_are_keys=True):
         mergeable = (group.weight == 1.0 and group.logit_offset is None and
                      (not group.drop_in_batch or

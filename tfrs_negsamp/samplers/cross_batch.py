@@ -189,8 +189,8 @@ class CrossBatchSampler(base.NegativeSampler):
     return self.queue.filled
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del positive_ids, user_history  # hits are found from the column ids
+             positive_ids, training, consumed=None):
+    del positive_ids  # hits are found from the column ids
     del consumed  # the task masks consumed batch and queue columns
     local_batch = query_embeddings.shape[0]
     num_columns = candidate_embeddings.shape[0]
@@ -257,29 +257,29 @@ class CrossBatchSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class CrossBatchOptions(in_batch.LogQOptions):
-  """Options of `--sampler=cross_batch` (and the `log Q` source's).
-
-  Attributes:
-    memory_size: queue size `M` (0: 4 x the global batch).
-    warmup_steps: steps before the queue is used as negatives.
-    cbns_fresh_queue: diagnostic: re-embed the queue's ids at every step.
-    cbns_fresh_queue_gradient: with `cbns_fresh_queue`, keep the gradient of
-      the re-embedded columns.
-  """
-  memory_size: int = base.option(0, low=0)
-  warmup_steps: int = base.option(0, low=0)
-  cbns_fresh_queue: bool = base.option(False)
-  cbns_fresh_queue_gradient: bool = base.option(False)
+  """Options of `--sampler=cross_batch` (and the `log Q` source's)."""
+  memory_size: int = base.option(
+      0, low=0, help="CBNS queue size M (0: 4x the global batch)",
+      tune=base.Tune("categorical", choices=(1, 4, 16), per_batch=True))
+  warmup_steps: int = base.option(
+      0, low=0, help="CBNS: in-batch steps before the queue joins the "
+      "softmax", tune=base.Tune("categorical", choices=(0, 300, 1000)))
+  fresh_queue: bool = base.option(
+      False, help="CBNS diagnostic: re-embed the queue's ids at every step "
+      "(no stale embeddings; not the paper's method)")
+  fresh_queue_gradient: bool = base.option(
+      False, help="CBNS diagnostic, with --fresh_queue: keep the gradient "
+      "of the re-embedded queue columns")
 
 
 @base.register_sampler("cross_batch", options=CrossBatchOptions)
 def _cross_batch(context: base.SamplerContext,
                  options: CrossBatchOptions) -> CrossBatchSampler:
-  """`--sampler=cross_batch --memory_size=M --warmup_steps=W --logq=...`."""
+  """CBNS: in-batch plus a FIFO queue of recent item embeddings (Wang et al. 2021)."""
   return CrossBatchSampler(
       memory_size=options.memory_size or 4 * context.global_batch_size,
       warmup_steps=options.warmup_steps,
       frequency=in_batch.frequency_from_options(context, options),
-      fresh_queue=options.cbns_fresh_queue,
-      fresh_queue_gradient=options.cbns_fresh_queue_gradient,
+      fresh_queue=options.fresh_queue,
+      fresh_queue_gradient=options.fresh_queue_gradient,
       item_model=context.item_model)

@@ -72,6 +72,10 @@ def step_seed(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
     step: int64 scalar, the sampler's step counter.
     stream: one of the `STREAM_*` constants.
 
+  Under `ParameterServerStrategy` the pair is folded
+  (`stateless_fold_in`) with the index of the worker running the step
+  (`distribute.worker_index`).
+
   Returns:
     A `[2]` int64 tensor for `tf.random.stateless_*` ops.
   """
@@ -79,8 +83,13 @@ def step_seed(seed: int, step: tf.Tensor, stream: int) -> tf.Tensor:
     raise ValueError("stream must be in [0, %d), got %r."
                      % (NUM_STREAMS, stream))
   step = tf.cast(step, tf.int64)
-  return tf.stack([tf.constant(seed, tf.int64),
-                   step * NUM_STREAMS + stream])
+  pair = tf.stack([tf.constant(seed, tf.int64), step * NUM_STREAMS + stream])
+  worker = distribute.worker_index()
+  if worker is None:
+    return pair
+  # Parameter-server training: two workers can read the same step counter,
+  # so the worker index is folded in and their draws stay independent.
+  return tf.random.experimental.stateless_fold_in(pair, worker)
 
 
 def draw_seed(seed: int, step: tf.Tensor, draw: int = 0,

@@ -46,8 +46,8 @@ class InBatchSampler(base.NegativeSampler):
   """
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del query_embeddings, candidate_embeddings, positive_ids, user_history
+             positive_ids, training, consumed=None):
+    del query_embeddings, candidate_embeddings, positive_ids
     del consumed  # the task masks consumed columns
     return [base.CandidateGroup(
         column_log_q=self.in_batch_log_q(candidate_ids, training),
@@ -58,17 +58,21 @@ class InBatchSampler(base.NegativeSampler):
 class StreamingEstimatorOptions:
   """Options of the streaming `log Q` estimator (Yi et al. 2019).
 
-  Attributes:
-    num_buckets: buckets per hash (0: `auto_num_buckets`, 16x the catalog).
-    num_hashes: hash functions.
-    estimator_alpha: learning rate of the inter-arrival estimate.
-    estimator_rule: update rule, one of `frequency.UPDATE_RULES`.
+  Named as `frequency.StreamingFrequencyEstimator`'s arguments (`alpha` and
+  `update_rule` with the prefix `estimator_`).
   """
-  num_buckets: int = base.option(0, low=0)
-  num_hashes: int = base.option(2, low=1)
-  estimator_alpha: float = base.option(0.01, low=0, high=1, low_open=True)
-  estimator_rule: str = base.option("debiased",
-                                    choices=frequency_lib.UPDATE_RULES)
+  num_buckets: int = base.option(
+      0, low=0, help="streaming log Q estimator: buckets per hash (0: 16x "
+      "the catalog)")
+  num_hashes: int = base.option(
+      2, low=1, help="streaming log Q estimator: hash functions")
+  estimator_alpha: float = base.option(
+      0.01, low=0, high=1, low_open=True,
+      help="streaming log Q estimator: learning rate of the inter-arrival "
+      "estimate")
+  estimator_update_rule: str = base.option(
+      "debiased", choices=frequency_lib.UPDATE_RULES,
+      help="streaming log Q estimator: update rule")
 
 
 LOGQ_SOURCES = ("streaming", "static", "none")
@@ -76,17 +80,17 @@ LOGQ_SOURCES = ("streaming", "static", "none")
 
 @dataclasses.dataclass(frozen=True)
 class LogQOptions(StreamingEstimatorOptions):
-  """A choice of `log Q` source (for samplers that take one).
-
-  Attributes:
-    logq: "streaming" (the estimator), "static" (training counts) or "none".
-  """
-  logq: str = base.option("streaming", choices=LOGQ_SOURCES)
+  """A choice of `log Q` source (the samplers' `frequency` argument)."""
+  frequency: str = base.option(
+      "streaming", choices=LOGQ_SOURCES,
+      help="source of log Q: the streaming estimator, fixed training counts "
+      "(static) or none")
 
 
 @base.register_sampler("in_batch")
 def _in_batch(context: base.SamplerContext,
               options: base.NoOptions) -> InBatchSampler:
+  """In-batch softmax, uncorrected (the other rows' positives)."""
   del context, options
   return InBatchSampler()
 
@@ -94,12 +98,14 @@ def _in_batch(context: base.SamplerContext,
 @base.register_sampler("in_batch_logq", options=StreamingEstimatorOptions)
 def _in_batch_logq(context: base.SamplerContext,
                    options: StreamingEstimatorOptions) -> InBatchSampler:
+  """In-batch softmax with log Q from a streaming estimate (Yi et al. 2019)."""
   return InBatchSampler(frequency=streaming_estimator(context, options))
 
 
 @base.register_sampler("in_batch_logq_static")
 def _in_batch_logq_static(context: base.SamplerContext,
                           options: base.NoOptions) -> InBatchSampler:
+  """In-batch softmax with log Q from the training counts."""
   del options
   return InBatchSampler(frequency=static_probability(context))
 
@@ -113,7 +119,7 @@ def streaming_estimator(
           len(context.item_counts)),
       num_hashes=options.num_hashes,
       alpha=options.estimator_alpha,
-      update_rule=options.estimator_rule,
+      update_rule=options.estimator_update_rule,
       seed=context.seed)
 
 
@@ -126,9 +132,9 @@ def static_probability(
 
 def frequency_from_options(context: base.SamplerContext,
                            options: LogQOptions):
-  """`options.logq` in `LOGQ_SOURCES` -> the source, or None for "none"."""
-  if options.logq == "streaming":
+  """`options.frequency` in `LOGQ_SOURCES` -> the source (None: "none")."""
+  if options.frequency == "streaming":
     return streaming_estimator(context, options)
-  if options.logq == "static":
+  if options.frequency == "static":
     return static_probability(context)
   return None

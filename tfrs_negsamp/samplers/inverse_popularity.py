@@ -48,4 +48,5 @@ class InversePopularitySampler(catalog.CatalogSampler):
 def _inverse_popularity(
     context: base.SamplerContext,
     options: catalog.CatalogOptions) -> InversePopularitySampler:
+  """Per-row negatives in proportion to 1 / popularity (IPNS)."""
   return InversePopularitySampler(**catalog.catalog_kwargs(context, options))

@@ -25,6 +25,16 @@ Distribution. The buffer must be written with identical rows on every
 replica (gather them in replica-id order first, SAMPLERS.md D4); then every
 replica computes the same slots and the ONLY_FIRST_REPLICA writes keep all
 copies identical.
+
+Asynchronous writers (`ParameterServerStrategy`: one copy on a parameter
+server, written by every worker's steps as they arrive). A write reads
+`head` and `filled` once; two workers that read the same `head` write the
+same slots (the later write wins) and advance `head` to the same value, so
+rows can be lost but the buffer stays well-formed: `0 <= head < capacity`,
+`filled <= capacity`, and every slot below `filled` holds a written row. A
+write that read `filled` before another write raised it may lower it again
+(the slots above then sit unused until a later write counts them): `filled`
+can under-count the written slots, never over-count them.
 """
 
 from typing import Dict, Mapping, NamedTuple, Sequence
@@ -120,10 +130,25 @@ class RingBuffer:
     n = tf.cast(tf.shape(first)[0], tf.int64)
     kept = tf.minimum(n, self.capacity)
     skip = n - kept  # rows older than the last `capacity` are never stored
-    rows = (self.head + skip + tf.range(kept, dtype=tf.int64)) % self.capacity
+    # `head` and `filled` are read once: every slot and counter of this
+    # write derives from the same two values, even when other writers
+    # update them meanwhile (asynchronous writers, module docstring).
+    head = self.head.read_value()
+    filled = self.filled.read_value()
+    rows = (head + skip + tf.range(kept, dtype=tf.int64)) % self.capacity
+    writes = []
     for f in self.fields:
       var = self.arrays[f.name]
       update = tf.cast(tf.stop_gradient(values[f.name])[skip:], var.dtype)
-      var.scatter_update(tf.IndexedSlices(update, rows))
-    self.head.assign((self.head + n) % self.capacity)
-    self.filled.assign(tf.minimum(self.filled + n, self.capacity))
+      writes.append(var.scatter_update(tf.IndexedSlices(update, rows)))
+    # The rows land before the counters move, so a concurrent reader never
+    # sees a counted slot that is not written yet. `max(filled, head + n)`
+    # is `filled + n` while the buffer fills (`head == filled`) and
+    # `capacity` once full, as a plain count; with concurrent writers
+    # (parameter-server training) it never counts a slot no write reached:
+    # slots `[0, head)` were written before `head` took its value, and this
+    # write reached `[head, head + n)`.
+    with tf.control_dependencies(writes):
+      self.head.assign((head + n) % self.capacity)
+      self.filled.assign(tf.minimum(tf.maximum(filled, head + n),
+                                    self.capacity))

@@ -159,9 +159,9 @@ class MixedSampler(base.NegativeSampler):
     return extra_ids, extra, log_q
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
+             positive_ids, training, consumed=None):
     del query_embeddings, candidate_embeddings, positive_ids
-    del user_history, consumed  # the task masks consumed columns
+    del consumed  # the task masks consumed columns
     extra_ids, extra, log_q = self.uniform_columns(candidate_ids, training)
     if training:
       self.step.assign_add(1)
@@ -187,21 +187,21 @@ class MixedSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class MixedOptions:
-  """Options of `--sampler=mixed` (MNS).
-
-  Attributes:
-    num_uniform: shared uniform columns `B'` (0: the global batch).
-    mixed_logq: the mixture correction `log(G f + B'/N)`.
-  """
-  num_uniform: int = base.option(0, low=0)
-  mixed_logq: bool = base.option(True)
+  """Options of `--sampler=mixed` (MNS)."""
+  num_uniform: int = base.option(
+      0, low=0, help="mixed/adaptive_mixed: shared uniform columns B' "
+      "(0: the global batch for mixed, 100 for adaptive_mixed)",
+      tune=base.Tune("categorical", choices=(0.25, 1, 4), per_batch=True))
+  logq: bool = base.option(True, help="the mixture correction "
+                           "log(G f + B'/N)")
 
 
 @base.register_sampler("mixed", options=MixedOptions)
 def _mixed(context: base.SamplerContext,
            options: MixedOptions) -> MixedSampler:
+  """MNS: in-batch plus B' shared uniform catalog columns (Yang et al. 2020)."""
   return MixedSampler(
       item_counts=context.item_counts,
       num_uniform=options.num_uniform or context.global_batch_size,
-      logq=options.mixed_logq,
+      logq=options.logq,
       item_model=context.item_model, seed=context.seed)

@@ -63,16 +63,14 @@ class PopularitySampler(catalog.CatalogSampler):
 
 @dataclasses.dataclass(frozen=True)
 class PopularityOptions(catalog.CatalogOptions):
-  """Options of `--sampler=popularity` (and the catalog samplers').
-
-  Attributes:
-    popularity_alpha: exponent of the training counts.
-  """
-  popularity_alpha: float = base.option(1.0)
+  """Options of `--sampler=popularity` (and the catalog samplers')."""
+  alpha: float = base.option(
+      1.0, help="popularity: exponent of the training counts")
 
 
 @base.register_sampler("popularity", options=PopularityOptions)
 def _popularity(context: base.SamplerContext,
                 options: PopularityOptions) -> PopularitySampler:
-  return PopularitySampler(alpha=options.popularity_alpha,
+  """Per-row negatives in proportion to popularity (PNS; Prakash et al. 2024)."""
+  return PopularitySampler(alpha=options.alpha,
                            **catalog.catalog_kwargs(context, options))

@@ -295,8 +295,8 @@ class TwoStageSampler(base.NegativeSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del candidate_embeddings, candidate_ids, user_history
+             positive_ids, training, consumed=None):
+    del candidate_embeddings, candidate_ids
     if self.rule == REFERENCE:
       del query_embeddings
       return self._sample_reference(positive_ids, training, consumed)
@@ -410,64 +410,71 @@ class TwoStageSampler(base.NegativeSampler):
 
 @dataclasses.dataclass(frozen=True)
 class TwoStageBaseOptions:
-  """Options both two-stage samplers take.
-
-  Attributes:
-    two_stage_pool: stage-1 pool size `C` (0: `default_pool_size`).
-    two_stage_rule: stage 2, one of `RULES`.
-    two_stage_refresh: reference rule: training steps between refreshes of
-      the stale item table.
-    two_stage_beta: stage-1 popularity exponent `beta`.
-    catalog_logq: subtract the log inclusion probability of stage 1.
-  """
-  two_stage_pool: int = base.option(0, low=0)
-  two_stage_rule: str = base.option(REFERENCE, choices=RULES)
-  two_stage_refresh: int = base.option(REFERENCE_REFRESH_STEPS, low=1)
-  two_stage_beta: float = base.option(1.0)
-  catalog_logq: bool = base.option(False)
+  """Options both two-stage samplers take."""
+  pool_size: int = base.option(
+      0, low=0, help="two_stage: stage-1 pool size C (0: 512 for "
+      "query_score; for reference 1.5 percent of the catalog, at least 128, "
+      "at most 2000)", tune=base.Tune("int", 64, 2048, log=True))
+  rule: str = base.option(
+      REFERENCE, choices=RULES,
+      help="two_stage: stage 2 draws by spread-out weights of the "
+      "similarity to the positive on a stale item table (reference) or keeps "
+      "the top-K2 by query score")
+  refresh_steps: int = base.option(
+      REFERENCE_REFRESH_STEPS, low=1,
+      help="two_stage (reference rule): training steps between refreshes "
+      "of the stale item table")
+  beta: float = base.option(
+      1.0, help="two_stage: stage-1 popularity exponent beta (1: the "
+      "reference code's default; 0: a uniform pool)",
+      tune=base.Tune("categorical", choices=(0.0, 0.5, 1.0)))
+  logq: bool = base.option(
+      False, help="subtract the log inclusion probability of the stage-1 "
+      "pool")
 
 
 @dataclasses.dataclass(frozen=True)
 class TwoStageOptions(TwoStageBaseOptions):
-  """Options of `--sampler=two_stage` (sampled softmax).
-
-  Attributes:
-    num_hard_negatives: `K2`, negatives per row.
-  """
-  num_hard_negatives: int = base.option(32, low=0, zero_is_default=True)
+  """Options of `--sampler=two_stage` (sampled softmax)."""
+  num_hard_negatives: int = base.option(
+      32, low=0, zero_is_default=True,
+      help="two_stage: K2, negatives kept per row",
+      tune=base.Tune("int", 4, 64, log=True))
 
 
 @dataclasses.dataclass(frozen=True)
 class TwoStageTripletOptions(TwoStageBaseOptions):
-  """Options of `--sampler=two_stage_triplet` (the CML hinge).
-
-  Attributes:
-    cml_margin: hinge margin.
-  """
-  cml_margin: float = base.option(1.0, low=0)
+  """Options of `--sampler=two_stage_triplet` (the CML hinge)."""
+  margin: float = base.option(
+      1.0, low=0, help="two_stage_triplet: hinge margin",
+      tune=base.Tune("categorical", choices=(0.25, 0.5, 1.0)))
 
 
 def _kwargs(context: base.SamplerContext,
             options: TwoStageBaseOptions) -> Dict[str, Any]:
   return {"item_counts": context.item_counts,
-          "pool_size": options.two_stage_pool or None,
-          "beta": options.two_stage_beta,
-          "logq": options.catalog_logq,
+          "pool_size": options.pool_size or None,
+          "beta": options.beta,
+          "logq": options.logq,
           "item_model": context.item_model, "seed": context.seed,
-          "rule": options.two_stage_rule,
-          "refresh_steps": options.two_stage_refresh}
+          "rule": options.rule,
+          "refresh_steps": options.refresh_steps}
 
 
 @base.register_sampler("two_stage", options=TwoStageOptions)
 def _two_stage(context: base.SamplerContext,
                options: TwoStageOptions) -> TwoStageSampler:
+  """Two-stage: popularity pool, then the items nearest the positive (Tran et al. 2019)."""
   return TwoStageSampler(loss=losses.SOFTMAX,
                          num_hard_negatives=options.num_hard_negatives,
                          **_kwargs(context, options))
 
 
-@base.register_sampler("two_stage_triplet", options=TwoStageTripletOptions)
+@base.register_sampler(
+    "two_stage_triplet", options=TwoStageTripletOptions,
+    loss=lambda options: losses.CMLTripletLoss(margin=options.margin))
 def _two_stage_triplet(context: base.SamplerContext,
                        options: TwoStageTripletOptions) -> TwoStageSampler:
-  return TwoStageSampler(loss=losses.TRIPLET, margin=options.cml_margin,
+  """Two-stage negatives with the CML hinge loss (Tran et al. 2019)."""
+  return TwoStageSampler(loss=losses.TRIPLET, margin=options.margin,
                          **_kwargs(context, options))

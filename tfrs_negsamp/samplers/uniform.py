@@ -53,4 +53,5 @@ class UniformSampler(catalog.CatalogSampler):
 @base.register_sampler("uniform", options=catalog.CatalogOptions)
 def _uniform(context: base.SamplerContext,
              options: catalog.CatalogOptions) -> UniformSampler:
+  """Per-row uniform catalog negatives (RNS; Prakash et al. 2024)."""
   return UniformSampler(**catalog.catalog_kwargs(context, options))

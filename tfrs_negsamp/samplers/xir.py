@@ -95,7 +95,10 @@ class XIRSampler(bir.BIRSampler):
     num_resampled: `K >= 2`, draws per query, half from the batch and half
       from the cache (`K // 2` and `K - K // 2`); None = the number of
       in-batch candidates `G` (the official `C/2 + C/2` with `C = G`).
-    temperature, seed, frequency, remove_accidental_hits: as `BIRSampler`.
+    temperature: as `BIRSampler`.
+    seed: as `BIRSampler`.
+    frequency: as `BIRSampler`.
+    remove_accidental_hits: as `BIRSampler`.
     candidates: instead of `num_items` and `item_model`, a batched dataset
       of the candidate ids (int or string, e.g. `movies.batch(128)`); the
       cache then holds indices of those candidates, encoded by...
@@ -170,8 +173,7 @@ class XIRSampler(bir.BIRSampler):
     super().build(input_shape)
 
   def sample(self, query_embeddings, candidate_embeddings, candidate_ids,
-             positive_ids, training, user_history, consumed=None):
-    del user_history
+             positive_ids, training, consumed=None):
     if self.item_model is None:
       raise ValueError(
           "XIRSampler needs an item_model to encode the cache ids: pass "
@@ -267,7 +269,9 @@ class XIRSampler(bir.BIRSampler):
       weights = tf.gather(occurrence, vals)
     else:
       weights = tf.gather(self.occurrence, vals) + counts
-      self.occurrence.scatter_update(tf.IndexedSlices(weights, vals))
+      # An increment (the same value as writing `weights`): under
+      # asynchronous training every worker's draws are counted once.
+      self.occurrence.scatter_add(tf.IndexedSlices(counts, vals))
 
     def redraw():
       logits = tf.math.log(weights)[None, :]
@@ -291,16 +295,17 @@ class XIRSampler(bir.BIRSampler):
 
 @dataclasses.dataclass(frozen=True)
 class XIROptions(bir.BIROptions):
-  """Options of `--sampler=xir` (BIR's and the `log Q` source's too).
-
-  Attributes:
-    cache_size: cache size `C` (0: the global batch).
-    xir_lambda: weight of the cache group (`1 - lambda`: the batch group).
-    cache_decay: occurrence counts decay by `(1 - decay)` per step.
-  """
-  cache_size: int = base.option(0, low=0)
-  xir_lambda: float = base.option(0.2, low=0, high=1)
-  cache_decay: float = base.option(0.0, low=0, high=1, high_open=True)
+  """Options of `--sampler=xir` (BIR's and the `log Q` source's too)."""
+  cache_size: int = base.option(
+      0, low=0, help="XIR: cache size C (0: the global batch)",
+      tune=base.Tune("categorical", choices=(0.5, 1, 4), per_batch=True))
+  cache_weight: float = base.option(
+      0.2, low=0, high=1, help="XIR: weight lambda of the cache group "
+      "(1 - lambda: the batch group)",
+      tune=base.Tune("float", 0.05, 0.8))
+  cache_decay: float = base.option(
+      0.0, low=0, high=1, high_open=True,
+      help="XIR: occurrence counts decay by (1 - decay) per step")
 
   def __post_init__(self):
     if self.num_resampled == 1:
@@ -310,6 +315,7 @@ class XIROptions(bir.BIROptions):
 
 @base.register_sampler("xir", options=XIROptions)
 def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
+  """XIR: BIR plus a cache of often-resampled items (Chen et al. 2022)."""
   if context.item_model is None:
     raise ValueError("the xir sampler needs context.item_model to encode its "
                      "cache ids.")
@@ -317,9 +323,9 @@ def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
       num_items=len(context.item_counts) - 1,
       item_model=context.item_model,
       cache_size=options.cache_size or context.global_batch_size,
-      cache_weight=options.xir_lambda,
+      cache_weight=options.cache_weight,
       cache_decay=options.cache_decay,
       num_resampled=bir.num_resampled_from_options(options),
-      temperature=bir.temperature_from_options(context, options),
+      temperature=context.temperature,
       seed=context.seed,
       frequency=in_batch.frequency_from_options(context, options))

@@ -1,3 +1,2 @@
 """Loss tasks: `Retrieval`, a drop-in for `tfrs.tasks.Retrieval`."""
 from tfrs_negsamp.tasks.retrieval import Retrieval
-from tfrs_negsamp.tasks.retrieval import SampledRetrieval

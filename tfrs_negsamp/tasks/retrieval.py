@@ -1,4 +1,4 @@
-"""`SampledRetrieval`: `tfrs.tasks.Retrieval` fed by sampler candidate groups.
+"""`Retrieval`: `tfrs.tasks.Retrieval` with a negative sampler (candidate groups).
 
 For each `CandidateGroup` the task builds one logits matrix and reuses TFRS's
 own pieces, in TFRS's order (SAMPLERS.md 1.6):
@@ -35,6 +35,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_negsamp import distribute
+from tfrs_negsamp import full_softmax
+from tfrs_negsamp import gbce
+from tfrs_negsamp import keys as keys_lib
 from tfrs_negsamp import losses
 from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
@@ -81,6 +84,20 @@ class Retrieval(tfrs.tasks.Retrieval):
     sampler: optional `tfrs_negsamp.samplers.NegativeSampler` (or
       `samplers.Compose`).
     gather_candidates: gather candidates across replicas (with a sampler).
+    consumed_items: optional `tfrs_negsamp.masking.ConsumedItems` of the
+      training (user, item) pairs (`ConsumedItems.from_interactions`):
+      with `query_ids=` in `call`, every negative column whose item the
+      row's user consumed in training gets zero softmax mass (the positive
+      excepted), and the samplers that select negatives (resampling, pools,
+      catalog draws) skip them.
+    mask_history: mask the users' consumed items when the call says what
+      they are (`query_ids` with `consumed_items`, or `query_history`);
+      False turns masking off. Without either input there is nothing to
+      mask: the false negatives (a user's own items among the in-batch or
+      sampled columns) stay in the softmax, which costs hardness-based
+      samplers most (SAMPLERS.md 0.3).
+    rows_per_block: sequence rows (`[B, L, d]` inputs): the positions of
+      one softmax block (its query rows and in-batch columns).
 
   Raises:
     ValueError: for an unknown `loss` name.
@@ -98,19 +115,31 @@ class Retrieval(tfrs.tasks.Retrieval):
                remove_accidental_hits: bool = False,
                name: Optional[str] = None,
                sampler: Optional[base.NegativeSampler] = None,
-               gather_candidates: bool = True) -> None:
+               gather_candidates: bool = True,
+               consumed_items: Optional[masking.ConsumedItems] = None,
+               mask_history: bool = True,
+               rows_per_block: int = 1024) -> None:
     pairwise = None
+    gbce_loss = None
     if isinstance(loss, str):
       if loss not in losses.LOSS_TYPES:
         raise ValueError("unknown loss %r; valid: %s"
                          % (loss, ", ".join(losses.LOSS_TYPES)))
       pairwise = losses.CMLTripletLoss() if loss == losses.TRIPLET else None
+      gbce_loss = losses.GBCE() if loss == losses.GBCE_NAME else None
       loss = None
     elif isinstance(loss, losses.CMLTripletLoss):
       pairwise, loss = loss, None
+    elif isinstance(loss, losses.GBCE):
+      gbce_loss, loss = loss, None
     if sampler is not None and not isinstance(sampler, base.NegativeSampler):
       raise TypeError("sampler must be a tfrs_negsamp NegativeSampler, got "
                       "%r." % (sampler,))
+    if consumed_items is not None and not isinstance(
+        consumed_items, masking.ConsumedItems):
+      raise TypeError("consumed_items must be a "
+                      "tfrs_negsamp.masking.ConsumedItems, got %r."
+                      % (consumed_items,))
     super().__init__(loss=loss, metrics=metrics, batch_metrics=batch_metrics,
                      loss_metrics=loss_metrics, temperature=temperature,
                      num_hard_negatives=num_hard_negatives,
@@ -118,8 +147,18 @@ class Retrieval(tfrs.tasks.Retrieval):
                      name=name)
     self._hit_remover = tfrs.layers.loss.RemoveAccidentalHits()
     self.pairwise_loss = pairwise
+    self.gbce_loss = gbce_loss
     self.sampler = sampler
     self.gather_candidates = bool(gather_candidates)
+    self.consumed_items = consumed_items
+    self.mask_history = bool(mask_history)
+    if int(rows_per_block) < 1:
+      raise ValueError("rows_per_block must be >= 1, got %r."
+                       % (rows_per_block,))
+    self.rows_per_block = int(rows_per_block)
+    if consumed_items is not None:
+      # The table is consulted with the keys the columns carry.
+      consumed_items.bind_keys(self._keys)
     # State that does not depend on the embedding dimension is created now,
     # in the caller's strategy scope (XIR's cache, catalog CDFs, frequency
     # sketches); the rest on the first call (see `call`).
@@ -290,6 +329,11 @@ class Retrieval(tfrs.tasks.Retrieval):
       raise ValueError("the sampler returned no candidate group.")
     total = tf.constant(0.0)
     for group in groups:
+      if group.catalog_softmax is not None:
+        total += group.weight * self._catalog_softmax_loss(
+            query_embeddings, candidate_ids, group.catalog_softmax,
+            sample_weight, consumed)
+        continue
       if self.pairwise_loss is not None:
         total += group.weight * losses.triplet_group_loss(
             self.pairwise_loss, query_embeddings, candidate_embeddings,
@@ -300,10 +344,62 @@ class Retrieval(tfrs.tasks.Retrieval):
                                          candidate_embeddings,
                                          candidate_ids, group,
                                          consumed=consumed)
-      loss = self._loss(y_true=labels, y_pred=logits,
-                        sample_weight=sample_weight)
+      if self.gbce_loss is not None:
+        loss = self._gbce(logits, labels, sample_weight)
+      else:
+        loss = self._loss(y_true=labels, y_pred=logits,
+                          sample_weight=sample_weight)
       total += group.weight * tf.cast(loss, tf.float32)
     return total
+
+  def _catalog_softmax_loss(self, query_embeddings: tf.Tensor,
+                            candidate_ids: tf.Tensor,
+                            spec: base.CatalogSoftmax,
+                            sample_weight: Optional[tf.Tensor],
+                            consumed: Optional[masking.Consumed]
+                            ) -> tf.Tensor:
+    """The exact softmax over the catalog, summed over the rows."""
+    if self.pairwise_loss is not None or self.gbce_loss is not None:
+      raise ValueError("the full softmax sampler trains the softmax: use "
+                       "loss='softmax' with it.")
+    positives = candidate_ids[:tf.shape(query_embeddings)[0]]
+    return tf.reduce_sum(full_softmax.full_softmax_loss(
+        query_embeddings, positives, spec.item_embeddings,
+        num_items=spec.num_items, temperature=self._temperature,
+        sample_weight=sample_weight, masked_items=consumed,
+        chunk_size=spec.chunk_size))
+
+  def _gbce(self, logits: tf.Tensor, labels: tf.Tensor,
+            sample_weight: Optional[tf.Tensor]) -> tf.Tensor:
+    """gBCE summed over the rows: the label column is the positive, every
+    other column a negative (masked ones, at `MIN_FLOAT`, add 0)."""
+    num_items = self.gbce_loss.num_items or self._catalog_size()
+    if num_items is None:
+      raise ValueError("gBCE needs the catalog size: give "
+                       "losses.GBCE(num_items=...) or a sampler with a "
+                       "catalog (num_items= or candidates=).")
+    columns = logits.shape[1]
+    if columns is None or columns < 2:
+      raise ValueError("gBCE needs a static number (>= 2) of columns per "
+                       "row, got %s." % (logits.shape,))
+    is_label = tf.cast(labels, tf.bool)
+    positive = tf.reduce_sum(tf.where(is_label, logits, 0.0), axis=1)
+    negatives = tf.reshape(tf.boolean_mask(logits, ~is_label),
+                           [-1, columns - 1])
+    return tf.reduce_sum(gbce.gbce_loss(
+        positive, negatives, num_items, self.gbce_loss.t,
+        sample_weight=sample_weight, negative_mask=negatives > MIN_FLOAT / 2))
+
+  def _catalog_size(self) -> Optional[int]:
+    """The sampler's catalog size (`num_items` or its candidate catalog)."""
+    for member in getattr(self.sampler, "samplers", [self.sampler]):
+      catalog = getattr(member, "candidate_catalog", None)
+      if catalog is not None:
+        return int(catalog.num_items)
+      size = getattr(member, "num_items", None)
+      if size is not None:
+        return int(size)
+    return None
 
   def call(self,
            query_embeddings: tf.Tensor,
@@ -314,7 +410,9 @@ class Retrieval(tfrs.tasks.Retrieval):
            compute_metrics: bool = True,
            compute_batch_metrics: bool = True,
            score_mask: Optional[tf.Tensor] = None,
-           training: Optional[bool] = None) -> tf.Tensor:
+           training: Optional[bool] = None,
+           query_ids: Optional[tf.Tensor] = None,
+           query_history: Optional[tf.Tensor] = None) -> tf.Tensor:
     """Computes the loss and updates the metrics (TFRS's signature).
 
     Args:
@@ -332,6 +430,12 @@ class Retrieval(tfrs.tasks.Retrieval):
       training: sampler state (queues, caches, frequency sketches) is
         updated unless this is False; pass `training=training` from
         `compute_loss` so that `model.evaluate` leaves it alone.
+      query_ids: `[B]` the rows' user ids (strings or ints), for masking
+        with the task's `consumed_items`.
+      query_history: `[B, L]` the items each row's user consumed, as a
+        history tower reads them (the candidate ids' type; padding: `""`
+        for strings, negative for ints), for masking without a table. With
+        both, the table (all training items) is used.
 
     Returns:
       The scalar loss, summed over this replica's rows.
@@ -341,7 +445,19 @@ class Retrieval(tfrs.tasks.Retrieval):
         length other than the candidates', or when
         `candidate_sampling_probability` or `score_mask` is given.
     """
-    if self.sampler is None and self.pairwise_loss is None:
+    if (candidate_embeddings is not None and
+        tf.convert_to_tensor(candidate_embeddings).shape.rank == 3):
+      if candidate_sampling_probability is not None or score_mask is not None:
+        raise ValueError("candidate_sampling_probability and score_mask do "
+                         "not apply to sequence rows ([B, L, d] "
+                         "candidates).")
+      return self._sequence_call(
+          query_embeddings, candidate_embeddings, candidate_ids,
+          sample_weight, query_ids, query_history, training,
+          compute_metrics)
+    consumed = self._consumed(query_ids, query_history)
+    if (self.sampler is None and self.pairwise_loss is None and
+        self.gbce_loss is None and consumed is None):
       return super().call(
           query_embeddings, candidate_embeddings,
           sample_weight=sample_weight,
@@ -370,28 +486,10 @@ class Retrieval(tfrs.tasks.Retrieval):
       base.check_rank(raw_ids, 1, "candidate_ids")
       base.check_same_length(raw_ids, candidate_embeddings, "candidate_ids",
                              "candidate_embeddings")
-      keys = (self.sampler.id_keys(raw_ids) if self.sampler is not None
-              else base.default_keys(raw_ids))
-    positive_keys = keys[:num_queries]
-    candidates = candidate_embeddings
-    if self.gather_candidates:
-      candidates = distribute.all_gather_local_first(candidate_embeddings)
-      keys = distribute.all_gather_local_first(keys)
-    if self.sampler is not None:
-      if not self.sampler.built:
-        # Create the sampler's state outside the training function, as a
-        # model built before `fit` would: variables created on the first
-        # step inside a replicated `tf.function` do not initialise there.
-        with tf.init_scope():
-          self.sampler.build(query_embeddings.shape)
-      groups = self.sampler(query_embeddings, candidates, keys,
-                            training=training is not False,
-                            positive_ids=positive_keys, ids_are_keys=True)
-    else:
-      groups = [base.CandidateGroup(remove_accidental_hits=False)]
-    groups = [self._with_task_options(g) for g in groups]
-    loss = self.groups_loss(query_embeddings, candidates, groups, keys,
-                            sample_weight=sample_weight)
+      keys = self._keys(raw_ids)
+    loss, candidates, keys, groups = self._sampled_loss(
+        query_embeddings, candidate_embeddings, keys, sample_weight,
+        consumed, training)
 
     update_ops = [m.update_state(loss) for m in self._loss_metrics]
     if compute_metrics:
@@ -411,6 +509,198 @@ class Retrieval(tfrs.tasks.Retrieval):
     with tf.control_dependencies(update_ops):
       return tf.identity(loss)
 
+  def _sampled_loss(self, query_embeddings: tf.Tensor,
+                    candidate_embeddings: tf.Tensor, keys: tf.Tensor,
+                    sample_weight: Optional[tf.Tensor],
+                    consumed: Optional[masking.Consumed], training,
+                    gather: bool = True):
+    """Gathers the candidates, calls the sampler, sums its groups' losses.
+
+    Returns:
+      `(loss, gathered candidates, gathered keys, groups)`.
+    """
+    # Padding rows (key -1, sequence rows) show the sampler the "no item"
+    # index 0, which every sampler can look up.
+    positive_keys = tf.maximum(keys[:tf.shape(query_embeddings)[0]], 0)
+    candidates = candidate_embeddings
+    if self.gather_candidates and gather:
+      candidates = distribute.all_gather_local_first(candidate_embeddings)
+      keys = distribute.all_gather_local_first(keys)
+    if self.sampler is not None:
+      if not self.sampler.built:
+        # Create the sampler's state outside the training function, as a
+        # model built before `fit` would: variables created on the first
+        # step inside a replicated `tf.function` do not initialise there.
+        with tf.init_scope():
+          self.sampler.build(query_embeddings.shape)
+      groups = self.sampler(query_embeddings, candidates, keys,
+                            training=training is not False,
+                            positive_ids=positive_keys, consumed=consumed,
+                            ids_are_keys=True)
+    else:
+      groups = [base.CandidateGroup(remove_accidental_hits=False)]
+    groups = [self._with_task_options(g) for g in groups]
+    loss = self.groups_loss(query_embeddings, candidates, groups, keys,
+                            sample_weight=sample_weight, consumed=consumed)
+    return loss, candidates, keys, groups
+
+  def _sequence_call(self, query_embeddings, candidate_embeddings,
+                     candidate_ids, sample_weight, query_ids, query_history,
+                     training, compute_metrics) -> tf.Tensor:
+    """The loss of sequence rows: every valid position is a query row.
+
+    Position `t` of row `b` has the query `u_bt` (the causal encoder's output
+    there) and the positive `v_bt` (the next item). The valid positions of
+    the global batch, in position-major order (every row's position 0, then
+    position 1, ...; padding last), are cut into blocks of
+    `rows_per_block`; each block is one sampled softmax as for flat rows:
+    its positives are its in-batch columns, so there is no `(B L)^2`
+    matrix, and positions of many rows share a block. The sampler sees the
+    blocks one after another, as batches.
+
+    Under several replicas the positions of the global batch are gathered
+    once (queries and candidates keep their gradient, SAMPLERS.md D5) and
+    every replica forms the same blocks, scoring each block's rows and
+    weighting only its own (`distribute.one_replica_view`): the sum over
+    replicas is one device's loss on the global batch.
+
+    Padding positions (`candidate_ids` -1 for ints, "" for strings, or
+    `sample_weight` 0) carry no loss; their key is -1, which every sampler
+    treats as no item (masked as a column, not counted, not enqueued).
+    Masking per position uses the row's user (`query_ids` with the table,
+    or `query_history`).
+    """
+    query = tf.convert_to_tensor(query_embeddings)
+    candidates = tf.convert_to_tensor(candidate_embeddings)
+    base.check_rank(query, 3, "query_embeddings")
+    if candidate_ids is None:
+      raise ValueError("candidate_ids [B, L] (the next items, -1 or \"\" "
+                       "for padding) are required with sequence rows.")
+    ids = tf.convert_to_tensor(candidate_ids)
+    base.check_rank(ids, 2, "candidate_ids")
+    rows, length = query.shape[0], query.shape[1]
+    if rows is None or length is None:
+      raise ValueError("sequence rows need a static [B, L] (batch with "
+                       "drop_remainder=True), got query shape %s."
+                       % query.shape)
+    padding = tf.equal(ids, "") if ids.dtype == tf.string else ids < 0
+    keys = tf.reshape(self._keys(tf.reshape(ids, [-1])), [rows, length])
+    keys = tf.where(padding, -tf.ones_like(keys), keys)
+    weight = tf.cast(tf.logical_not(padding), tf.float32)
+    if sample_weight is not None:
+      sample_weight = tf.cast(tf.convert_to_tensor(sample_weight),
+                              tf.float32)
+      if sample_weight.shape.rank == 1:
+        sample_weight = sample_weight[:, None]
+      weight *= sample_weight
+    replica, replicas = distribute.replica_info()
+
+    def global_positions(x):
+      """`[B, L, ...]` -> `[L * B_global, ...]`, position-major."""
+      x = distribute.all_gather(x)                # [B_global, L, ...]
+      perm = [1, 0] + list(range(2, x.shape.rank))
+      return tf.reshape(tf.transpose(x, perm),
+                        tf.concat([[-1], tf.shape(x)[2:]], 0))
+
+    q = global_positions(query)
+    c = global_positions(candidates)
+    k = global_positions(keys)
+    owner = global_positions(tf.fill([rows, length], replica))
+    w = tf.where(tf.equal(owner, replica), global_positions(weight), 0.0)
+    # The (global) row of every position, for the per-row masks.
+    row = tf.tile(tf.range(rows * replicas), [length])
+    consumed_of = self._per_row_consumed(query_ids, query_history)
+    order = tf.argsort(tf.cast(k < 0, tf.int32), stable=True)
+    loss = tf.constant(0.0)
+    num_positions = rows * replicas * length
+    # Every block is computed, also one of padding alone (a data-dependent
+    # skip would put the samplers' state updates, which are cross-replica
+    # merges, inside control flow).
+    for start in range(0, num_positions, self.rows_per_block):
+      stop = min(start + self.rows_per_block, num_positions)
+      sel = order[start:stop]
+      consumed = (None if consumed_of is None
+                  else consumed_of(tf.gather(row, sel)))
+      with distribute.one_replica_view():
+        block_loss, _, _, _ = self._sampled_loss(
+            tf.gather(q, sel), tf.gather(c, sel), tf.gather(k, sel),
+            tf.gather(w, sel), _with_padding(consumed, stop - start),
+            training, gather=False)
+      loss += block_loss
+    update_ops = [m.update_state(loss) for m in self._loss_metrics]
+    if compute_metrics:
+      # The last position (the newest target of left-padded rows) is the
+      # query a served model answers.
+      for metric in self._factorized_metrics:
+        update_ops.append(metric.update_state(
+            query[:, -1], candidates[:, -1], true_candidate_ids=ids[:, -1],
+            sample_weight=weight[:, -1]))
+    with tf.control_dependencies(update_ops):
+      return tf.identity(loss)
+
+  def _per_row_consumed(self, query_ids, query_history):
+    """`rows [n] -> consumed` over the global batch's rows, or None.
+
+    The users (table indices) or histories (keys) of every replica's rows
+    are gathered once; a block picks its rows' with `rows`.
+    """
+    if not self.mask_history or (query_ids is None and
+                                 query_history is None):
+      return None
+    if query_ids is not None and self.consumed_items is not None:
+      if not self.consumed_items.built:
+        with tf.init_scope():
+          self.consumed_items.build(None)
+      users = distribute.all_gather(
+          self.consumed_items.user_index(query_ids))
+      return lambda rows: self.consumed_items.for_user_index(
+          tf.gather(users, rows))
+    if query_history is None:
+      self._consumed(query_ids, None)  # the missing-table error
+    history = tf.convert_to_tensor(query_history)
+    base.check_rank(history, 2, "query_history")
+    padding = (tf.equal(history, "") if history.dtype == tf.string
+               else history < 0)
+    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
+                      tf.shape(history))
+    history = distribute.all_gather(tf.where(padding, -tf.ones_like(keys),
+                                             keys))
+    return lambda rows: masking.history_consumed(tf.gather(history, rows))
+
+  def _keys(self, ids: tf.Tensor) -> tf.Tensor:
+    """The int64 keys of ids: the sampler's (`id_keys`), else the default."""
+    if self.sampler is not None:
+      return self.sampler.id_keys(ids)
+    return keys_lib.default_keys(ids)
+
+  def _consumed(self, query_ids: Optional[tf.Tensor],
+                query_history: Optional[tf.Tensor]
+                ) -> Optional[masking.Consumed]:
+    """`consumed(keys) -> bool [B, K]` of the rows' users, or None."""
+    if query_ids is not None and self.consumed_items is None:
+      if query_history is None:
+        raise ValueError("query_ids is used for masking with a table of "
+                         "the training pairs: build the task with "
+                         "consumed_items=tfrs_negsamp.masking.ConsumedItems"
+                         ".from_interactions(...), or pass query_history.")
+    if not self.mask_history:
+      return None
+    if query_ids is not None and self.consumed_items is not None:
+      if not self.consumed_items.built:
+        with tf.init_scope():
+          self.consumed_items.build(None)
+      return self.consumed_items.for_users(query_ids)
+    if query_history is None:
+      return None
+    history = tf.convert_to_tensor(query_history)
+    base.check_rank(history, 2, "query_history")
+    padding = (tf.equal(history, "") if history.dtype == tf.string
+               else history < 0)
+    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
+                      tf.shape(history))
+    return masking.history_consumed(tf.where(padding, -tf.ones_like(keys),
+                                             keys))
+
   def _with_task_options(self, group: base.CandidateGroup
                          ) -> base.CandidateGroup:
     """Applies the task's `remove_accidental_hits` / `num_hard_negatives`."""
@@ -428,45 +718,30 @@ class Retrieval(tfrs.tasks.Retrieval):
         "num_hard_negatives": self._num_hard_negatives,
         "remove_accidental_hits": self._remove_accidental_hits,
         "gather_candidates": self.gather_candidates,
+        "mask_history": self.mask_history,
+        "rows_per_block": self.rows_per_block,
+        "consumed_items": (tf.keras.layers.serialize(self.consumed_items)
+                           if self.consumed_items is not None else None),
         "sampler": (tf.keras.layers.serialize(self.sampler)
                     if self.sampler is not None else None),
     })
     return config
 
 
-class SampledRetrieval(Retrieval):
-  """The group-level task of the experiment pipeline (`TwoTowerModel`).
+def _with_padding(consumed: Optional[masking.Consumed],
+                  num_rows: int) -> masking.Consumed:
+  """`consumed` that also flags padding keys (< 0) for every row.
 
-  `call(query, candidates, groups, candidate_ids=...)` takes the sampler's
-  groups directly (the model calls the sampler and gathers the candidates
-  itself). New code should use `Retrieval(sampler=...)`.
-
-  Args:
-    temperature: softmax temperature `tau` (None = 1).
-    loss: optional Keras loss, `"softmax"`/`"triplet"`, or a
-      `losses.CMLTripletLoss`.
-    name: layer name.
-    pairwise_loss: optional `losses.CMLTripletLoss` (the same as passing it
-      as `loss`): each group's loss is the CML hinge over its negatives.
+  Samplers exclude consumed columns from what they select, and the task
+  masks them: a padding position's column is never a negative.
   """
 
-  def __init__(self, temperature: Optional[float] = None,
-               loss=None, name: Optional[str] = None,
-               pairwise_loss: Optional[losses.CMLTripletLoss] = None
-               ) -> None:
-    super().__init__(loss=pairwise_loss if pairwise_loss is not None
-                     else loss, temperature=temperature, name=name)
-
-  def call(self,
-           query_embeddings: tf.Tensor,
-           candidate_embeddings: tf.Tensor,
-           groups: List[base.CandidateGroup],
-           candidate_ids: tf.Tensor,
-           sample_weight: Optional[tf.Tensor] = None,
-           compute_metrics: bool = False,
-           consumed: Optional[masking.Consumed] = None) -> tf.Tensor:
-    """`groups_loss` (factorized metrics are not computed here)."""
-    del compute_metrics
-    return self.groups_loss(query_embeddings, candidate_embeddings, groups,
-                            candidate_ids, sample_weight=sample_weight,
-                            consumed=consumed)
+  def with_padding(ids: tf.Tensor) -> tf.Tensor:
+    pad = tf.cast(ids, tf.int64) < 0
+    if ids.shape.rank == 1:
+      pad = tf.broadcast_to(pad[None, :], tf.stack([num_rows,
+                                                    tf.shape(ids)[0]]))
+    if consumed is None:
+      return pad
+    return tf.logical_or(tf.cast(consumed(ids), tf.bool), pad)
+  return with_padding

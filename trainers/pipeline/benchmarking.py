@@ -38,7 +38,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainers.pipeline import assembly
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import fitting
+from trainers.pipeline import inputs
+from trainers.pipeline import strategies
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import protocol
 from tfrs_negsamp import samplers as samplers_lib
@@ -89,7 +94,7 @@ def parse_variant(spec: str) -> Variant:
       raise ValueError("bad variant %r: expected key=value after ':', got %r"
                        % (spec, part))
     overrides[key] = _convert(value)
-  fields = [f.name for f in dataclasses.fields(experiment.ExperimentConfig)]
+  fields = [f.name for f in dataclasses.fields(configuration.ExperimentConfig)]
   options = _option_names(sampler)
   for key in overrides:
     if key not in fields and options is not None and key not in options:
@@ -108,25 +113,30 @@ def _option_names(sampler: str) -> Optional[Tuple[str, ...]]:
   if sampler == FLOOR:
     return ()
   try:
-    return experiment.sampler_option_names(sampler)
+    return configuration.sampler_option_names(sampler)
   except ValueError:
     return None
 
 
-def apply_variant(base: experiment.ExperimentConfig, variant: Variant,
-                  seed: int) -> experiment.ExperimentConfig:
+def apply_variant(base: configuration.ExperimentConfig, variant: Variant,
+                  seed: int) -> configuration.ExperimentConfig:
   """A copy of `base` with the variant's sampler, overrides and seed.
 
   An override that is no `ExperimentConfig` field is a sampler option; one
   that the variant's sampler does not declare is dropped: it comes from
   settings shared by several samplers (a tuner's search space, `best.json`),
-  since `parse_variant` refuses it in a written spec.
+  since `parse_variant` refuses it in a written spec. Likewise `base`'s
+  sampler options (shared flags) reach the variants whose sampler declares
+  them.
   """
   config = copy.deepcopy(base)
   config.sampler = variant.sampler
   config.seed = seed
   fields = {f.name for f in dataclasses.fields(config)}
   options = _option_names(variant.sampler)
+  if options is not None:
+    config.sampler_options = {k: v for k, v in config.sampler_options.items()
+                              if k in options}
   for key, value in variant.overrides.items():
     if key in fields:
       setattr(config, key, value)
@@ -197,7 +207,8 @@ class Progress:
 # Fields of a config that do not change what a run computes (outputs, the
 # export's index, verbosity, where the data file sits).
 _NOT_SETTINGS = ("output_dir", "export_dir", "backup_dir", "backup_freq",
-                 "verbose", "data_path", "index", "top_k", "scann_overrides")
+                 "tensorboard_dir", "verbose", "data_path", "index", "top_k",
+                 "scann_overrides")
 
 
 def _settings(flags: Dict[str, Any]) -> Dict[str, Any]:
@@ -209,9 +220,9 @@ def _settings(flags: Dict[str, Any]) -> Dict[str, Any]:
   sampler = settings.get("sampler")
   # The floor and a sampler that no longer exists keep every option.
   if isinstance(options, dict) and (
-      sampler in experiment.BASELINES
+      sampler in configuration.BASELINES
       or sampler in samplers_lib.available_samplers()):
-    settings["sampler_options"] = experiment.sampler_options_for(
+    settings["sampler_options"] = configuration.sampler_options_for(
         sampler, options)
   return settings
 
@@ -225,7 +236,7 @@ def _json_default(value):
 
 
 def same_settings(saved: Optional[Dict[str, Any]],
-                  config: experiment.ExperimentConfig) -> bool:
+                  config: configuration.ExperimentConfig) -> bool:
   """Whether a finished run's `metrics.json` flags are `config`'s settings.
 
   Compares the fields both sides have (a field added since is not a
@@ -238,7 +249,7 @@ def same_settings(saved: Optional[Dict[str, Any]],
   return all(have[k] == want[k] for k in have.keys() & want.keys())
 
 
-def run_grid(base: experiment.ExperimentConfig, variants: Sequence[Variant],
+def run_grid(base: configuration.ExperimentConfig, variants: Sequence[Variant],
              seeds: Sequence[int], output_dir: str,
              run_fn: Optional[Callable[..., Dict[str, Any]]] = None,
              dataset=None) -> List[Dict[str, Any]]:
@@ -248,7 +259,7 @@ def run_grid(base: experiment.ExperimentConfig, variants: Sequence[Variant],
   if len(set(labels)) != len(labels):
     raise ValueError("variant labels must be unique: %s" % labels)
   if dataset is None:
-    dataset = experiment.load_data(base)
+    dataset = inputs.load_data(base)
   rows = []
   progress = Progress(len(variants) * len(seeds))
   for variant in variants:
@@ -541,15 +552,15 @@ class TFRSLogQFloor(tfrs.Model):
     return loss
 
 
-def _training_data(dataset, config: experiment.ExperimentConfig,
+def _training_data(dataset, config: configuration.ExperimentConfig,
                    epochs: int):
-  """`experiment.train_dataset` holding `epochs` epochs."""
-  if "epochs" in inspect.signature(experiment.train_dataset).parameters:
-    return experiment.train_dataset(dataset, config, epochs=epochs)
-  return experiment.train_dataset(dataset, config).repeat(epochs)
+  """`inputs.train_dataset` holding `epochs` epochs."""
+  if "epochs" in inspect.signature(inputs.train_dataset).parameters:
+    return inputs.train_dataset(dataset, config, epochs=epochs)
+  return inputs.train_dataset(dataset, config).repeat(epochs)
 
 
-def create_floor(dataset, config: experiment.ExperimentConfig
+def create_floor(dataset, config: configuration.ExperimentConfig
                  ) -> PlainTFRSModel:
   """A compiled `PlainTFRSModel` with `config`'s dim, optimizer, scale."""
   tf.keras.utils.set_random_seed(config.seed)
@@ -562,13 +573,14 @@ def create_floor(dataset, config: experiment.ExperimentConfig
   return model
 
 
-def create_logq_floor(dataset, config: experiment.ExperimentConfig,
+def create_logq_floor(dataset, config: configuration.ExperimentConfig,
                       memory_size: int = 0) -> TFRSLogQFloor:
   """A compiled `TFRSLogQFloor` with `config`'s towers, optimizer, scale.
 
-  The towers come from `experiment.build_model` on `config` with the plain
+  The towers come from `assembly.build_model` on `config` with the plain
   in-batch sampler and no history mask (neither is used by the floor).
   """
+  check_logq_floor(config)
   if memory_size and memory_size < config.batch_size:
     raise ValueError("the [B, B + M] floor needs M >= B, got M = %d, B = %d"
                      % (memory_size, config.batch_size))
@@ -577,7 +589,7 @@ def create_logq_floor(dataset, config: experiment.ExperimentConfig,
   towers_config.sampler = "in_batch"
   towers_config.sampler_options = {}
   towers_config.mask_history = False
-  towers = experiment.build_model(dataset, towers_config, config.batch_size)
+  towers = assembly.build_model(dataset, towers_config, config.batch_size)
   model = TFRSLogQFloor(
       towers, temperature=config.temperature if config.normalize else None,
       memory_size=memory_size)
@@ -586,7 +598,22 @@ def create_logq_floor(dataset, config: experiment.ExperimentConfig,
   return model
 
 
-def check_floor(config: experiment.ExperimentConfig) -> None:
+def check_logq_floor(config: configuration.ExperimentConfig) -> None:
+  """Raises `ValueError` (naming the setting) if `TFRSLogQFloor` cannot
+  do `config`'s arithmetic.
+
+  The floor takes one query per row (`[B, B]` logits): a history tower
+  must train on window rows (`training_rows=window`), not on sequence rows
+  (every position a query, `tasks.Retrieval`'s sequence mode).
+  """
+  if configuration.sequence_rows(config):
+    raise ValueError(
+        "the TFRS + logQ floor takes one query per row: --query_tower=%s "
+        "needs --training_rows=window beside it (sequence rows make every "
+        "position a query)" % config.query_tower)
+
+
+def check_floor(config: configuration.ExperimentConfig) -> None:
   """Raises `ValueError` (naming the setting) if the floor cannot run it.
 
   The floor takes every shared setting a sampler takes (data, batch, dim,
@@ -595,6 +622,9 @@ def check_floor(config: experiment.ExperimentConfig) -> None:
   check = copy.deepcopy(config)
   check.sampler = "in_batch"
   check.validate()
+  if config.strategy == "parameter_server":
+    raise ValueError("the %s floor runs on one process or a mirrored "
+                     "strategy, not --strategy=parameter_server" % FLOOR)
   if query_towers.uses_history(config.query_tower):
     raise ValueError("the %s floor has an id query tower; got "
                      "query_tower=%s" % (FLOOR, config.query_tower))
@@ -603,7 +633,7 @@ def check_floor(config: experiment.ExperimentConfig) -> None:
                      % FLOOR)
 
 
-def run_floor(config: experiment.ExperimentConfig, dataset=None,
+def run_floor(config: configuration.ExperimentConfig, dataset=None,
               strategy: Optional[tf.distribute.Strategy] = None
               ) -> Dict[str, Any]:
   """`experiment.run` for the floor: train `config.epochs`, evaluate.
@@ -616,16 +646,16 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
   """
   clock = experiment.PhaseClock()
   if strategy is None:
-    strategy = experiment.make_strategy(config.strategy, config.cpu_replicas)
+    strategy = strategies.make_strategy(config.strategy, config.cpu_replicas)
   if dataset is None:
-    dataset = experiment.load_data(config)
-  experiment.check_dataset(config, dataset, strategy.num_replicas_in_sync)
-  chief = experiment.is_chief(strategy)
+    dataset = inputs.load_data(config)
+  configuration.check_dataset(config, dataset, strategy.num_replicas_in_sync)
+  chief = strategies.is_chief(strategy)
   clock.lap("data")
   with strategy.scope():
     model = create_floor(dataset, config)
   clock.lap("build")
-  timer = experiment.StepTimer()
+  timer = fitting.StepTimer()
   model.fit(_training_data(dataset, config, config.epochs),
             epochs=config.epochs,
             steps_per_epoch=dataset.train.num_rows // config.batch_size,
@@ -645,7 +675,7 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
       "examples_per_second": (timer.steps * config.batch_size / seconds
                               if seconds > 0 else float("nan")),
       "num_replicas": strategy.num_replicas_in_sync,
-      "num_workers": experiment.num_workers(strategy),
+      "num_workers": strategies.num_workers(strategy),
       "eval_split": config.eval_split,
       "dataset_summary": dataset.summary(),
       "flags": {k: v for k, v in dataclasses.asdict(config).items()
@@ -660,12 +690,12 @@ def run_floor(config: experiment.ExperimentConfig, dataset=None,
   return metrics
 
 
-def _floor_key(config: experiment.ExperimentConfig):
+def _floor_key(config: configuration.ExperimentConfig):
   return (config.batch_size, config.embedding_dim, config.optimizer,
           config.learning_rate, config.temperature, config.normalize)
 
 
-def _logq_floor_key(config: experiment.ExperimentConfig, memory: int = 0):
+def _logq_floor_key(config: configuration.ExperimentConfig, memory: int = 0):
   """What a `TFRSLogQFloor` depends on: the plain key, towers, memory."""
   return _floor_key(config) + (
       config.query_tower, config.item_features, tuple(config.item_hidden),
@@ -674,16 +704,18 @@ def _logq_floor_key(config: experiment.ExperimentConfig, memory: int = 0):
       config.num_heads, config.dropout, memory)
 
 
-def cbns_memory(config: experiment.ExperimentConfig) -> int:
+def cbns_memory(config: configuration.ExperimentConfig) -> int:
   """The queue size `M` of a `cross_batch` variant (its default: 4 B); 0
   for any other sampler."""
   if config.sampler != "cross_batch":
     return 0
-  return int(config.sampler_options.get("memory_size")
-             or 4 * config.batch_size)
+  options = samplers_lib.build_options(
+      config.sampler, configuration.sampler_options_for(
+          config.sampler, config.sampler_options))
+  return int(options.memory_size or 4 * config.batch_size)
 
 
-def logq_floor_label(config: experiment.ExperimentConfig,
+def logq_floor_label(config: configuration.ExperimentConfig,
                      memory: int = 0) -> str:
   """`tfrs_logq[_M<M>]_B<B>[_<tower>]`, e.g. `tfrs_logq_B256_mean`."""
   return "%s%s_B%d%s" % (
@@ -691,7 +723,7 @@ def logq_floor_label(config: experiment.ExperimentConfig,
       "" if config.query_tower == "id" else "_" + config.query_tower)
 
 
-def time_steps(base: experiment.ExperimentConfig,
+def time_steps(base: configuration.ExperimentConfig,
                variants: Sequence[Variant], dataset, steps: int = 300,
                rounds: int = 2, floor: bool = True, seed: int = 0,
                logq_floor: bool = False) -> List[Dict[str, Any]]:
@@ -719,7 +751,7 @@ def time_steps(base: experiment.ExperimentConfig,
     `step_ms` (best round), `round_ms` (every round), `floor_ratio`,
     `logq_floor_ratio` and `arithmetic_ratio` (NaN where there is none).
   """
-  strategy = experiment.make_strategy(base.strategy, base.cpu_replicas)
+  strategy = strategies.make_strategy(base.strategy, base.cpu_replicas)
   entries = []  # (label, sampler, config, memory)
   configs = [(v, apply_variant(base, v, seed)) for v in variants]
   floors = {}
@@ -756,7 +788,7 @@ def time_steps(base: experiment.ExperimentConfig,
     elif sampler == LOGQ_FLOOR:
       model = create_logq_floor(dataset, config, memory)
     else:
-      model = experiment.create_model(dataset, config, strategy)
+      model = assembly.create_model(dataset, config, strategy)
       model.local_batch_size = (config.batch_size
                                 // strategy.num_replicas_in_sync)
     data = _training_data(dataset, config,
@@ -767,7 +799,7 @@ def time_steps(base: experiment.ExperimentConfig,
   times = {label: [] for label, *_ in built}
   for r in range(rounds):
     for label, _, _, _, model, data in built:
-      timer = experiment.StepTimer(skip=5)
+      timer = fitting.StepTimer(skip=5)
       model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer],
                 verbose=0)
       times[label].append(1000.0 * timer.step_seconds)

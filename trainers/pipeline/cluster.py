@@ -12,6 +12,12 @@ checkpoint); the other workers write theirs to temporary folders that are
 removed. This module validates `TF_CONFIG` before TensorFlow sees it, so that
 a typo gives an error naming the problem instead of a hang, and builds it for
 the local launcher (`trainers/launch_local.py`).
+
+`ParameterServerStrategy` (`--strategy=parameter_server`) reads a cluster of
+three jobs: one `chief` (the coordinator: it builds the model, schedules the
+steps, evaluates and writes the outputs), `worker`s (they run the steps) and
+`ps` (parameter servers: they hold the variables); `parse_tf_config(text,
+parameter_server=True)` checks that shape and `ps_tf_config` builds it.
 """
 
 import contextlib
@@ -24,6 +30,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
 
 ENV = "TF_CONFIG"
 JOBS = ("chief", "worker")
+PS_JOBS = ("chief", "worker", "ps")
 
 
 class ClusterError(ValueError):
@@ -39,9 +46,34 @@ def tf_config_for(addresses: Sequence[str], index: int) -> Dict[str, Any]:
           "task": {"type": "worker", "index": index}}
 
 
-def parse_tf_config(text: Optional[str]) -> Dict[str, Any]:
-  """Parses and validates a `TF_CONFIG` string; raises `ClusterError`."""
+def ps_tf_config(chief: str, workers: Sequence[str], ps: Sequence[str],
+                 job: str, index: int) -> Dict[str, Any]:
+  """The `TF_CONFIG` of task `job:index` of a parameter-server cluster."""
+  cluster = {"chief": [chief], "worker": list(workers), "ps": list(ps)}
+  if job not in cluster or not 0 <= index < len(cluster[job]):
+    raise ClusterError("no task %s:%d in a cluster of 1 chief, %d workers "
+                       "and %d parameter servers."
+                       % (job, index, len(workers), len(ps)))
+  return {"cluster": cluster, "task": {"type": job, "index": index}}
+
+
+def parse_tf_config(text: Optional[str],
+                    parameter_server: bool = False) -> Dict[str, Any]:
+  """Parses and validates a `TF_CONFIG` string; raises `ClusterError`.
+
+  Args:
+    text: the `TF_CONFIG` value.
+    parameter_server: validate a `ParameterServerStrategy` cluster (one
+      chief, workers and ps) instead of a `MultiWorkerMirroredStrategy` one.
+  """
   if not text:
+    if parameter_server:
+      raise ClusterError(
+          "--strategy=parameter_server needs the environment variable "
+          'TF_CONFIG, e.g. {"cluster": {"chief": ["host0:2222"], "worker": '
+          '["host1:2222", "host2:2222"], "ps": ["host3:2222"]}, "task": '
+          '{"type": "chief", "index": 0}} (python -m trainers.launch_local '
+          "--ps=M sets it for tasks on this machine).")
     raise ClusterError(
         "--strategy=multi_worker needs the environment variable TF_CONFIG, "
         'e.g. {"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
@@ -56,18 +88,26 @@ def parse_tf_config(text: Optional[str]) -> Dict[str, Any]:
   cluster, task = config.get("cluster"), config.get("task")
   if not isinstance(cluster, dict) or not cluster:
     raise ClusterError('TF_CONFIG has no "cluster" object of jobs.')
+  jobs = PS_JOBS if parameter_server else JOBS
   for job, addresses in cluster.items():
     if job not in JOBS + ("evaluator", "ps"):
       raise ClusterError("TF_CONFIG: unknown job %r in the cluster; valid: "
-                         "chief, worker." % job)
-    if job in ("evaluator", "ps"):
-      raise ClusterError("TF_CONFIG: job %r is not used by "
-                         "MultiWorkerMirroredStrategy; list only chief and "
-                         "worker." % job)
+                         "%s." % (job, ", ".join(jobs)))
+    if job not in jobs:
+      raise ClusterError(
+          "TF_CONFIG: job %r is not used by %s; list only %s." % (
+              job, "ParameterServerStrategy" if parameter_server
+              else "MultiWorkerMirroredStrategy", ", ".join(jobs)))
     if (not isinstance(addresses, list) or not addresses or not all(
         isinstance(a, str) and _valid_address(a) for a in addresses)):
       raise ClusterError("TF_CONFIG: job %r needs a non-empty list of "
                          "host:port strings, got %r." % (job, addresses))
+  if parameter_server:
+    for job in PS_JOBS:
+      if job not in cluster:
+        raise ClusterError(
+            "TF_CONFIG: --strategy=parameter_server needs a %r job (one "
+            "chief, one or more workers, one or more ps)." % job)
   if "worker" not in cluster and "chief" not in cluster:
     raise ClusterError('TF_CONFIG: the cluster needs a "worker" job.')
   if len(cluster.get("chief", [])) > 1:
@@ -91,11 +131,11 @@ def _valid_address(address: str) -> bool:
   return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
-def read_tf_config(environ: Optional[Mapping[str, str]] = None
-                   ) -> Dict[str, Any]:
-  """The validated `TF_CONFIG` of this process."""
+def read_tf_config(environ: Optional[Mapping[str, str]] = None,
+                   parameter_server: bool = False) -> Dict[str, Any]:
+  """The validated `TF_CONFIG` of this process (see `parse_tf_config`)."""
   environ = os.environ if environ is None else environ
-  return parse_tf_config(environ.get(ENV))
+  return parse_tf_config(environ.get(ENV), parameter_server=parameter_server)
 
 
 def num_workers(config: Mapping[str, Any]) -> int:

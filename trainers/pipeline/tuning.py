@@ -1,7 +1,9 @@
 """Per-sampler hyperparameter search on the validation split (Optuna TPE).
 
 For every sampler, `tune` runs an Optuna study (TPE, fixed seed, stored in
-`OUTPUT/optuna.db`) over the parameters of `SEARCH_SPACE` that apply to it:
+`OUTPUT/optuna.db`) over the shared settings (`SHARED_SPACE`) and the
+sampler's own options' search ranges (declared with the options, in the
+sampler's module):
 each trial trains with `ExperimentConfig.eval_split = "validation"` and
 scores the validation objective (default recall@50). The best setting of
 each sampler is then re-trained with `final_seeds` seeds and evaluated on
@@ -26,15 +28,17 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from tfrs_negsamp import samplers as samplers_lib
+from tfrs_negsamp.evaluation import full_corpus
 from trainers.pipeline import benchmarking
+from trainers.pipeline import configuration
 from trainers.pipeline import experiment
+from trainers.pipeline import inputs
 
 ALL = ("*",)
+# The validation metrics a study may maximise: those every run reports.
+OBJECTIVES = full_corpus.quality_metric_names()
 BASELINE_VARIANTS = ("popularity_baseline", "ease_baseline")
-_CATALOG = ("uniform", "popularity", "inverse_popularity", "balanced")
-_ADAPTIVE = ("adaptive", "adaptive_mixed")
-_TWO_STAGE = ("two_stage", "two_stage_triplet")
-_HINGE = ("two_stage_triplet",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,16 +47,15 @@ class Param:
 
   Attributes:
     name: An `ExperimentConfig` field (e.g. `temperature`) or a sampler
-      option (a key of `sampler_options`; samplers ignore options they do
-      not read, so an option of a sampler that lacks it is harmless).
+      option (a key of `sampler_options`).
     kind: "float", "int" (ranges `low`..`high`, `log` scale) or
       "categorical" (`choices`).
     samplers: Registry names it applies to; `ALL` for every sampler.
-    excluded: Registry names it never applies to (e.g. the temperature
-      for the CML hinge, which has no softmax).
+    excluded_losses: Loss families it never applies to (e.g. the
+      temperature for the CML hinge, which has no softmax).
     per_batch: The values are multiples of the global batch size.
     config_field: Skipped (not searched) when `ExperimentConfig` has no such
-      field, e.g. an option another engineer has not added yet.
+      field.
   """
   name: str
   kind: str
@@ -61,18 +64,26 @@ class Param:
   log: bool = False
   choices: Tuple[Any, ...] = ()
   samplers: Tuple[str, ...] = ALL
-  excluded: Tuple[str, ...] = ()
+  excluded_losses: Tuple[str, ...] = ()
   per_batch: bool = False
   config_field: bool = False
 
+  @classmethod
+  def from_tune(cls, name: str, tune, sampler: str) -> "Param":
+    """The search of sampler option `name`, as its options declare it."""
+    return cls(name, tune.kind, low=tune.low, high=tune.high, log=tune.log,
+               choices=tuple(tune.choices), samplers=(sampler,),
+               per_batch=tune.per_batch)
+
   def applies_to(self, sampler: str) -> bool:
-    if sampler in self.excluded:
-      return False
     if self.samplers != ALL and sampler not in self.samplers:
+      return False
+    if (self.excluded_losses and
+        samplers_lib.loss_kind(sampler) in self.excluded_losses):
       return False
     if self.config_field:
       fields = {f.name for f in dataclasses.fields(
-          experiment.ExperimentConfig)}
+          configuration.ExperimentConfig)}
       return self.name in fields
     return True
 
@@ -92,51 +103,31 @@ class Param:
     raise ValueError("unknown Param kind %r" % self.kind)
 
 
-# The search space: one row per (parameter, samplers). Extend with
-# `SEARCH_SPACE += (Param(...),)`; the ranges bracket each option's default.
-SEARCH_SPACE: Tuple[Param, ...] = (
-    Param("temperature", "float", 0.02, 0.5, log=True, excluded=_HINGE),
+# The settings every sampler shares (the trainer's). Each sampler's own
+# options are searched over the ranges its options dataclass declares
+# (`samplers.option_tunes`); `space_for` puts the two together.
+SHARED_SPACE: Tuple[Param, ...] = (
+    Param("temperature", "float", 0.02, 0.5, log=True,
+          excluded_losses=("triplet",)),
     Param("learning_rate", "float", 1e-3, 5e-2, log=True),
     Param("mask_history", "categorical", choices=(True, False),
           config_field=True),
-    # CBNS queue size M: B, 4B, 16B.
-    Param("memory_size", "categorical", choices=(1, 4, 16),
-          samplers=("cross_batch",), per_batch=True),
-    # CBNS warm-up: plain in-batch steps before the queue joins the softmax
-    # (the paper warms up before switching the memory on).
-    Param("warmup_steps", "categorical", choices=(0, 300, 1000),
-          samplers=("cross_batch",)),
-    # BIR / XIR: draws per query K, cache size C, cache weight lambda.
-    Param("num_resampled", "categorical", choices=(0.25, 0.5, 1),
-          samplers=("bir", "xir"), per_batch=True),
-    Param("cache_size", "categorical", choices=(0.5, 1, 4),
-          samplers=("xir",), per_batch=True),
-    Param("xir_lambda", "float", 0.05, 0.8, samplers=("xir",)),
-    # Catalog samplers: negatives per row K.
-    Param("num_negatives", "int", 8, 256, log=True, samplers=_CATALOG),
-    # MNS: shared uniform columns B'.
-    Param("num_uniform", "categorical", choices=(0.25, 1, 4),
-          samplers=("mixed",), per_batch=True),
-    # ANS / AMNS: in-batch pool per row and hard negatives kept.
-    Param("adaptive_pool", "int", 10, 200, log=True, samplers=_ADAPTIVE),
-    Param("num_hard_negatives", "int", 4, 64, log=True,
-          samplers=_ADAPTIVE + ("two_stage",)),
-    # Two-stage: stage-1 pool size C and popularity exponent beta (the
-    # reference code's `neg_alpha`: 1 its default, 0 uniform), the CML
-    # hinge margin (reference 1.0).
-    Param("two_stage_pool", "int", 64, 2048, log=True, samplers=_TWO_STAGE),
-    Param("two_stage_beta", "categorical", choices=(0.0, 0.5, 1.0),
-          samplers=_TWO_STAGE),
-    Param("cml_margin", "categorical", choices=(0.25, 0.5, 1.0),
-          samplers=_HINGE),
 )
 
 
 def space_for(sampler: str,
-              space: Sequence[Param] = SEARCH_SPACE) -> List[Param]:
-  """The parameters of `space` searched for `sampler` (last row wins)."""
+              space: Optional[Sequence[Param]] = None) -> List[Param]:
+  """The parameters searched for `sampler` (a later row of a name wins).
+
+  `space` (default `SHARED_SPACE`) followed by the sampler's own options'
+  searches from the registry.
+  """
+  rows = list(SHARED_SPACE if space is None else space)
+  if sampler not in configuration.BASELINES:
+    rows += [Param.from_tune(name, tune, sampler)
+             for name, tune in samplers_lib.option_tunes(sampler).items()]
   chosen: Dict[str, Param] = {}
-  for param in space:
+  for param in rows:
     if param.applies_to(sampler):
       chosen[param.name] = param
   return list(chosen.values())
@@ -155,12 +146,19 @@ TRIAL_METRICS = ("recall@10", "recall@50", "recall@100", "ndcg@10",
                  "balance", "step_ms")
 
 
-def _study(sampler: str, storage: str):
-  """The stored study of `sampler` (its TPE sampler is set per trial)."""
+def check_objective(objective: str) -> None:
+  """ValueError unless `objective` is in `OBJECTIVES` (before any trial)."""
+  if objective not in OBJECTIVES:
+    raise ValueError("--objective=%s is not a metric a run reports; valid: "
+                     "%s" % (objective, ", ".join(OBJECTIVES)))
+
+
+def open_study(name: str, storage: str):
+  """The stored study `name` (its TPE sampler is set per trial)."""
   import optuna  # pylint: disable=g-import-not-at-top
   optuna.logging.set_verbosity(optuna.logging.WARNING)
   study = optuna.create_study(
-      study_name="tune-%s" % sampler, storage=storage, direction="maximize",
+      study_name=name, storage=storage, direction="maximize",
       load_if_exists=True)
   # Trials a killed process left RUNNING: failed, so they are re-done.
   for trial in study.get_trials(deepcopy=False,
@@ -169,10 +167,10 @@ def _study(sampler: str, storage: str):
   return study
 
 
-def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
+def search(base: configuration.ExperimentConfig, sampler: str, trials: int,
            output_dir: str, dataset, objective: str = "recall@50",
            seed: int = 0, run_fn: Optional[Callable[..., Dict]] = None,
-           space: Sequence[Param] = SEARCH_SPACE):
+           space: Optional[Sequence[Param]] = None):
   """Runs (or resumes) the study of `sampler` up to `trials` finished trials.
 
   Returns:
@@ -182,7 +180,7 @@ def search(base: experiment.ExperimentConfig, sampler: str, trials: int,
   run_fn = run_fn or experiment.run
   storage = "sqlite:///" + os.path.abspath(
       os.path.join(output_dir, "optuna.db"))
-  study = _study(sampler, storage)
+  study = open_study("tune-%s" % sampler, storage)
   params = space_for(sampler, space)
   if not any(t.state == optuna.trial.TrialState.COMPLETE
              for t in study.trials):
@@ -321,12 +319,12 @@ def write_trials(rows: List[Dict[str, Any]], output_dir: str,
     f.write("\n".join(lines) + "\n")
 
 
-def tune(base: experiment.ExperimentConfig, samplers: Sequence[str],
+def tune(base: configuration.ExperimentConfig, samplers: Sequence[str],
          trials: int, output_dir: str, final_seeds: int = 3,
          objective: str = "recall@50", seed: int = 0,
          baselines: Sequence[str] = BASELINE_VARIANTS, dataset=None,
          run_fn: Optional[Callable[..., Dict]] = None,
-         space: Sequence[Param] = SEARCH_SPACE,
+         space: Optional[Sequence[Param]] = None,
          floor: bool = False) -> Dict[str, Any]:
   """Search per sampler, then the best settings on test; writes the report.
 
@@ -339,7 +337,7 @@ def tune(base: experiment.ExperimentConfig, samplers: Sequence[str],
     objective: The validation metric maximised.
     seed: The TPE sampler's seed.
     baselines: Model-free rows added to the results (one run each).
-    dataset: The loaded data (default: `experiment.load_data(base)`).
+    dataset: The loaded data (default: `inputs.load_data(base)`).
     run_fn: `experiment.run` (tests may pass another).
     space: The search space.
     floor: Also train the plain-TFRS floor (`benchmarking.FLOOR`, the TFRS
@@ -351,6 +349,7 @@ def tune(base: experiment.ExperimentConfig, samplers: Sequence[str],
   """
   if base.num_validation < 1:
     raise ValueError("tuning needs a validation split: num_validation >= 1.")
+  check_objective(objective)
   floor_variants = ([benchmarking.Variant(benchmarking.FLOOR,
                                           benchmarking.FLOOR, {})]
                     if floor else [])
@@ -358,7 +357,7 @@ def tune(base: experiment.ExperimentConfig, samplers: Sequence[str],
     benchmarking.apply_variant(base, variant, 0)
   os.makedirs(output_dir, exist_ok=True)
   if dataset is None:
-    dataset = experiment.load_data(base)
+    dataset = inputs.load_data(base)
   base = copy.deepcopy(base)
   base.eval_split = "test"
   studies = {}

@@ -305,16 +305,20 @@ def trained_table(data_path: str, epochs: int = 2,
   d=64, normalised towers); the table holds every catalog item's embedding
   and every training user's query embedding.
   """
-  from trainers.pipeline import experiment  # pylint: disable=g-import-not-at-top
-  config = experiment.ExperimentConfig(
+  from trainers.pipeline import assembly  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import fitting  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
+  config = configuration.ExperimentConfig(
       dataset="movielens", data_path=data_path, sampler=sampler,
       epochs=epochs, seed=seed, verbose=0)
   config.validate()
   begin = time.perf_counter()
-  dataset = experiment.load_data(config)
-  strategy = experiment.make_strategy("default")
-  model = experiment.create_model(dataset, config, strategy)
-  experiment.train(model, dataset, config, strategy)
+  dataset = inputs.load_data(config)
+  strategy = strategies.make_strategy("default")
+  model = assembly.create_model(dataset, config, strategy)
+  fitting.train(model, dataset, config, strategy)
   items = model.catalog_embeddings().astype(np.float32)
   queries = model.query_embeddings(dataset.users).astype(np.float32)
   name = os.path.basename(os.path.normpath(data_path)) or "movielens"

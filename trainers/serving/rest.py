@@ -39,18 +39,30 @@ when the export takes it (optional here: a missing one is "", unknown):
 
 Rows of different lengths are left-padded with "" into one `[B, M]` call.
 
-and is answered, like TF Serving, in the same form it was asked:
+Seen items are left out of the answers by default: the request's history
+for a history export, the user's training items for an id export written
+with them (export metadata `exclusion`); `"keep_history_items": true` keeps
+them (it changes nothing for an export that excludes nothing).
+
+A request is answered, like TF Serving, in the same form it was asked:
 
     {"predictions": [{"item_ids": [...], "scores": [...]}, ...]}   # rows
     {"outputs": {"item_ids": [[...], ...], "scores": [[...], ...]}}  # columns
 
+Each list holds only real items: fewer than k when the index found fewer
+(or exclusion left fewer), and then the answer has a top-level
+`"warnings"` list with one line per such row. The same list names the
+unknown item ids of a history (ignored) and, for an export that knows its
+training users, the users it does not know (answered with the generic
+list). `warnings` is absent when there is nothing to say.
+
 Every problem raises `RestError` with a 4xx status and a message naming the
-problem; the server answers it as `{"error": message}`.
+problem; the server answers it as `{"error": message}`. A history whose ids
+are all unknown is a 400 naming them.
 """
 
 import dataclasses
 import json
-import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -60,6 +72,7 @@ HISTORY_NAME = "history"
 DEFAULT_MAX_HISTORY = 1024
 OUTPUT_NAMES = ("item_ids", "scores")
 SIGNATURE_NAME = "serving_default"
+KEEP_FIELD = "keep_history_items"
 HEALTH_PATH = "/healthz"
 
 # Route kinds returned by `route`.
@@ -72,7 +85,10 @@ _ALLOWED = {HEALTH: ("GET", "HEAD"), STATUS: ("GET", "HEAD"),
             METADATA: ("GET", "HEAD"), PREDICT: ("POST",)}
 _MODEL_PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)(?P<rest>/metadata|:[^/]*)?/?$")
-_TOP_LEVEL_KEYS = ("instances", "inputs", "k", "signature_name")
+_TOP_LEVEL_KEYS = ("instances", "inputs", "k", "signature_name",
+                   "keep_history_items")
+# Unknown ids named in one message at most (then "and N more").
+_NAMED = 5
 _EXAMPLE = '{"instances": [{"user_id": "42"}]}'
 _HISTORY_EXAMPLE = '{"instances": [{"history": ["12", "7"]}]}'
 _JSON_TYPE = "application/json"
@@ -101,11 +117,13 @@ class PredictRequest:
     columnar: whether the request used "inputs" (answered with "outputs").
     histories: for a history export, each row's item id strings (in
       request order); None for a user id export.
+    keep_history_items: whether the seen items stay in the answers.
   """
   user_ids: Tuple[str, ...]
   k: int
   columnar: bool = False
   histories: Optional[Tuple[Tuple[str, ...], ...]] = None
+  keep_history_items: bool = False
 
   @property
   def size(self) -> int:
@@ -420,9 +438,14 @@ def parse_predict(body: bytes, index_k: int,
   if not 1 <= k <= index_k:
     raise RestError(400, "'k' must be in [1, %d] (the index's k), got %d"
                     % (index_k, k))
+  keep = request.get(KEEP_FIELD, False)
+  if not isinstance(keep, bool):
+    raise RestError(400, "%r must be true or false, got %s"
+                    % (KEEP_FIELD, _type_name(keep)))
   return PredictRequest(
       user_ids=tuple(users), k=k, columnar=has_columns,
-      histories=tuple(histories) if histories is not None else None)
+      histories=tuple(histories) if histories is not None else None,
+      keep_history_items=keep)
 
 
 def _texts(values: Sequence[Any]) -> List[str]:
@@ -430,38 +453,134 @@ def _texts(values: Sequence[Any]) -> List[str]:
           for v in values]
 
 
-def format_predict(request: PredictRequest, scores: Sequence[Sequence[float]],
-                   item_ids: Sequence[Sequence[Any]]) -> Dict[str, Any]:
-  """The response body for `request` from the model's `[B, k_index]` outputs.
+def _named(ids: Sequence[str]) -> str:
+  """'a', 'b', ... (distinct, in order; at most `_NAMED`, then a count)."""
+  distinct = list(dict.fromkeys(ids))
+  shown = ", ".join(repr(i) for i in distinct[:_NAMED])
+  more = len(distinct) - _NAMED
+  return shown + (" and %d more" % more if more > 0 else "")
+
+
+def shortfall_reason(k: int, excluded: int, num_items: Optional[int],
+                     index: Optional[str]) -> str:
+  """Why a row has fewer than `k` items (for a warning line).
+
+  Args:
+    k: the k asked for.
+    excluded: distinct seen items excluded from the row.
+    num_items: the catalog size (export metadata), if known.
+    index: the index kind (export metadata), if known.
+  """
+  seen = (" and %d of them are excluded as seen" % excluded if excluded
+          else "")
+  if num_items is not None and num_items - excluded < k:
+    return "the catalog has %d items%s" % (num_items, seen)
+  after = " after excluding %d seen items" % excluded if excluded else ""
+  if index == "scann":
+    return ("the ScaNN leaves searched held fewer candidates%s; an exact "
+            "index (--index=brute_force) or more leaves searched "
+            "(--scann_leaves_to_search) finds more" % after)
+  return "the index found fewer candidates%s" % after
+
+
+def history_check(history: Sequence[str], unknown: Sequence[bool],
+                  where: str) -> Optional[str]:
+  """A warning naming a history's unknown ids (None if all are known).
+
+  Args:
+    history: the item ids sent ("" is padding).
+    unknown: per entry, whether the export does not know it.
+    where: how to name the history, e.g. "instances[0].history".
+
+  Raises:
+    ValueError: every non-empty id is unknown (the message names them).
+  """
+  ids = [i for i, u in zip(history, unknown) if u]
+  if not ids:
+    return None
+  if len(ids) == sum(1 for i in history if i != ""):
+    raise ValueError("%s has no item id of the catalog: %s %s unknown; send "
+                     "ids of the export's catalog"
+                     % (where, _named(ids), "is" if len(set(ids)) == 1
+                        else "are"))
+  return "%s: unknown item ids ignored: %s" % (where, _named(ids))
+
+
+def _row(request: PredictRequest, i: int) -> str:
+  return "row %d of inputs" % i if request.columnar else "instances[%d]" % i
+
+
+def format_predict(request: PredictRequest, outputs: Mapping[str, Any],
+                   export_metadata: Optional[Mapping[str, Any]] = None
+                   ) -> Dict[str, Any]:
+  """The response body for `request` from the model's outputs.
 
   Args:
     request: the parsed request (its `k` slices the outputs).
-    scores: `[B, k_index]` float scores (array or nested lists).
-    item_ids: `[B, k_index]` ids, bytes or strings.
+    outputs: the signature's outputs (arrays or nested lists): `scores`
+      and `item_ids` `[B, k_index]`, `count` `[B]` (real items per row),
+      and when the export has them `excluded` `[B]`, `known_user` `[B]`
+      and `unknown_history` (per row, one flag per entry of the request's
+      history, in request order).
+    export_metadata: the export's metadata (`num_items`, `index`), for the
+      reason of a short row.
 
   Returns:
     `{"predictions": [...]}` for an "instances" request, `{"outputs": {...}}`
-    for an "inputs" request. Entries with a non-finite score are left out:
-    ScaNN pads a row with NaN when the leaves it searched hold fewer than
-    k items (small catalogs), so such a row has fewer than k items.
+    for an "inputs" request; each row holds its first `min(count, k)`
+    items. A `"warnings"` list is added when a row is short, a history has
+    unknown ids or a user is unknown to an export that knows its users.
 
   Raises:
+    RestError: 400 when a history's ids are all unknown.
     ValueError: the outputs do not have one row per requested user.
   """
-  if len(scores) != request.size or len(item_ids) != len(scores):
-    raise ValueError("the model returned %d/%d rows for %d users"
-                     % (len(scores), len(item_ids), request.size))
+  scores, item_ids = outputs["scores"], outputs["item_ids"]
+  counts = outputs["count"]
+  if not len(scores) == len(item_ids) == len(counts) == request.size:
+    raise ValueError("the model returned %d/%d/%d rows for %d users"
+                     % (len(scores), len(item_ids), len(counts),
+                        request.size))
+  meta = export_metadata or {}
+  warnings = []
+  unknown = outputs.get("unknown_history")
+  if unknown is not None and request.histories is not None:
+    for i, (history, flags) in enumerate(zip(request.histories, unknown)):
+      where = ("inputs.history[%d]" % i if request.columnar
+               else "instances[%d].history" % i)
+      try:
+        note = history_check(history, flags, where)
+      except ValueError as e:
+        raise RestError(400, str(e)) from e
+      if note:
+        warnings.append(note)
+  known = outputs.get("known_user")
+  if known is not None:
+    for i, (user, ok) in enumerate(zip(request.user_ids, known)):
+      if not ok:
+        warnings.append("%s: user %r has no training items in this export: "
+                        "answered with the list for unknown users"
+                        % (_row(request, i), user))
+  excluded = outputs.get("excluded")
   k = request.k
   ids, values = [], []
-  for id_row, score_row in zip(item_ids, scores):
-    kept = [(i, float(s)) for i, s in zip(_texts(id_row[:k]), score_row[:k])
-            if math.isfinite(float(s))]
-    ids.append([i for i, _ in kept])
-    values.append([s for _, s in kept])
-  if request.columnar:
-    return {"outputs": {"item_ids": ids, "scores": values}}
-  return {"predictions": [{"item_ids": i, "scores": s}
-                          for i, s in zip(ids, values)]}
+  for i, (id_row, score_row, count) in enumerate(
+      zip(item_ids, scores, counts)):
+    n = min(int(count), k)
+    ids.append(_texts(id_row[:n]))
+    values.append([float(s) for s in score_row[:n]])
+    if n < k:
+      warnings.append("%s: only %d of k=%d items: %s" % (
+          _row(request, i), n, k, shortfall_reason(
+              k, int(excluded[i]) if excluded is not None else 0,
+              meta.get("num_items"), meta.get("index"))))
+  body: Dict[str, Any] = (
+      {"outputs": {"item_ids": ids, "scores": values}} if request.columnar
+      else {"predictions": [{"item_ids": i, "scores": s}
+                            for i, s in zip(ids, values)]})
+  if warnings:
+    body["warnings"] = warnings
+  return body
 
 
 def status_body(version: str = "1") -> Dict[str, Any]:
@@ -471,12 +590,27 @@ def status_body(version: str = "1") -> Dict[str, Any]:
       "status": {"error_code": "OK", "error_message": ""}}]}
 
 
+_OUTPUT_SPECS = {
+    "item_ids": ("DT_STRING", 2), "scores": ("DT_FLOAT", 2),
+    "count": ("DT_INT32", 1), "excluded": ("DT_INT32", 1),
+    "unknown_history": ("DT_BOOL", 2), "known_user": ("DT_BOOL", 1)}
+
+
 def metadata_body(model_name: str, index_k: int,
                   export_metadata: Optional[Mapping[str, Any]] = None,
                   version: str = "1",
                   inputs: Sequence[str] = (INPUT_NAME,)) -> Dict[str, Any]:
   """`GET /v1/models/<name>/metadata`: signature and export metadata."""
   shapes = {INPUT_NAME: [-1], HISTORY_NAME: [-1, -1]}
+  export_metadata = dict(export_metadata or {})
+  outputs = {}
+  for name in export_metadata.get("outputs") or OUTPUT_NAMES:
+    if name not in _OUTPUT_SPECS:
+      continue
+    dtype, rank = _OUTPUT_SPECS[name]
+    outputs[name] = {"dtype": dtype, "shape": (
+        [-1] if rank == 1 else
+        [-1, -1] if name == "unknown_history" else [-1, index_k])}
   return {
       "model_spec": {"name": model_name, "version": version,
                      "signature_name": SIGNATURE_NAME},
@@ -484,13 +618,10 @@ def metadata_body(model_name: str, index_k: int,
           "signature_def": {
               "inputs": {name: {"dtype": "DT_STRING", "shape": shapes[name]}
                          for name in inputs},
-              "outputs": {
-                  "item_ids": {"dtype": "DT_STRING",
-                               "shape": [-1, index_k]},
-                  "scores": {"dtype": "DT_FLOAT", "shape": [-1, index_k]}},
+              "outputs": outputs,
           },
           "index_k": index_k,
-          "export": dict(export_metadata or {}),
+          "export": export_metadata,
       },
   }
 

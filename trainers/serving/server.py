@@ -39,47 +39,61 @@ out). The model returns the index's k items; a request's `k` slices them.
 
 import asyncio
 import concurrent.futures
-import json
 import logging
-import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from aiohttp import web
 
+from trainers.serving import export_files
 from trainers.serving import rest
 
-# Same file name as `export.METADATA_FILE` (not imported from there: export
-# needs TensorFlow Recommenders, which serving does not).
-METADATA_FILE = "tfrs_negsamp.json"
+METADATA_FILE = export_files.METADATA_FILE
+KEEP_SIGNATURE = "keep_history_items"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_INSTANCES = 1024
 DEFAULT_THREADS = 4
+# The outputs the predictor reads (the export's others are optional).
+_REQUIRED_OUTPUTS = ("item_ids", "scores", "count")
 
 _LOG = logging.getLogger(__name__)
 
 
 class SavedModelPredictor:
-  """An exported retriever: a batch of queries -> top-k scores and item ids.
+  """An exported retriever: a batch of queries -> the export's outputs.
 
-  Loads the SavedModel with only TensorFlow and ScaNN imported and calls its
-  `serving_default` signature. Thread-safe: concurrent calls share the model.
+  Checks the folder (`export_files.read_export`: a whole export of this
+  format), loads the SavedModel with only TensorFlow and ScaNN imported and
+  calls its `serving_default` signature, or `keep_history_items` when asked
+  to keep the seen items. Thread-safe: concurrent calls share the model.
   The export's metadata says which input the signature takes: `user_id`
-  (`predict`), or `history` and maybe `user_id` (`predict_histories`); an
-  export without metadata is taken as a user id export.
+  (`predict`), or `history` and maybe `user_id` (`predict_histories`).
+
+  Args:
+    model_dir: the export folder.
+    label: how messages name it (default: the path), e.g.
+      "--model_dir=/tmp/run/export".
 
   Attributes:
-    index_k: the k of the exported index (columns of every answer).
-    metadata: the export's `tfrs_negsamp.json` (empty if it has none).
+    index_k: the export's k (columns of every answer).
+    metadata: the export's `tfrs_negsamp.json`.
     inputs: the signature's input names, e.g. `("user_id",)` or
       `("history",)`.
+    exclusion: what `serving_default` excludes: "history",
+      "training_items" or "none".
+
+  Raises:
+    export_files.ExportError: (a ValueError) not a whole export.
+    ValueError: a SavedModel that does not match its metadata.
+    RuntimeError: a ScaNN export without scann installed.
   """
 
-  def __init__(self, model_dir: str):
-    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-      raise FileNotFoundError("no SavedModel at %r (saved_model.pb missing)"
-                              % model_dir)
+  def __init__(self, model_dir: str, label: Optional[str] = None):
+    where = label or repr(model_dir)
+    self.metadata: Dict[str, Any] = export_files.read_export(model_dir,
+                                                             label)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     try:
       # pylint: disable-next=g-import-not-at-top,unused-import
@@ -91,51 +105,65 @@ class SavedModelPredictor:
       loaded = tf.saved_model.load(model_dir)
     except Exception as e:  # pylint: disable=broad-except
       if scann is None and "Scann" in str(e):
-        raise RuntimeError("the SavedModel at %r holds a ScaNN index; "
+        raise RuntimeError("the SavedModel at %s holds a ScaNN index; "
                            "install scann (pip install scann==1.4.2)"
-                           % model_dir) from e
-      raise
+                           % where) from e
+      raise ValueError("cannot load the SavedModel at %s: %s" % (
+          where, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                       ) from e
     if rest.SIGNATURE_NAME not in loaded.signatures:
-      raise ValueError("the SavedModel at %r has no %r signature (it has %s)"
-                       % (model_dir, rest.SIGNATURE_NAME,
+      raise ValueError("the SavedModel at %s has no %r signature (it has %s)"
+                       % (where, rest.SIGNATURE_NAME,
                           sorted(loaded.signatures)))
-    self._loaded = loaded  # keeps the signature's variables alive
-    self._signature = loaded.signatures[rest.SIGNATURE_NAME]
-    self.metadata: Dict[str, Any] = {}
-    meta_path = os.path.join(model_dir, METADATA_FILE)
-    if os.path.exists(meta_path):
-      with open(meta_path) as f:
-        self.metadata = json.load(f)
+    self._loaded = loaded  # keeps the signatures' variables alive
+    default = loaded.signatures[rest.SIGNATURE_NAME]
+    self.exclusion = str(self.metadata.get("exclusion", "none"))
+    keep = default
+    if self.exclusion != "none":
+      if KEEP_SIGNATURE not in loaded.signatures:
+        raise ValueError("the SavedModel at %s excludes %s but has no %r "
+                         "signature" % (where, self.exclusion,
+                                        KEEP_SIGNATURE))
+      keep = loaded.signatures[KEEP_SIGNATURE]
+    self._signatures = {False: default, True: keep}
     self.inputs: Tuple[str, ...] = tuple(
         self.metadata.get("inputs") or [rest.INPUT_NAME])
-    signature_inputs = set(self._signature.structured_input_signature[1])
+    signature_inputs = set(default.structured_input_signature[1])
     if set(self.inputs) != signature_inputs:
-      raise ValueError("the SavedModel at %r takes %s but its %s says %s"
-                       % (model_dir, sorted(signature_inputs),
-                          METADATA_FILE, sorted(self.inputs)))
-    # One warm-up call loads the searcher. The index's k is the export's
-    # (a ScaNN answer may have fewer columns when the leaves it searched
-    # hold fewer than k items); exports without metadata: the call's.
+      raise ValueError("the SavedModel at %s takes %s but its %s says %s"
+                       % (where, sorted(signature_inputs), METADATA_FILE,
+                          sorted(self.inputs)))
+    missing = sorted(set(_REQUIRED_OUTPUTS) - set(default.structured_outputs))
+    if missing:
+      raise ValueError("the SavedModel at %s has no %s output" % (
+          where, " or ".join(repr(m) for m in missing)))
+    self.index_k = int(self.metadata["k"])
+    # One warm-up call loads the searcher.
     if rest.HISTORY_NAME in self.inputs:
-      _, ids = self.predict_histories([[""]], [""])
+      self.predict_histories([[""]], [""])
     else:
-      _, ids = self.predict([""])
-    self.index_k = int(self.metadata.get("k") or ids.shape[1])
+      self.predict([""])
 
-  def predict(self, user_ids: Sequence[str]) -> Tuple[Any, Any]:
-    """`[B]` user ids -> (scores float32 `[B, k]`, item_ids bytes `[B, k]`)."""
-    out = self._signature(user_id=self._tf.constant(list(user_ids),
-                                                    dtype=self._tf.string))
-    return out["scores"].numpy(), out["item_ids"].numpy()
+  def _call(self, keep_history_items: bool, **inputs) -> Dict[str, Any]:
+    out = self._signatures[bool(keep_history_items)](**inputs)
+    return {name: value.numpy() for name, value in out.items()}
+
+  def predict(self, user_ids: Sequence[str],
+              keep_history_items: bool = False) -> Dict[str, Any]:
+    """`[B]` user ids -> the outputs (numpy): `item_ids` (bytes), `scores`
+    `[B, k]`, `count`, `excluded` `[B]` (+ `known_user`)."""
+    return self._call(keep_history_items, user_id=self._tf.constant(
+        list(user_ids), dtype=self._tf.string))
 
   def predict_histories(self, histories: Sequence[Sequence[str]],
-                        user_ids: Optional[Sequence[str]] = None
-                        ) -> Tuple[Any, Any]:
-    """`[B]` histories (item id strings) -> top-k, like `predict`.
+                        user_ids: Optional[Sequence[str]] = None,
+                        keep_history_items: bool = False) -> Dict[str, Any]:
+    """`[B]` histories (item id strings) -> the outputs, like `predict`.
 
     Rows are left-padded with "" to the longest (at least 1), which the
     export ignores; `user_ids` (one per row, "" if unknown) is passed only
-    when the export takes `user_id`.
+    when the export takes `user_id`. `unknown_history` is returned per
+    row, one flag per entry of that row's history (padding removed).
     """
     width = max([1] + [len(h) for h in histories])
     rows = [[""] * (width - len(h)) + list(h) for h in histories]
@@ -144,8 +172,70 @@ class SavedModelPredictor:
     if rest.INPUT_NAME in self.inputs:
       users = list(user_ids) if user_ids else [""] * len(rows)
       kwargs[rest.INPUT_NAME] = self._tf.constant(users, dtype=self._tf.string)
-    out = self._signature(**kwargs)
-    return out["scores"].numpy(), out["item_ids"].numpy()
+    out = self._call(keep_history_items, **kwargs)
+    if "unknown_history" in out:
+      out["unknown_history"] = [
+          [bool(v) for v in flags[width - len(h):]]
+          for flags, h in zip(out["unknown_history"], histories)]
+    return out
+
+
+def _describe(error: Optional[BaseException]) -> str:
+  """`ErrorClass: message` on one line (an aiohttp HTTP error's text)."""
+  if error is None:
+    return "no error"
+  text = getattr(error, "message", None) or str(error)
+  text = " ".join(str(text).split())
+  if len(text) > 200:
+    text = text[:197] + "..."
+  return "%s: %s" % (type(error).__name__, text) if text else (
+      type(error).__name__)
+
+
+class OneLineLogger(logging.LoggerAdapter):
+  """A logger that writes an exception as one line, without its traceback.
+
+  aiohttp logs each malformed request (a bad Content-Length, headers over
+  its 8190-byte limit, bytes that are not HTTP) with `logger.exception`,
+  a traceback per bad client. The server hands aiohttp this adapter: the
+  same event is one WARNING line `<message>: <ErrorClass>: <text>` (debug
+  messages stay at DEBUG, also on one line).
+  """
+
+  def __init__(self, logger: logging.Logger):
+    super().__init__(logger, {})
+
+  @staticmethod
+  def _error(exc_info: Any) -> Optional[BaseException]:
+    if isinstance(exc_info, BaseException):
+      return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+      return exc_info[1]
+    return sys.exc_info()[1] if exc_info else None
+
+  def _one_line(self, level: int, msg: Any, args: Tuple[Any, ...],
+                kwargs: Dict[str, Any]) -> None:
+    error = self._error(kwargs.pop("exc_info", None))
+    kwargs.pop("stack_info", None)
+    text = str(msg) % args if args else str(msg)
+    if error is not None:
+      text = "%s: %s" % (text, _describe(error))
+    self.log(level, "%s", text, **kwargs)
+
+  def exception(self, msg, *args, **kwargs):  # pylint: disable=arguments-differ
+    kwargs.setdefault("exc_info", True)
+    self._one_line(logging.WARNING, msg, args, kwargs)
+
+  def error(self, msg, *args, **kwargs):
+    self._one_line(logging.WARNING if kwargs.get("exc_info") else
+                   logging.ERROR, msg, args, kwargs)
+
+  def debug(self, msg, *args, **kwargs):
+    self._one_line(logging.DEBUG, msg, args, kwargs)
+
+
+class ClientGone(Exception):
+  """The client closed the connection before its request was read."""
 
 
 class ModelServer:
@@ -220,6 +310,10 @@ class ModelServer:
       else:
         body = await self._predict(request)
       return web.json_response(body)
+    except ClientGone as e:
+      # Nobody to answer: one line, no traceback.
+      _LOG.warning("%s", e)
+      return web.Response(status=400)
     except rest.RestError as e:
       return web.json_response(rest.error_body(e.message), status=e.status,
                                headers=e.headers)
@@ -248,18 +342,27 @@ class ModelServer:
       body = await request.read()
     except web.HTTPRequestEntityTooLarge as e:  # chunked, no Content-Length
       raise self._too_large(None) from e
+    except ConnectionError as e:  # aiohttp: ConnectionResetError
+      raise ClientGone(
+          "client %s disconnected before sending the whole body of %s %s "
+          "(%s); nothing answered" % (
+              request.remote, request.method, request.path,
+              "Content-Length %d" % size if size is not None
+              else "chunked")) from e
     parsed = rest.parse_predict(body, self.predictor.index_k,
                                 self.max_instances, inputs=self._inputs,
                                 max_history=self.max_history)
     loop = asyncio.get_running_loop()
+    keep = parsed.keep_history_items
     if parsed.histories is not None:
-      scores, ids = await loop.run_in_executor(
-          self._pool, self.predictor.predict_histories, parsed.histories,
-          parsed.user_ids)
+      outputs = await loop.run_in_executor(
+          self._pool, lambda: self.predictor.predict_histories(
+              parsed.histories, parsed.user_ids, keep_history_items=keep))
     else:
-      scores, ids = await loop.run_in_executor(
-          self._pool, self.predictor.predict, parsed.user_ids)
-    return rest.format_predict(parsed, scores.tolist(), ids.tolist())
+      outputs = await loop.run_in_executor(
+          self._pool, lambda: self.predictor.predict(
+              parsed.user_ids, keep_history_items=keep))
+    return rest.format_predict(parsed, outputs, self.predictor.metadata)
 
   # Life cycle.
 
@@ -271,7 +374,8 @@ class ModelServer:
     runner = web.AppRunner(
         self.make_app(), handle_signals=False, shutdown_timeout=5.0,
         access_log=logging.getLogger("aiohttp.access")
-        if self.access_log else None)
+        if self.access_log else None,
+        logger=OneLineLogger(logging.getLogger("aiohttp.server")))
     await runner.setup()
     try:
       await web.TCPSite(runner, self.host, self.port).start()

@@ -1,0 +1,142 @@
+"""The docs build, their generated tables match the code, the release files
+agree.
+
+* `mkdocs build --strict` (what `make docs` and CI run): an unresolved API
+  cross-reference, a broken link or anchor, or a docstring naming a
+  parameter the signature lacks is an error. The build reads the sources
+  statically (griffe), so it takes a few seconds of CPU.
+* The sampler tables of docs/guides/trainer.md are what
+  `tools/docs_tables.py` writes from the sampler registry.
+* Every `##` heading of a design note carries an explicit anchor
+  (`{#name}`), and every `docs/design/<page>.md#<anchor>` cited in the code
+  exists: the code's pointers into the design notes stay valid when a title
+  is reworded.
+* The README's complete example (between the snippet markers) is one python
+  block that sets `TF_USE_LEGACY_KERAS` before anything imports TensorFlow
+  (`tests/wheel_test.py` runs it, slow tier).
+* The version of `tfrs_negsamp/version.py` is the package's and has a
+  CHANGELOG entry.
+"""
+
+import ast
+import importlib.util
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+import tfrs_negsamp
+from tests import wheel_test
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DESIGN = ROOT / "docs" / "design"
+# `docs/design/<page>.md#<anchor>` as the code cites it.
+POINTER = re.compile(r"docs/design/([a-z_]+)\.md#([a-z0-9-]+)")
+ANCHOR = re.compile(r"\{#([a-z0-9-]+)\}")
+
+
+def _load_tool():
+  spec = importlib.util.spec_from_file_location(
+      "docs_tables", ROOT / "tools" / "docs_tables.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_mkdocs_build_is_strict_clean(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet",
+       "--config-file", str(ROOT / "mkdocs.yml"),
+       "--site-dir", str(tmp_path / "site")],
+      cwd=ROOT, capture_output=True, text=True,
+      env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
+  assert result.returncode == 0, (
+      "mkdocs build --strict failed (is the docs extra installed? pip "
+      "install -e '.[docs]'):\n" + result.stdout[-3000:] +
+      result.stderr[-6000:])
+  api = tmp_path / "site" / "api" / "samplers" / "index.html"
+  page = api.read_text(encoding="utf-8")
+  # The reference is generated from the docstrings: a sampler's Example
+  # block and a Google-style argument are on the page.
+  assert 'id="tfrs_negsamp.samplers.XIRSampler"' in page
+  assert "cache_weight" in page
+  assert "candidate_model=movie_model" in page
+
+
+def test_sampler_tables_match_the_registry():
+  tool = _load_tool()
+  text = pathlib.Path(tool.TRAINER_GUIDE).read_text(encoding="utf-8")
+  assert tool.render(text, tool.tables()) == text, (
+      "docs/guides/trainer.md: the sampler tables are out of date; run "
+      "python tools/docs_tables.py")
+  for name in tfrs_negsamp.samplers.available_samplers():
+    assert "| `%s` |" % name in text, name
+
+
+def test_design_notes_have_explicit_anchors():
+  for page in sorted(DESIGN.glob("*.md")):
+    for number, line in enumerate(
+        page.read_text(encoding="utf-8").splitlines(), start=1):
+      if line.startswith("## ") or line.startswith("### "):
+        assert ANCHOR.search(line), (
+            "%s:%d: a heading without an explicit {#anchor}: %s"
+            % (page.relative_to(ROOT), number, line))
+
+
+def _anchors(page: pathlib.Path):
+  return set(ANCHOR.findall(page.read_text(encoding="utf-8")))
+
+
+def test_code_pointers_into_the_design_notes_exist():
+  for folder in ("tfrs_negsamp", "trainers", "tests", "tools"):
+    for path in sorted((ROOT / folder).rglob("*.py")):
+      for page, anchor in POINTER.findall(path.read_text(encoding="utf-8")):
+        target = DESIGN / (page + ".md")
+        assert target.exists(), "%s cites missing docs/design/%s.md" % (
+            path.relative_to(ROOT), page)
+        assert anchor in _anchors(target), (
+            "%s cites docs/design/%s.md#%s, which has no such anchor"
+            % (path.relative_to(ROOT), page, anchor))
+  # The form the module docstring names resolves.
+  page, anchor = POINTER.search("docs/design/shared.md#count-trick").groups()
+  assert anchor in _anchors(DESIGN / (page + ".md"))
+
+
+def test_readme_snippet_sets_up_keras_2_first():
+  text = (ROOT / "README.md").read_text(encoding="utf-8")
+  code = wheel_test.readme_snippet(text)
+  tree = ast.parse(code)
+  tf_modules = ("tensorflow", "tensorflow_recommenders", "tfrs_negsamp")
+  first_import = setting = None
+  for node in tree.body:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ""])
+      if first_import is None and any(
+          n.split(".")[0] in tf_modules for n in names):
+        first_import = node.lineno
+    elif (setting is None and isinstance(node, ast.Assign) and
+          "TF_USE_LEGACY_KERAS" in ast.unparse(node.targets[0])):
+      setting = node.lineno
+  assert setting is not None, "the snippet never sets TF_USE_LEGACY_KERAS"
+  assert first_import is not None and setting < first_import, (
+      "TF_USE_LEGACY_KERAS must be set before TensorFlow is imported")
+  # Everything it uses is defined in it: it runs as a file of its own.
+  compile(code, "README snippet", "exec")
+  assert "query_ids=" in code and "ConsumedItems.from_interactions" in code
+
+
+def test_one_version_with_a_changelog_entry():
+  namespace = {}
+  source = (ROOT / "tfrs_negsamp" / "version.py").read_text()
+  exec(source, namespace)  # pylint: disable=exec-used
+  version = namespace["__version__"]
+  assert tfrs_negsamp.__version__ == version
+  release = re.sub(r"\.dev\d+$", "", version)
+  changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+  assert re.search(r"^## \[%s\]" % re.escape(release), changelog,
+                   re.MULTILINE), "CHANGELOG.md has no entry for %s" % release
+  setup = (ROOT / "setup.py").read_text(encoding="utf-8")
+  assert not re.search(r"version=\"\d", setup), (
+      "setup.py must read the version from tfrs_negsamp/version.py")

@@ -46,7 +46,12 @@ def _env(**extra):
 
 
 def _args(run_dir, extra=()):
-  return FLAGS + list(extra) + [
+  flags = FLAGS
+  if any(f.startswith("--sampler=") for f in extra):
+    # Another sampler: cross_batch's flags would be refused for it.
+    flags = [f for f in FLAGS if not f.startswith(("--sampler=",
+                                                   "--memory_size="))]
+  return flags + list(extra) + [
       "--backup_dir=%s" % (run_dir / "backup"),
       "--output_dir=%s" % (run_dir / "out"),
       "--state_out=%s" % (run_dir / "state")]

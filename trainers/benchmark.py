@@ -19,11 +19,15 @@ tutorial two-tower, `tfrs.tasks.Retrieval`, same batch/optimizer/data) and
 makes it the step-ratio reference. `--timing_steps=N` only times training
 steps: every model is built once and trained N steps in turn, for
 `--timing_rounds` interleaved rounds (best round kept), and results.md
-gives each variant's step time as a ratio to the floor at its batch:
+gives each variant's step time as a ratio to the floor at its batch. With
+`--logq_floor` (on in `--suite=floor`, issue 27) it also gives the ratio to
+TFRS doing in-batch + logQ's arithmetic with the variant's own towers
+(`tfrs_logq_*`) and, for CBNS, to the same at `[B, B + M]`; the floor
+suite ends with its targets (ratio, bound, met):
 
-  nice -n 5 python -m trainers.benchmark --suite=floor --only=B256,B1024 \
-      --dataset=movielens --data_path=../shared/data/movielens-100k \
-      --output_dir=runs/floor
+  nice -n 5 python -m trainers.benchmark --suite=floor \
+      --only=B256_id,B1024_id --dataset=movielens \
+      --data_path=../shared/data/movielens-100k --output_dir=runs/floor
 """
 
 import json
@@ -64,6 +68,10 @@ flags.DEFINE_string("best_settings", None,
 flags.DEFINE_boolean("floor", False,
                      "Add the plain-TFRS floor (`plain_tfrs`) and make it "
                      "the step-ratio reference.")
+flags.DEFINE_boolean("logq_floor", False,
+                     "With --floor and --timing_steps: also time the TFRS + "
+                     "logQ floor of each variant's towers (and CBNS's "
+                     "[B, B + M] one); on in the floor suite.")
 flags.DEFINE_integer("timing_steps", None,
                      "> 0: only time training steps, this many per model "
                      "and round, interleaved (no evaluation); default: the "
@@ -78,6 +86,64 @@ common.refuse_flags(
     "an export)")
 common.refuse_flags(("sampler",), "it compares the samplers of --samplers, "
                     "--variants or --suite")
+
+FLOOR_BATCHES = (256, 1024, 4096)
+FLOOR_TOWERS = ("id", "mean")
+# The floor suite's bounds by batch (issue 27); None: reported only.
+HISTORY_MASK_BOUND = {256: 1.10, 1024: 1.15}
+XIR_BOUND = {1024: 2.0}
+
+
+def _floor_prefix(batch: int, tower: str) -> str:
+  """`B<B>_<tower>_`, e.g. `B1024_mean_` (`--only=B1024_id` keeps one)."""
+  return "B%d_%s_" % (batch, tower)
+
+
+def _floor_variants(batch: int, tower: str):
+  """The floor suite's variants at one batch and query tower."""
+  p, o = _floor_prefix(batch, tower), "batch_size=%d" % batch
+  if tower != "id":
+    # Window rows: one query per row, the arithmetic of the TFRS floors.
+    o += ":query_tower=%s:training_rows=window" % tower
+  return ["%sin_batch=in_batch:%s" % (p, o),
+          "%sin_batch_logq=in_batch_logq:%s" % (p, o),
+          "%sin_batch_logq_nomask=in_batch_logq:%s:mask_history=false"
+          % (p, o),
+          "%scross_batch_M4B=cross_batch:%s:memory_size=%d"
+          % (p, o, 4 * batch),
+          "%scross_batch_M4B_nomask=cross_batch:%s:memory_size=%d:"
+          "mask_history=false" % (p, o, 4 * batch),
+          "%sbir=bir:%s" % (p, o),
+          "%sxir=xir:%s" % (p, o),
+          "%smixed=mixed:%s" % (p, o),
+          "%suniform_K32=uniform:%s:num_negatives=32" % (p, o)]
+
+
+def _floor_targets(batch: int, tower: str):
+  """The issue-27 targets at one batch and query tower (`Target`s).
+
+  Called after flag parsing (the pipeline is imported after the CPU split).
+  """
+  from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
+  p = _floor_prefix(batch, tower)
+  target = benchmarking.Target
+  return [
+      target("in-batch + logQ, no history mask, vs TFRS + logQ",
+             p + "in_batch_logq_nomask", benchmarking.OWN_LOGQ_FLOOR, 1.05),
+      target("in-batch + logQ vs TFRS + logQ", p + "in_batch_logq",
+             benchmarking.OWN_LOGQ_FLOOR),
+      target("cost of the history mask", p + "in_batch_logq",
+             p + "in_batch_logq_nomask", HISTORY_MASK_BOUND.get(batch)),
+      target("XIR (K = B draws per row) vs in-batch + logQ", p + "xir",
+             p + "in_batch_logq", XIR_BOUND.get(batch)),
+      target("BIR (K = B draws per row) vs in-batch + logQ", p + "bir",
+             p + "in_batch_logq"),
+      target("CBNS M = 4B, no history mask, vs its [B, B + M] arithmetic",
+             p + "cross_batch_M4B_nomask", benchmarking.OWN_ARITHMETIC_FLOOR,
+             1.2),
+      target("CBNS M = 4B vs its [B, B + M] arithmetic",
+             p + "cross_batch_M4B", benchmarking.OWN_ARITHMETIC_FLOOR)]
+
 
 B = 128
 # Each suite: config overrides for all variants, and the variants.
@@ -134,25 +200,21 @@ SUITES = {
             "%s_inbatch_4B=in_batch_logq:query_tower=%s:batch_size=%d"
             % (t, t, 8 * B))],
     },
-    # Issue 17: step time vs the plain-TFRS floor at B in {256, 1024,
-    # 4096}, id towers (`--only=B256,B1024` keeps two batches). Timing
-    # only: 300 steps per model and round, 2 interleaved rounds.
+    # Issues 17 and 27: step time vs the floors at B in {256, 1024, 4096},
+    # id and mean query towers (window rows), labelled `B<B>_<tower>_...`
+    # (`--only=B256,B1024` keeps two batches, `--only=B1024_mean` one
+    # batch and tower). Floors: plain TFRS and TFRS doing in-batch +
+    # logQ's arithmetic with each variant's towers (and CBNS's [B, B + M]).
+    # Timing only: 300 steps per model and round, 2 interleaved rounds.
     "floor": {
         "base": {"item_features": False},
         "floor": True,
+        "logq_floor": True,
         "timing_steps": 300,
-        "variants": [v for b in (256, 1024, 4096) for v in (
-            "B%d_in_batch=in_batch:batch_size=%d" % (b, b),
-            "B%d_in_batch_logq=in_batch_logq:batch_size=%d" % (b, b),
-            "B%d_in_batch_logq_nomask=in_batch_logq:batch_size=%d:"
-            "mask_history=false" % (b, b),
-            "B%d_cross_batch_M4B=cross_batch:batch_size=%d:memory_size=%d"
-            % (b, b, 4 * b),
-            "B%d_bir=bir:batch_size=%d" % (b, b),
-            "B%d_xir=xir:batch_size=%d" % (b, b),
-            "B%d_mixed=mixed:batch_size=%d" % (b, b),
-            "B%d_uniform_K32=uniform:batch_size=%d:num_negatives=32"
-            % (b, b))],
+        "variants": [v for b in FLOOR_BATCHES for t in FLOOR_TOWERS
+                     for v in _floor_variants(b, t)],
+        "targets": lambda: [t for b in FLOOR_BATCHES for q in FLOOR_TOWERS
+                            for t in _floor_targets(b, q)],
     },
 }
 
@@ -230,9 +292,11 @@ def _check_mode_flags(timing: bool) -> None:
         raise common.UsageError(
             "--%s does not apply to a timing run (--timing_steps > 0: "
             "step times only, each a ratio to the floor)" % name)
-  elif FLAGS["timing_rounds"].present:
-    raise common.UsageError("--timing_rounds applies only with "
-                            "--timing_steps > 0")
+  else:
+    for name in ("timing_rounds", "logq_floor"):
+      if FLAGS[name].present:
+        raise common.UsageError("--%s applies only with --timing_steps > 0"
+                                % name)
   if FLAGS.timing_rounds < 1:
     raise common.UsageError("--timing_rounds must be >= 1, got %d"
                             % FLAGS.timing_rounds)
@@ -277,6 +341,10 @@ def main(argv):
       raise common.UsageError("--only=%s keeps no variant"
                               % ",".join(FLAGS.only))
   floor = FLAGS.floor or suite.get("floor", False)
+  logq_floor = floor and (FLAGS.logq_floor or suite.get("logq_floor", False))
+  if FLAGS.logq_floor and not floor:
+    raise common.UsageError("--logq_floor adds floors beside the plain-TFRS "
+                            "one: it needs --floor (or --suite=floor)")
   try:
     variants = [benchmarking.parse_variant(s) for s in specs]
     base = common.shared_config_from_flags(
@@ -289,6 +357,12 @@ def main(argv):
   except ValueError as e:
     raise common.UsageError(str(e)) from e
   common.check_applies(configs, "variants")
+  if logq_floor and timing_steps > 0:
+    for variant, config in zip(variants, configs):
+      try:
+        benchmarking.check_logq_floor(config)
+      except ValueError as e:
+        raise common.UsageError("variant %s: %s" % (variant.label, e)) from e
   labels = [v.label for v in variants] + (
       [benchmarking.FLOOR] if floor else [])
   if FLAGS.reference and FLAGS.reference not in labels:
@@ -296,7 +370,8 @@ def main(argv):
                             "%s" % (FLAGS.reference, ", ".join(labels)))
   try:
     if timing_steps > 0:
-      return _time_steps(base, variants, timing_steps, floor)
+      return _time_steps(base, variants, timing_steps, floor, logq_floor,
+                         suite)
     _run_grid(base, variants, seeds, floor)
   except KeyboardInterrupt:
     raise KeyboardInterrupt(
@@ -307,15 +382,19 @@ def main(argv):
     ) from None
 
 
-def _time_steps(base, variants, timing_steps, floor):
-  """--timing_steps > 0: interleaved step timing, results.md of ratios."""
+def _time_steps(base, variants, timing_steps, floor, logq_floor, suite):
+  """--timing_steps > 0: interleaved step timing, results.md of ratios.
+
+  With the floor suite (or --logq_floor), also the TFRS + logQ floors of
+  each variant and, when the suite has targets, its targets table.
+  """
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   strategies.make_strategy(base.strategy, base.cpu_replicas)
   rows = benchmarking.time_steps(
       base, variants, inputs.load_data(base), steps=timing_steps,
-      rounds=FLAGS.timing_rounds, floor=floor)
+      rounds=FLAGS.timing_rounds, floor=floor, logq_floor=logq_floor)
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   with open(os.path.join(FLAGS.output_dir, "timing.json"), "w") as f:
     json.dump(rows, f, indent=2)
@@ -325,6 +404,9 @@ def _time_steps(base, variants, timing_steps, floor):
                                         base.data_path or base.dataset,
                                         timing_steps,
                                         FLAGS.timing_rounds))
+  if suite.get("targets"):
+    table += "\n### Targets\n\n" + benchmarking.target_table(
+        rows, suite["targets"]())
   with open(os.path.join(FLAGS.output_dir, "results.md"), "w") as f:
     f.write(table)
   print(table)

@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
+from tests.samplers import goodness_of_fit as gof
 from tests.samplers import importance_resampling_test as ir_test
 from tfrs_negsamp import frequency
 from tfrs_negsamp.samplers import base
@@ -72,6 +73,33 @@ class BIRTest(tf.test.TestCase):
     tv = 0.5 * np.abs(total / total.sum(1, keepdims=True)
                       - uncorrected).sum(1)
     self.assertGreater(tv.min(), 0.1)
+
+  def test_count_vectors_are_multinomial_per_query(self):
+    # Goodness of fit of whole outcomes: 4 queries, 4 in-batch columns,
+    # K = 3 draws per row; each row has 3 valid columns (not its own), so
+    # its count vectors take 10 values with Multinomial(3, softmax(s / tau
+    # - log q)) probabilities. 3000 training steps, each a fresh seed. The
+    # same counts reject the law with 0.03 of mass moved.
+    rng = np.random.RandomState(7)
+    q = tf.constant((0.5 * rng.randn(4, 3)).astype(np.float32))
+    c = tf.constant((0.5 * rng.randn(4, 3)).astype(np.float32))
+    ids = np.array([1, 2, 3, 4], np.int64)
+    counts = np.array([0., 5., 1., 20., 3.])
+    tau = 0.5
+    sampler = bir.BIRSampler(
+        num_resampled=3, temperature=tau, seed=8,
+        frequency=frequency.StaticItemProbability(counts))
+    step = tf.function(lambda: sampler(q, c, tf.constant(ids),
+                                       training=True)[0])
+    draws = np.stack([counts_of(step(), 4) for _ in range(3000)])
+    s = q.numpy() @ c.numpy().T / tau - np.log(counts[ids] / counts.sum())
+    valid = ~np.eye(4, dtype=bool)
+    target = ir_test.softmax_masked(s, valid)
+    for row in range(4):
+      keep = valid[row]
+      gof.check_fit(self, draws[:, row][:, keep], target[row][keep], 3,
+                    wrong_probs=gof.perturbed(target[row][keep]),
+                    msg="row %d" % row)
 
   def test_loss_on_a_fixed_example_matches_hand_computation(self):
     # q = [[1, 0], [0, 1]], c = [[2, 0], [0, 3]] -> s = [[2, 0], [0, 3]].

@@ -5,18 +5,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from tests.samplers import goodness_of_fit as gof
 from tfrs_negsamp.samplers import importance_resampling as ir
-
-
-def chi2_quantile(df: int, z: float = 3.09) -> float:
-  """Wilson-Hilferty approximation of the chi-square quantile.
-
-  z = 3.09 is the standard-normal 0.999 quantile: a correct sampler exceeds
-  the returned value with probability ~1e-3 per row. The approximation is
-  within 1% of the exact quantile for df >= 2 (e.g. df=3: 16.25 vs 16.27).
-  """
-  h = 2.0 / (9.0 * df)
-  return df * (1.0 - h + z * np.sqrt(h)) ** 3
 
 
 def empirical(indices: np.ndarray, num_cols: int) -> np.ndarray:
@@ -31,7 +21,7 @@ def check_law(test, counts, probs, tv_tol):
     test.assertAllEqual(counts[row][~support], np.zeros((~support).sum()))
     expected = n[row] * probs[row][support]
     chi2 = np.sum((counts[row][support] - expected) ** 2 / expected)
-    test.assertLess(chi2, chi2_quantile(int(support.sum()) - 1),
+    test.assertLess(chi2, gof.chi2_quantile(int(support.sum()) - 1),
                     msg="row %d" % row)
     tv = 0.5 * np.abs(counts[row] / n[row] - probs[row]).sum()
     test.assertLess(tv, tv_tol, msg="row %d" % row)
@@ -43,20 +33,31 @@ def softmax_masked(logits, valid):
   return z / z.sum(axis=1, keepdims=True)
 
 
-def reference_resample(logits, valid, num_samples, seed, row_start,
-                       num_rows):
-  """The former `resample_with_replacement` (one block, gathered `drawn`)."""
-  batch = tf.shape(logits)[0]
-  masked = tf.where(valid, logits, float("-inf"))
-  row_max = tf.reduce_max(masked, axis=1, keepdims=True)
-  row_max = tf.where(tf.math.is_finite(row_max), row_max, 0.0)
-  cdf = tf.cumsum(tf.exp(masked - row_max), axis=1)
-  uniforms = tf.random.stateless_uniform([num_rows, num_samples], seed=seed)
-  uniforms = tf.slice(uniforms, [row_start, 0], tf.stack([batch, -1]))
-  indices = tf.searchsorted(cdf, uniforms * cdf[:, -1:], side="right",
-                            out_type=tf.int64)
-  indices = tf.minimum(indices, tf.shape(logits, out_type=tf.int64)[1] - 1)
-  return indices, tf.gather(valid, indices, batch_dims=1)
+def np_counts(logits, valid, uniforms):
+  """NumPy counts of the inverse-CDF draws of the docstring, in float32.
+
+  The prefix sums are `ir.prefix_sums` (tested on their own), for the same
+  rounding.
+  """
+  masked = np.where(valid, logits, np.float32(-np.inf))
+  row_max = masked.max(axis=1, keepdims=True)
+  row_max = np.where(np.isfinite(row_max), row_max, np.float32(0))
+  cdf = ir.prefix_sums(np.exp(masked - row_max)).numpy()
+  total = cdf[:, -1:]
+  targets = np.minimum(uniforms * total, np.nextafter(total, np.float32(0)))
+  counts = np.zeros(logits.shape, np.float32)
+  for r in range(len(cdf)):
+    if total[r, 0] > 0:
+      idx = np.searchsorted(cdf[r], targets[r], side="right")
+      counts[r] = np.bincount(idx, minlength=logits.shape[1])
+  return counts
+
+
+def systematic_uniforms(rows, k, seed):
+  """Stratified `(m + v) / K`, one `v` per row: uniform marginals and the
+  expected counts of iid draws, but not their joint law."""
+  v = np.random.RandomState(seed).rand(rows, 1)
+  return ((np.arange(k)[None, :] + v) / k).astype(np.float32)
 
 
 class ResampleTest(tf.test.TestCase):
@@ -101,26 +102,102 @@ class ResampleTest(tf.test.TestCase):
         ir.step_seed(3, tf.constant(6, tf.int64), ir.STREAM_BATCH))
     self.assertNotAllEqual(other, full)
 
-  def test_row_blocks_give_the_draws_of_the_reference(self):
-    # Issue 17: the draws are computed by row blocks (parallel cumsum and
-    # searchsorted) and `drawn` from the row totals; they equal the former
-    # one-block implementation draw for draw.
+  def test_prefix_sums_are_monotone_flat_at_zeros_and_row_local(self):
+    # Non-negative rows with zeros: the blocked sums are within float32
+    # rounding of the exact sums, never decrease along a row, stay equal
+    # across a zero entry, and a row's sums do not depend on the rows
+    # computed with it (any split of the batch gives the same bits).
+    rs = np.random.RandomState(2)
+    for n in (1, 5, 32, 33, 300, 1024):
+      x = (rs.exponential(size=(600, n)) * (rs.rand(600, n) > 0.3)
+           * np.exp(rs.normal(scale=6.0, size=(600, 1)))).astype(np.float32)
+      got = ir.prefix_sums(x).numpy()
+      exact = np.cumsum(x.astype(np.float64), axis=1)
+      self.assertAllClose(got, exact, rtol=1e-5, atol=0)
+      self.assertTrue(np.all(np.diff(got, axis=1) >= 0), msg="n=%d" % n)
+      zero = x[:, 1:] == 0
+      self.assertAllEqual(got[:, 1:][zero], got[:, :-1][zero])
+      for start, rows in ((0, 1), (3, 17), (100, 256), (599, 1)):
+        self.assertAllEqual(ir.prefix_sums(x[start:start + rows]),
+                            got[start:start + rows],
+                            msg="n=%d rows %d:%d" % (n, start, start + rows))
+
+  def test_sorted_uniforms_are_the_order_statistics_of_iid_uniforms(self):
+    # Rows of K = 3 sorted uniforms: sorted, in [0, 1], and the joint law
+    # of iid U[0, 1): the numbers of a row's values in the 4 quarters of
+    # [0, 1) are Multinomial(3, 1/4 each). Stratified uniforms (the same
+    # marginals) are rejected by the same test, and a row does not depend
+    # on the rows around it.
+    seed = tf.constant([3, 9], tf.int64)
+    u = ir.sorted_uniforms(3, seed, num_rows=20000).numpy()
+    self.assertTrue(np.all(np.diff(u, axis=1) >= 0))
+    self.assertTrue(np.all((u >= 0) & (u <= 1)))
+    quarters = lambda x: np.stack(  # noqa: E731
+        [np.bincount(np.minimum(r * 4, 3).astype(int), minlength=4)
+         for r in x])
+    gof.check_fit(self, quarters(u), [0.25] * 4, 3, msg="sorted uniforms")
+    stat, df = gof.outcome_chi2(
+        quarters(systematic_uniforms(20000, 3, 0)), [0.25] * 4, 3)
+    self.assertGreater(stat, gof.chi2_quantile(df))
+    part = ir.sorted_uniforms(3, seed, row_start=7, num_rows=20000, batch=5)
+    self.assertAllEqual(part, u[7:12])
+
+  def test_counts_follow_the_multinomial_of_the_valid_softmax(self):
+    # Many rows with the same logits, each with its own uniforms: the count
+    # vectors are Multinomial(K, softmax over the valid columns), tested on
+    # whole outcomes (exact multinomial probabilities, chi-square at 1e-3),
+    # for both counting paths (K > C / 2: ranks of the CDF; K <= C / 2:
+    # counted draws). The same counts are rejected against a law with
+    # 0.03 of mass moved, and systematic draws with the right means fail.
+    rows = 20000
+    for logits, valid, k in (
+        ([0.0, np.log(0.6), np.log(0.4)], [True, True, True], 4),
+        ([1.0, 9.0, 0.5, 0.0, -0.5, 2.0], [True, False, True, True, True,
+                                            False], 2)):
+      logits = np.asarray(logits, np.float32)
+      valid = np.asarray(valid)
+      probs = softmax_masked(logits[None], valid[None])[0]
+      tile = lambda x: tf.constant(np.tile(x, (rows, 1)))  # noqa: E731
+      counts = ir.resample_counts(tile(logits), tile(valid), k,
+                                  tf.constant([5, k], tf.int64)).numpy()
+      path = "columns" if 2 * k > len(logits) else "draws"
+      gof.check_fit(self, counts, probs, k, wrong_probs=gof.perturbed(probs),
+                    msg="counted by " + path)
+      systematic = np_counts(np.tile(logits, (rows, 1)),
+                             np.tile(valid, (rows, 1)),
+                             systematic_uniforms(rows, k, 1))
+      stat, df = gof.outcome_chi2(systematic, probs, k)
+      self.assertGreater(stat, gof.chi2_quantile(df), msg=path)
+
+  def test_counts_are_those_of_the_draws_for_any_path_and_blocks(self):
+    # Both counting paths, any number of row blocks, the listed draws of
+    # resample_with_replacement and a NumPy reference of the inverse-CDF
+    # rule give the same counts from the same sorted uniforms.
     rs = np.random.RandomState(5)
     seed = tf.constant([7, 11], tf.int64)
-    for rows, cols, k in ((9, 7, 5), (64, 33, 40), (5, 1, 3)):
-      logits = tf.constant(rs.normal(scale=8.0, size=(rows, cols)),
-                           tf.float32)
+    for rows, cols, k in ((9, 7, 5), (64, 33, 40), (5, 1, 3), (12, 20, 3)):
+      logits = rs.normal(scale=8.0, size=(rows, cols)).astype(np.float32)
       valid = rs.rand(rows, cols) > 0.4
       valid[1] = False  # a row without any valid column
-      valid = tf.constant(valid)
-      want = reference_resample(logits, valid, k, seed, 2, rows + 4)
+      uniforms = ir.sorted_uniforms(k, seed, row_start=2,
+                                    num_rows=rows + 4, batch=rows).numpy()
+      want = np_counts(logits, valid, uniforms)
+      self.assertAllEqual(want.sum(axis=1),
+                          np.where(valid.any(axis=1), k, 0))
+      lv = (tf.constant(logits), tf.constant(valid))
       for blocks in (1, 2, 3):
         with mock.patch.object(ir, "ROW_BLOCKS", blocks), \
             mock.patch.object(ir, "MIN_BLOCK_ENTRIES", 0):
-          got = tf.function(lambda l, v: ir.resample_with_replacement(
-              l, v, k, seed, row_start=2, num_rows=rows + 4))(logits, valid)
-        self.assertAllEqual(got[0], want[0], msg="blocks=%d" % blocks)
-        self.assertAllEqual(got[1], want[1], msg="blocks=%d" % blocks)
+          got = tf.function(lambda l, v: ir.resample_counts(
+              l, v, k, seed, row_start=2, num_rows=rows + 4))(*lv)
+          indices, drawn = tf.function(
+              lambda l, v: ir.resample_with_replacement(
+                  l, v, k, seed, row_start=2, num_rows=rows + 4))(*lv)
+        self.assertAllEqual(got, want, msg="blocks=%d" % blocks)
+        self.assertAllEqual(ir.draw_counts(indices, drawn, cols), want)
+      tu = tf.constant(uniforms)
+      self.assertAllEqual(ir._counts_by_columns(*lv, tu), want)
+      self.assertAllEqual(ir._counts_by_draws(*lv, tu), want)
 
   def test_count_offsets_are_the_count_trick(self):
     indices = tf.constant([[1, 1, 2], [0, 0, 0]], tf.int64)

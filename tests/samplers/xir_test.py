@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from tests import helpers
+from tests.samplers import goodness_of_fit as gof
+from tests.samplers import importance_resampling_test as ir_test
 from trainers.pipeline import assembly
 from trainers.pipeline import fitting
 from trainers.pipeline import strategies
@@ -21,18 +23,20 @@ def np_resample(logits, valid, uniforms):
   masked = np.where(valid, logits, np.float32(-np.inf))
   row_max = masked.max(axis=1, keepdims=True)
   row_max = np.where(np.isfinite(row_max), row_max, np.float32(0))
-  cdf = np.cumsum(np.exp(masked - row_max), axis=1, dtype=np.float32)
-  idx = np.stack([np.searchsorted(cdf[r], uniforms[r] * cdf[r, -1],
-                                  side="right")
+  cdf = ir.prefix_sums(np.exp(masked - row_max)).numpy()
+  total = cdf[:, -1:]
+  targets = np.minimum(uniforms * total, np.nextafter(total, np.float32(0)))
+  idx = np.stack([np.searchsorted(cdf[r], targets[r], side="right")
                   for r in range(len(cdf))])
   idx = np.minimum(idx, logits.shape[1] - 1)
   return idx, np.take_along_axis(valid, idx, axis=1)
 
 
 def uniforms(seed, step, stream, rows, cols):
-  """The only shared piece with TF: the stateless uniform stream."""
-  return tf.random.stateless_uniform(
-      [rows, cols], seed=ir.step_seed(seed, step, stream)).numpy()
+  """The sorted uniforms: with `ir.prefix_sums` the only pieces shared with
+  TF (both tested on their own in importance_resampling_test)."""
+  return ir.sorted_uniforms(cols, ir.step_seed(seed, step, stream),
+                            num_rows=rows).numpy()
 
 
 class NumpyXIR:
@@ -142,6 +146,65 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
                           rtol=1e-6)
     self.assertEqual(int(sampler.step.numpy()), 6)
     self.assertGreater(len(set(reference.cache)), 1)
+
+  def test_count_vectors_of_both_groups_and_the_refresh_are_multinomial(
+      self):
+    # Goodness of fit of whole outcomes, each also rejecting the law with
+    # 0.03 of mass moved. A fixed cache of 3 items, 4 queries over 4
+    # in-batch columns, K = 6: 3 draws per row from each group, 2500 steps
+    # (the step counter set, training off, so the cache stays). Batch
+    # group: the 3 columns other than the row's, p ~ exp(s / tau - log q).
+    # Cache group: the 3 slots (no cache item is a positive), p ~ exp(<u,
+    # e_c> / tau - log q(c)). Refresh: the C = 3 new slots are
+    # Multinomial(3, w) over the step's drawn ids, w = occurrence + draws.
+    rng = np.random.RandomState(9)
+    table = (0.6 * rng.randn(9, 3)).astype(np.float32)
+    counts = np.concatenate([[0.], rng.randint(1, 30, 8)]).astype(np.float64)
+    sampler = xir.XIRSampler(
+        num_items=8, item_model=lambda i: tf.gather(table, i), cache_size=3,
+        num_resampled=6, temperature=0.5, seed=4,
+        frequency=frequency.StaticItemProbability(counts))
+    sampler.build(None)
+    cache = np.array([5, 7, 8], np.int64)
+    sampler.cache_ids.assign(cache)
+    ids = np.array([1, 2, 3, 4], np.int64)
+    q = (0.6 * rng.randn(4, 3)).astype(np.float32)
+    call = tf.function(lambda: sampler(
+        tf.constant(q), tf.constant(table[ids]), tf.constant(ids),
+        training=False))
+    batch_draws, cache_draws = [], []
+    for t in range(2500):
+      sampler.step.assign(t)
+      cache_group, batch_group = call()
+      batch_draws.append(group_counts(batch_group, np.arange(4)))
+      cache_draws.append(group_counts(cache_group, 0)[:, 1:])
+    self.assertAllEqual(sampler.cache_ids.numpy(), cache)
+    log_f = np.log(np.maximum(counts, 1e-12) / counts.sum())
+    batch_law = ir_test.softmax_masked(
+        q @ table[ids].T / 0.5 - log_f[ids], ~np.eye(4, dtype=bool))
+    cache_law = ir_test.softmax_masked(
+        q @ table[cache].T / 0.5 - log_f[cache], np.ones((4, 3), bool))
+    batch_draws, cache_draws = np.stack(batch_draws), np.stack(cache_draws)
+    for row in range(4):
+      keep = np.arange(4) != row
+      law = batch_law[row][keep]
+      gof.check_fit(self, batch_draws[:, row][:, keep], law, 3,
+                    wrong_probs=gof.perturbed(law), msg="batch row %d" % row)
+      gof.check_fit(self, cache_draws[:, row], cache_law[row], 3,
+                    wrong_probs=gof.perturbed(cache_law[row]),
+                    msg="cache row %d" % row)
+    # Refresh from occurrence 1: ids 2, 6, 1 drawn 4, 1, 9 times.
+    refresh = tf.function(sampler.refresh_cache)
+    column_ids = tf.constant([2, 6, 2, 1], tf.int64)
+    column_draws = tf.constant([3., 1., 1., 9.])
+    new = []
+    for t in range(3000):
+      sampler.occurrence.assign(tf.ones([9]))
+      refresh(column_ids, column_draws, tf.constant(t, tf.int64))
+      new.append([np.sum(sampler.cache_ids.numpy() == v) for v in (2, 6, 1)])
+    law = np.array([5., 2., 10.]) / 17.
+    gof.check_fit(self, np.array(new), law, 3, wrong_probs=gof.perturbed(law),
+                  msg="refresh")
 
   def test_loss_and_state_on_a_fixed_example_match_hand_computation(self):
     # Items 1..3: e_1 = [2, 0], e_2 = [0, 3], e_3 = [1, 1]; queries

@@ -524,6 +524,16 @@ CASES = [
          ["--output_dir={tmp}/o", "--samplers=in_batch", "--timing_steps=5",
           "--timing_rounds=0"],
          "error: --timing_rounds must be >= 1, got 0", program="benchmark"),
+    Case("benchmark_logq_floor_without_timing",
+         ["--output_dir={tmp}/o", "--samplers=in_batch", "--floor",
+          "--logq_floor"],
+         "error: --logq_floor applies only with --timing_steps > 0",
+         program="benchmark"),
+    Case("benchmark_logq_floor_without_floor",
+         ["--output_dir={tmp}/o", "--samplers=in_batch", "--timing_steps=5",
+          "--logq_floor"],
+         "error: --logq_floor adds floors beside the plain-TFRS one: it needs "
+         "--floor (or --suite=floor)", program="benchmark"),
     Case("benchmark_option_of_no_variant",
          ["--output_dir={tmp}/o", "--samplers=in_batch", "--memory_size=64"],
          "error: --memory_size is an option of cross_batch, which is not run "

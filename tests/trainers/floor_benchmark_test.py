@@ -1,9 +1,12 @@
-"""The plain-TFRS floor of the benchmarks (issue 17).
+"""The floors of the benchmarks (issues 17 and 27).
 
 `benchmarking.PlainTFRSModel` is the TFRS tutorial two-tower; its loss is
-checked against a hand-computed in-batch softmax. `time_steps` interleaves
-it with the variants and gives each variant its ratio to the floor of its
-batch. Nothing here asserts a duration.
+checked against a hand-computed in-batch softmax, as is the loss of
+`TFRSLogQFloor` (TFRS's Retrieval with the batch's sampling probabilities
+and accidental hits removed, on the variant's towers, and its `[B, B + M]`
+form). `time_steps` interleaves the floors with the variants and gives each
+variant its ratios to the floors of its settings. Nothing here asserts a
+duration.
 """
 
 import json
@@ -19,6 +22,7 @@ import tensorflow as tf
 
 from tests import helpers
 from trainers.pipeline import benchmarking
+from trainers.pipeline import inputs
 from trainers.pipeline import tuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -65,6 +69,131 @@ class PlainTFRSModelTest(tf.test.TestCase):
     self.assertAllClose(
         users, model._tower(model.user_model,
                             tf.constant(dataset.users[:5])).numpy())
+
+
+def np_logq_loss(u, v, ids, probability, temperature, num_rows):
+  """Sum over rows of the softmax CE of `u v^T / tau - log p`, positive of
+  row `i` at column `i`, other columns with the row's id masked."""
+  logits = (u @ v.T / temperature - np.log(probability)[None, :]).astype(
+      np.float64)
+  rows = np.arange(num_rows)
+  hit = ids[None, :] == ids[:num_rows, None]
+  hit[rows, rows] = False
+  logits[hit] = -np.inf
+  logits -= logits.max(axis=1, keepdims=True)
+  log_softmax = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+  return -log_softmax[rows, rows].sum()
+
+
+def first_training_batch(dataset, config):
+  return next(iter(inputs.train_dataset(dataset, config, shuffle=False)))
+
+
+class TFRSLogQFloorTest(tf.test.TestCase):
+
+  def test_loss_is_tfrs_logq_softmax_on_the_variants_towers(self):
+    dataset = helpers.tiny_dataset(num_items=12, per_user=6)  # repeats
+    for tower in ("id", "mean"):
+      config = helpers.tiny_config(temperature=0.1, query_tower=tower,
+                                   batch_size=16, training_rows="window")
+      model = benchmarking.create_logq_floor(dataset, config)
+      self.assertEqual(model.towers.uses_history, tower != "id")
+      batch = first_training_batch(dataset, config)
+      loss = float(model.compute_loss(batch, training=True))
+      u = model.towers.query(batch).numpy()
+      ids = model.towers.item_index(batch["item_id"]).numpy()
+      v = model.towers.item_model(ids).numpy()
+      self.assertLess(len(set(ids)), len(ids))  # 16 rows, 12 items: hits
+      probability = np.array([np.mean(ids == i) for i in ids])
+      self.assertAllClose(
+          loss, np_logq_loss(u, v, ids, probability, 0.1, len(ids)),
+          rtol=1e-4, msg=tower)
+
+  def test_memory_floor_adds_the_last_m_candidates(self):
+    # M = 2B: the first step sees B empty slots (id -1, zero embeddings,
+    # probability 1) and writes its candidates at slots 0..B-1; the second
+    # step's columns are its batch, then the memory.
+    dataset = helpers.tiny_dataset()
+    config = helpers.tiny_config(temperature=0.1, batch_size=8)
+    model = benchmarking.create_logq_floor(dataset, config, memory_size=16)
+    batches = iter(inputs.train_dataset(dataset, config, shuffle=False))
+    first = next(batches)
+    model.compute_loss(first, training=True)
+    ids = model.towers.item_index(first["item_id"]).numpy()
+    self.assertAllClose(model.memory.numpy()[:8],
+                        model.towers.item_model(ids).numpy())
+    self.assertAllEqual(model.memory_ids.numpy(),
+                        np.concatenate([ids, -np.ones(8, np.int64)]))
+    self.assertEqual(int(model.head.numpy()), 8)
+    second = next(batches)
+    memory = (model.memory.numpy(), model.memory_ids.numpy(),
+              model.memory_probability.numpy())
+    loss = float(model.compute_loss(second, training=False))
+    u = model.towers.query(second).numpy()
+    ids2 = model.towers.item_index(second["item_id"]).numpy()
+    v = np.concatenate([model.towers.item_model(ids2).numpy(), memory[0]])
+    probability = np.concatenate(
+        [[np.mean(ids2 == i) for i in ids2], memory[2]])
+    self.assertAllClose(
+        loss, np_logq_loss(u, v, np.concatenate([ids2, memory[1]]),
+                           probability, 0.1, 8), rtol=1e-4)
+    with self.assertRaisesRegex(ValueError, "M >= B"):
+      benchmarking.create_logq_floor(dataset, config, memory_size=4)
+
+  def test_sequence_rows_are_refused(self):
+    # Sequence rows make every position a query: not the floor's [B, B].
+    config = helpers.tiny_config(query_tower="mean")
+    with self.assertRaisesRegex(ValueError, "--training_rows=window"):
+      benchmarking.create_logq_floor(helpers.tiny_dataset(), config)
+    benchmarking.check_logq_floor(helpers.tiny_config(
+        query_tower="mean", training_rows="window"))
+
+  @pytest.mark.slow
+  def test_time_steps_gives_ratios_to_the_floors_of_each_setting(self):
+    dataset = helpers.tiny_dataset()
+    variants = [benchmarking.parse_variant(v) for v in (
+        "a=in_batch_logq:batch_size=8",
+        "m=in_batch_logq:batch_size=8:query_tower=mean:"
+        "training_rows=window",
+        "c=cross_batch:batch_size=8:memory_size=16")]
+    rows = benchmarking.time_steps(helpers.tiny_config(), variants, dataset,
+                                   steps=6, rounds=1, logq_floor=True)
+    self.assertEqual([r["variant"] for r in rows], [
+        "plain_tfrs", "tfrs_logq_B8", "tfrs_logq_B8_mean",
+        "tfrs_logq_M16_B8", "a", "m", "c"])
+    by_label = {r["variant"]: r for r in rows}
+    ms = lambda label: by_label[label]["step_ms"]  # noqa: E731
+    for label, floor in (("a", "tfrs_logq_B8"), ("m", "tfrs_logq_B8_mean"),
+                         ("c", "tfrs_logq_B8")):
+      self.assertEqual(by_label[label]["logq_floor_ratio"],
+                       ms(label) / ms(floor))
+      self.assertEqual(by_label[label]["floor_ratio"],
+                       ms(label) / ms("plain_tfrs"))
+    self.assertEqual(by_label["c"]["arithmetic_ratio"],
+                     ms("c") / ms("tfrs_logq_M16_B8"))
+    self.assertTrue(math.isnan(by_label["a"]["arithmetic_ratio"]))
+    self.assertEqual(by_label["tfrs_logq_B8_mean"]["query_tower"], "mean")
+    table = benchmarking.timing_table(rows)
+    self.assertIn("ratio to tfrs_logq | ratio to its [B, B + M] floor |",
+                  table)
+
+  def test_target_table_reads_ratios_and_bounds(self):
+    rows = [{"variant": "f", "step_ms": 2.0},
+            {"variant": "x", "step_ms": 5.0, "logq_floor_ratio": 1.25,
+             "arithmetic_ratio": float("nan")},
+            {"variant": "y", "step_ms": 3.0, "arithmetic_ratio": 1.1}]
+    target = benchmarking.Target
+    table = benchmarking.target_table(rows, [
+        target("x/f", "x", "f", 2.0),
+        target("x/own", "x", benchmarking.OWN_LOGQ_FLOOR, 1.2),
+        target("y/arith", "y", benchmarking.OWN_ARITHMETIC_FLOOR),
+        target("missing", "z", "f", 1.0),
+        target("no denominator", "x", "z", 1.0)])
+    self.assertIn("| x/f | x | f | 2.50 | <= 2.00 | no |", table)
+    self.assertIn("| x/own | x | logq_floor | 1.25 | <= 1.20 | no |", table)
+    self.assertIn("| y/arith | y | arithmetic_floor | 1.10 | – | – |", table)
+    self.assertNotIn("missing", table)
+    self.assertNotIn("no denominator", table)
 
 
 class FloorVariantTest(tf.test.TestCase):

@@ -44,7 +44,7 @@ source's own state. It is non-trainable, ON_WRITE / ONLY_FIRST_REPLICA
 Distribution: the candidates are the global batch, local block first (as the
 model gathers them). The resampling runs over the columns in replica order
 with uniforms generated for the whole global batch (see
-`importance_resampling.resample_with_replacement`), so a row draws the same
+`importance_resampling.resample_counts`), so a row draws the same
 negatives whatever the number of replicas: two replicas with `B` rows each
 give the loss and gradients of one device with `2B` rows.
 
@@ -183,20 +183,18 @@ class BIRSampler(base.NegativeSampler):
       valid = tf.logical_and(valid, tf.logical_not(masking.negatives_mask(
           consumed, candidate_ids, positive_ids, keep=diagonal)))
     replica_id, num_replicas = distribute.replica_info()
-    # Columns in replica order: the same on every replica and on one device.
-    order = None
+    # Columns in replica order: the same on every replica and on one device
+    # (`to_replica_order` rolls the local block from the front; so do these).
+    shift = replica_id * batch
     if num_replicas > 1:
-      order = distribute.to_replica_order(
-          tf.range(num_cols, dtype=tf.int64), batch)
-      logits = tf.gather(logits, order, axis=1)
-      valid = tf.gather(valid, order, axis=1)
-    indices, drawn = ir.resample_with_replacement(
+      logits = tf.roll(logits, shift=shift, axis=1)
+      valid = tf.roll(valid, shift=shift, axis=1)
+    counts = ir.resample_counts(
         logits, valid, num_samples,
         ir.step_seed(self.seed, step, ir.STREAM_BATCH),
         row_start=replica_id * batch, num_rows=num_replicas * batch)
-    if order is not None:
-      indices = tf.gather(order, indices)
-    counts = ir.draw_counts(indices, drawn, num_cols)
+    if num_replicas > 1:
+      counts = tf.roll(counts, shift=-shift, axis=1)
     offset, mask = ir.count_offsets(counts, keep=diagonal)
     group = base.CandidateGroup(
         logit_offset=offset, score_mask=mask,

@@ -204,8 +204,11 @@ class CatalogDistribution(tf.keras.layers.Layer):
       raise ValueError("every row of weights needs positive mass.")
     self._weights = w
     self.num_rows, self.size = w.shape  # size = N + 1
-    cdf = np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1)
-    cdf[:, -1] = 1.0  # exact, so that r + u (u < 1) stays inside row r
+    # Rounding can pass 1 before the end of a row: capped, so the rows stay
+    # sorted; the end is exactly 1, so that r + u (u < 1) stays in row r.
+    cdf = np.minimum(np.cumsum(w / w.sum(axis=1, keepdims=True), axis=1),
+                     1.0)
+    cdf[:, -1] = 1.0
     self._cdf_init = (cdf + np.arange(self.num_rows)[:, None]).reshape(-1)
 
   @property

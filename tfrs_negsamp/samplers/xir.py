@@ -208,16 +208,14 @@ class XIRSampler(bir.BIRSampler):
           masking.negatives_mask(consumed, cache_ids, positive_ids)
           if not self.remove_accidental_hits else consumed(cache_ids)))
     replica_id, num_replicas = distribute.replica_info()
-    indices, drawn = ir.resample_with_replacement(
+    counts = ir.resample_counts(
         logits, valid, num_cache,
         ir.step_seed(self.seed, step, ir.STREAM_CACHE),
         row_start=replica_id * batch, num_rows=num_replicas * batch)
-    counts = ir.draw_counts(indices, drawn, self.cache_size)
     # Columns [positive | cache]: the positive is kept with offset 0.
-    counts = tf.concat([tf.zeros([batch, 1]), counts], axis=1)
-    keep = tf.concat([tf.ones([batch, 1], tf.bool),
-                      tf.zeros(tf.shape(valid), tf.bool)], axis=1)
-    offset, mask = ir.count_offsets(counts, keep=keep)
+    offset, mask = ir.count_offsets(counts)
+    offset = tf.concat([tf.zeros([batch, 1]), offset], axis=1)
+    mask = tf.concat([tf.ones([batch, 1], tf.bool), mask], axis=1)
     cache_group = base.CandidateGroup(
         weight=self.cache_weight, extra_embeddings=cache_embeddings,
         extra_ids=cache_ids, logit_offset=offset, score_mask=mask,
@@ -231,7 +229,7 @@ class XIRSampler(bir.BIRSampler):
       # instead of 16384 at B = G = K = C = 128.
       column_draws = tf.concat([
           distribute.to_replica_order(tf.reduce_sum(batch_counts, 0), batch),
-          tf.reduce_sum(counts[:, 1:], 0)], axis=0)
+          tf.reduce_sum(counts, 0)], axis=0)
       column_ids = tf.concat(
           [distribute.to_replica_order(candidate_ids, batch), cache_ids],
           axis=0)

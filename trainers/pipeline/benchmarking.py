@@ -14,6 +14,10 @@ The *floor* (`FLOOR`, issue 17) is a plain TFRS tutorial two-tower
 batch, optimizer, temperature and normalisation: a variant labelled
 `plain_tfrs` runs it (full runs), and `time_steps` interleaves it with the
 variants' models in rounds and reports each step time as a ratio to it.
+`time_steps` also builds the floor of in-batch + logQ (`LOGQ_FLOOR`, issue
+27): TFRS doing the same arithmetic (`TFRSLogQFloor`: the variant's own
+towers, `tfrs.tasks.Retrieval(remove_accidental_hits=True)` with the
+batch's sampling probabilities), and for CBNS the same at `[B, B + M]`.
 """
 
 import contextlib
@@ -27,7 +31,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +52,8 @@ from tfrs_negsamp.models import query_towers
 
 # Label and pseudo-sampler of the plain-TFRS floor.
 FLOOR = "plain_tfrs"
+# Label prefix of the TFRS + logQ floors (`TFRSLogQFloor`).
+LOGQ_FLOOR = "tfrs_logq"
 
 COHORTS = ("head", "mid", "tail")
 TABLE_COLUMNS = (
@@ -484,6 +491,72 @@ class PlainTFRSModel(tfrs.Model):
     return self._embed(self.item_model, self.item_vocabulary, batch_size)
 
 
+class TFRSLogQFloor(tfrs.Model):
+  """The floor of in-batch + logQ: TFRS doing the same arithmetic.
+
+  The towers are those of the variant (`towers`: a `TwoTowerModel` built
+  from the variant's config, whose sampler and task are not used: its query
+  tower, id or history, and item tower). The loss is TFRS's own
+  `tfrs.tasks.Retrieval(remove_accidental_hits=True)` over the global
+  batch's candidates, with `candidate_ids` (the item indices) and
+  `candidate_sampling_probability` from the batch's frequency,
+  `p_j = (rows of the batch with item j) / B`, so the logits are
+  `u v^T / tau - log p_j`, accidental hits masked. No user-history mask.
+
+  With `memory_size = M >= B` the candidates also hold a FIFO of the last
+  `M` candidate embeddings (no gradient), ids and probabilities, written
+  every training step: the `[B, B + M]` arithmetic of CBNS. Empty slots
+  hold zero embeddings and id -1 (never an accidental hit).
+  """
+
+  def __init__(self, towers, temperature: Optional[float] = 0.05,
+               memory_size: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    self.towers = towers
+    self.task = tfrs.tasks.Retrieval(temperature=temperature,
+                                     remove_accidental_hits=True)
+    self.memory_size = memory_size
+    if memory_size:
+      dim = int(towers.item_model.id_embedding.output_dim)
+      self.memory = tf.Variable(tf.zeros([memory_size, dim]),
+                                trainable=False)
+      self.memory_ids = tf.Variable(-tf.ones([memory_size], tf.int64),
+                                    trainable=False)
+      self.memory_probability = tf.Variable(tf.ones([memory_size]),
+                                            trainable=False)
+      self.head = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+  def compute_loss(self, features, training=False):
+    query = self.towers.query(features, training=training)
+    ids = self.towers.item_index(features["item_id"])
+    candidates = self.towers.item_model(ids)
+    _, position, count = tf.unique_with_counts(ids)
+    probability = (tf.cast(tf.gather(count, position), tf.float32)
+                   / tf.cast(tf.size(ids), tf.float32))
+    if not self.memory_size:
+      return self.task(query, candidates, candidate_ids=ids,
+                       candidate_sampling_probability=probability,
+                       compute_metrics=not training)
+    loss = self.task(
+        query, tf.concat([candidates, self.memory.read_value()], axis=0),
+        candidate_ids=tf.concat([ids, self.memory_ids.read_value()], axis=0),
+        candidate_sampling_probability=tf.concat(
+            [probability, self.memory_probability.read_value()], axis=0),
+        compute_metrics=not training)
+    if training:
+      slots = (self.head + tf.range(tf.size(ids, out_type=tf.int64))
+               ) % self.memory_size
+      with tf.control_dependencies([loss]):
+        self.memory.scatter_nd_update(slots[:, None],
+                                      tf.stop_gradient(candidates))
+        self.memory_ids.scatter_nd_update(slots[:, None], ids)
+        self.memory_probability.scatter_nd_update(slots[:, None],
+                                                  probability)
+        self.head.assign((self.head + tf.size(ids, out_type=tf.int64))
+                         % self.memory_size)
+    return loss
+
+
 def _training_data(dataset, config: configuration.ExperimentConfig,
                    epochs: int):
   """`inputs.train_dataset` holding `epochs` epochs."""
@@ -504,6 +577,46 @@ def create_floor(dataset, config: configuration.ExperimentConfig
       config.optimizer,
         defaults.learning_rate(config.query_tower, config.learning_rate)))
   return model
+
+
+def create_logq_floor(dataset, config: configuration.ExperimentConfig,
+                      memory_size: int = 0) -> TFRSLogQFloor:
+  """A compiled `TFRSLogQFloor` with `config`'s towers, optimizer, scale.
+
+  The towers come from `assembly.build_model` on `config` with the plain
+  in-batch sampler and no history mask (neither is used by the floor).
+  """
+  check_logq_floor(config)
+  if memory_size and memory_size < config.batch_size:
+    raise ValueError("the [B, B + M] floor needs M >= B, got M = %d, B = %d"
+                     % (memory_size, config.batch_size))
+  tf.keras.utils.set_random_seed(config.seed)
+  towers_config = copy.deepcopy(config)
+  towers_config.sampler = "in_batch"
+  towers_config.sampler_options = {}
+  towers_config.mask_history = False
+  towers = assembly.build_model(dataset, towers_config, config.batch_size)
+  model = TFRSLogQFloor(
+      towers, temperature=config.temperature if config.normalize else None,
+      memory_size=memory_size)
+  model.compile(optimizer=optimizers_lib.make_optimizer(
+      config.optimizer, config.learning_rate))
+  return model
+
+
+def check_logq_floor(config: configuration.ExperimentConfig) -> None:
+  """Raises `ValueError` (naming the setting) if `TFRSLogQFloor` cannot
+  do `config`'s arithmetic.
+
+  The floor takes one query per row (`[B, B]` logits): a history tower
+  must train on window rows (`training_rows=window`), not on sequence rows
+  (every position a query, `tasks.Retrieval`'s sequence mode).
+  """
+  if configuration.sequence_rows(config):
+    raise ValueError(
+        "the TFRS + logQ floor takes one query per row: --query_tower=%s "
+        "needs --training_rows=window beside it (sequence rows make every "
+        "position a query)" % config.query_tower)
 
 
 def check_floor(config: configuration.ExperimentConfig) -> None:
@@ -590,10 +703,38 @@ def _floor_key(config: configuration.ExperimentConfig):
           config.temperature, config.normalize)
 
 
+def _logq_floor_key(config: configuration.ExperimentConfig, memory: int = 0):
+  """What a `TFRSLogQFloor` depends on: the plain key, towers, memory."""
+  return _floor_key(config) + (
+      config.query_tower, config.item_features, tuple(config.item_hidden),
+      tuple(config.query_hidden), config.max_history,
+      config.share_item_embeddings, config.history_user_id, config.num_blocks,
+      config.num_heads, config.dropout, memory)
+
+
+def cbns_memory(config: configuration.ExperimentConfig) -> int:
+  """The queue size `M` of a `cross_batch` variant (its default: 4 B); 0
+  for any other sampler."""
+  if config.sampler != "cross_batch":
+    return 0
+  options = samplers_lib.build_options(
+      config.sampler, configuration.sampler_options_for(
+          config.sampler, config.sampler_options))
+  return int(options.memory_size or 4 * config.batch_size)
+
+
+def logq_floor_label(config: configuration.ExperimentConfig,
+                     memory: int = 0) -> str:
+  """`tfrs_logq[_M<M>]_B<B>[_<tower>]`, e.g. `tfrs_logq_B256_mean`."""
+  return "%s%s_B%d%s" % (
+      LOGQ_FLOOR, "_M%d" % memory if memory else "", config.batch_size,
+      "" if config.query_tower == "id" else "_" + config.query_tower)
+
+
 def time_steps(base: configuration.ExperimentConfig,
                variants: Sequence[Variant], dataset, steps: int = 300,
-               rounds: int = 2, floor: bool = True, seed: int = 0
-               ) -> List[Dict[str, Any]]:
+               rounds: int = 2, floor: bool = True, seed: int = 0,
+               logq_floor: bool = False) -> List[Dict[str, Any]]:
   """Median step time of every variant, interleaved in rounds, vs the floor.
 
   Every model is built once (tracing excluded); each round trains every
@@ -602,7 +743,11 @@ def time_steps(base: configuration.ExperimentConfig,
   best (lowest) round median. With `floor`, one `PlainTFRSModel` per
   distinct (batch, dim, optimizer, learning rate, temperature, normalize)
   runs in the same rounds and every variant gets `floor_ratio` = its time
-  / the time of the floor with its settings.
+  / the time of the floor with its settings. With `logq_floor` too, one
+  `TFRSLogQFloor` per distinct setting and towers (`logq_floor_label`)
+  gives `logq_floor_ratio`, and every `cross_batch` variant also gets a
+  `TFRSLogQFloor` with its queue size `M` (the `[B, B + M]` arithmetic)
+  and `arithmetic_ratio`.
 
   XLA (`jit_compile=True` on the train step) is not offered: the steps
   take string ids (`StringLookup` inside the step), which XLA_CPU refuses
@@ -610,30 +755,46 @@ def time_steps(base: configuration.ExperimentConfig,
 
   Returns:
     One row per model (floors first): `variant`, `sampler`, `batch_size`,
-    `step_ms` (best round), `round_ms` (every round), `floor_ratio`.
+    `query_tower`, `memory_size` (of the `[B, B + M]` floors and CBNS),
+    `step_ms` (best round), `round_ms` (every round), `floor_ratio`,
+    `logq_floor_ratio` and `arithmetic_ratio` (NaN where there is none).
   """
   strategy = strategies.make_strategy(base.strategy, base.cpu_replicas)
-  entries = []  # (label, sampler, config, model)
+  entries = []  # (label, sampler, config, memory)
   configs = [(v, apply_variant(base, v, seed)) for v in variants]
   floors = {}
+  logq_floors = {}
   if floor:
     for _, config in configs:
       key = _floor_key(config)
       if key not in floors:
         label = FLOOR if not floors else "%s_%d" % (FLOOR, len(floors))
         floors[key] = label
-        entries.append((label, FLOOR, config, None))
+        entries.append((label, FLOOR, config, 0))
     if len({k[0] for k in floors}) == len(floors) and len(floors) > 1:
       # One floor per batch: name it by the batch.
       renamed = {k: "%s_B%d" % (FLOOR, k[0]) for k in floors}
       entries = [(renamed[_floor_key(c)], s, c, m)
                  for _, s, c, m in entries]
       floors = renamed
-  entries += [(v.label, v.sampler, c, None) for v, c in configs]
+  if floor and logq_floor:
+    for _, config in configs:
+      for memory in sorted({0, cbns_memory(config)}):
+        key = _logq_floor_key(config, memory)
+        if key in logq_floors:
+          continue
+        label = logq_floor_label(config, memory)
+        if label in logq_floors.values():  # other settings, same name
+          label = "%s_%d" % (label, len(logq_floors))
+        logq_floors[key] = label
+        entries.append((label, LOGQ_FLOOR, config, memory))
+  entries += [(v.label, v.sampler, c, cbns_memory(c)) for v, c in configs]
   built = []
-  for label, sampler, config, _ in entries:
+  for label, sampler, config, memory in entries:
     if sampler == FLOOR:
       model = create_floor(dataset, config)
+    elif sampler == LOGQ_FLOOR:
+      model = create_logq_floor(dataset, config, memory)
     else:
       model = assembly.create_model(dataset, config, strategy)
       model.local_batch_size = (config.batch_size
@@ -642,10 +803,10 @@ def time_steps(base: configuration.ExperimentConfig,
                           -(-rounds * steps // max(
                               dataset.train.num_rows // config.batch_size,
                               1)) + 1)
-    built.append((label, sampler, config, model, data))
+    built.append((label, sampler, config, memory, model, data))
   times = {label: [] for label, *_ in built}
   for r in range(rounds):
-    for label, _, _, model, data in built:
+    for label, _, _, _, model, data in built:
       timer = fitting.StepTimer(skip=5)
       model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[timer],
                 verbose=0)
@@ -654,33 +815,114 @@ def time_steps(base: configuration.ExperimentConfig,
                                                times[label][-1]),
             file=sys.stderr, flush=True)
   rows = []
-  for label, sampler, config, _, _ in built:
-    best = min(times[label])
+  for label, sampler, config, memory, _, _ in built:
     rows.append({"variant": label, "sampler": sampler,
-                 "batch_size": config.batch_size, "step_ms": best,
+                 "batch_size": config.batch_size,
+                 "query_tower": ("id" if sampler == FLOOR
+                                 else config.query_tower),
+                 "memory_size": memory, "step_ms": min(times[label]),
                  "round_ms": list(times[label])})
   by_label = {row["variant"]: row for row in rows}
-  for row, (_, _, config, _, _) in zip(rows, built):
-    ref = by_label.get(floors.get(_floor_key(config))) if floors else None
-    row["floor_ratio"] = (row["step_ms"] / ref["step_ms"]
-                          if ref and ref["step_ms"] > 0 else float("nan"))
+
+  def ratio(row, label):
+    ref = by_label.get(label)
+    return (row["step_ms"] / ref["step_ms"] if ref and ref["step_ms"] > 0
+            else float("nan"))
+
+  for row, (_, sampler, config, memory, _, _) in zip(rows, built):
+    row["floor_ratio"] = ratio(row, floors.get(_floor_key(config)))
+    if sampler == FLOOR:  # its own towers: the id-tower TFRS + logQ floor
+      config = dataclasses.replace(config, query_tower="id")
+    row["logq_floor_ratio"] = ratio(row, logq_floors.get(
+        _logq_floor_key(config)))
+    row["arithmetic_ratio"] = ratio(row, logq_floors.get(
+        _logq_floor_key(config, memory))) if memory else float("nan")
   return rows
 
 
+def _ratio_cell(value) -> str:
+  return "–" if value is None or math.isnan(value) else "%.2f" % value
+
+
 def timing_table(rows: List[Dict[str, Any]], title: str = "") -> str:
-  """Markdown: one row per model, step ms (best round) and floor ratio."""
+  """Markdown: one row per model, step ms (best round) and floor ratios.
+
+  The columns of the TFRS + logQ floors appear when the rows have them.
+  """
+  nan = float("nan")
+  columns = [("floor_ratio", "ratio to %s" % FLOOR)]
+  for key, name in (("logq_floor_ratio", "ratio to %s" % LOGQ_FLOOR),
+                    ("arithmetic_ratio", "ratio to its [B, B + M] floor")):
+    if any(not math.isnan(r.get(key, nan)) for r in rows):
+      columns.append((key, name))
   lines = ["## " + title, ""] if title else []
   lines += ["| variant | batch | step ms (best) | rounds ms | "
-            "ratio to %s |" % FLOOR, "|---|---|---|---|---|"]
+            + " | ".join(name for _, name in columns) + " |",
+            "|" + "---|" * (4 + len(columns))]
   for row in rows:
-    ratio = row["floor_ratio"]
     lines.append("| %s | %d | %.2f | %s | %s |" % (
         row["variant"], row["batch_size"], row["step_ms"],
         " / ".join("%.2f" % t for t in row["round_ms"]),
-        "–" if math.isnan(ratio) else "%.2f" % ratio))
+        " | ".join(_ratio_cell(row.get(key, nan)) for key, _ in columns)))
   lines += ["", "Median wall time of a training step (`model.fit`, first 5 "
             "steps of a round skipped); every model trained in turn, "
             "round after round, in one process; best round kept. Ratio: to "
             "the `%s` floor (TFRS tutorial two-tower, `tfrs.tasks."
             "Retrieval`) with the same batch." % FLOOR]
+  if len(columns) > 1:
+    lines.append("`%s`: TFRS doing the arithmetic of in-batch + logQ "
+                 "(`tfrs.tasks.Retrieval(remove_accidental_hits=True)`, "
+                 "`candidate_sampling_probability` from the batch's "
+                 "frequency) with the variant's towers and batch; its "
+                 "`_M<M>` form adds a FIFO of `M` past candidates (CBNS's "
+                 "`[B, B + M]` logits)." % LOGQ_FLOOR)
+  return "\n".join(lines) + "\n"
+
+
+# `Target.denominator` values naming a floor of the numerator's settings.
+OWN_LOGQ_FLOOR = "logq_floor"
+OWN_ARITHMETIC_FLOOR = "arithmetic_floor"
+
+
+class Target(NamedTuple):
+  """A step-time ratio and its bound (None: reported, no bound).
+
+  `numerator` is a variant label; `denominator` another label, or
+  `OWN_LOGQ_FLOOR` / `OWN_ARITHMETIC_FLOOR` for the numerator's TFRS +
+  logQ floor / `[B, B + M]` floor.
+  """
+  name: str
+  numerator: str
+  denominator: str
+  bound: Optional[float] = None
+
+
+def target_table(rows: List[Dict[str, Any]],
+                 targets: Sequence[Target]) -> str:
+  """Markdown: each target's measured ratio and whether it is met.
+
+  Targets whose rows were not timed (e.g. left out by `--only`) are
+  skipped.
+  """
+  by_label = {row["variant"]: row for row in rows}
+  lines = ["| target | numerator | denominator | ratio | bound | met |",
+           "|---|---|---|---|---|---|"]
+  for target in targets:
+    row = by_label.get(target.numerator)
+    if row is None:
+      continue
+    if target.denominator == OWN_LOGQ_FLOOR:
+      value = row.get("logq_floor_ratio", float("nan"))
+    elif target.denominator == OWN_ARITHMETIC_FLOOR:
+      value = row.get("arithmetic_ratio", float("nan"))
+    elif target.denominator in by_label:
+      value = row["step_ms"] / by_label[target.denominator]["step_ms"]
+    else:
+      continue
+    met = ("–" if target.bound is None or math.isnan(value)
+           else "yes" if value <= target.bound else "no")
+    lines.append("| %s | %s | %s | %s | %s | %s |" % (
+        target.name, target.numerator, target.denominator,
+        _ratio_cell(value),
+        "–" if target.bound is None else "<= %.2f" % target.bound, met))
   return "\n".join(lines) + "\n"

@@ -18,14 +18,15 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q -e ".[apps,test,docs]"
 	touch $@
 
-# Train on the embedded synthetic data, evaluate on the full corpus, export
+# Train on the embedded synthetic data with the defaults (a SASRec query
+# tower, early stopping on validation), evaluate on the full corpus, export
 # the query tower + index (exact search for this small catalog, ScaNN above
-# 4096 items), then answer a query from a fresh process that loads the
-# SavedModel with only tensorflow and scann.
+# 4096 items), then answer a history of three items from a fresh process
+# that loads the SavedModel with only tensorflow and scann.
 demo: venv
 	$(PY) -m trainers.train --dataset=synthetic --sampler=in_batch_logq \
 	  --output_dir=$(RUN) --export_dir=$(RUN)/export --verbose=2
-	$(PY) -m trainers.query --model_dir=$(RUN)/export --user_id=0 --k=10
+	$(PY) -m trainers.query --model_dir=$(RUN)/export --history=12,7,31 --k=10
 
 # The default suite (well under 20 minutes on 2 cores).
 test: venv

@@ -337,7 +337,7 @@ CASES = [
     Case("floor_with_history_tower", ["--sampler=plain_tfrs",
                                       "--query_tower=mean"],
          "error: the plain_tfrs floor has an id query tower; got "
-         "query_tower=mean"),
+         "query_tower=mean: pass --query_tower=id"),
     Case("floor_with_sampler_option", ["--sampler=plain_tfrs",
                                        "--memory_size=64"],
          "error: --memory_size does not apply to --sampler=plain_tfrs: the "

@@ -252,7 +252,7 @@ def test_catalog_sampler_resume_is_bit_identical(tmp_path_factory, tmp_path,
 # each user's first interaction: 820 rows, 25 steps per epoch, 75 in all;
 # the kill after step 41 resumes at 40, inside epoch 2.
 SASREC_FLAGS = ["--query_tower=sasrec", "--dropout=0.2", "--max_history=5",
-                "--num_blocks=1"]
+                "--num_blocks=1", "--training_rows=window"]
 SASREC_STEPS = 75
 
 

@@ -259,10 +259,19 @@ class CatalogDistributionTest(tf.test.TestCase):
     q = COUNTS / COUNTS.sum()
     self.assertAllClose(pq.log_q.numpy(), np.log(7 * q[pq.ids.numpy()]),
                         rtol=1e-5)
-    off = popularity.PopularitySampler(COUNTS, item_model=embed_table())
+    off = popularity.PopularitySampler(COUNTS, logq=False,
+                                       item_model=embed_table())
     groups = off(tf.zeros([3, 4]), tf.zeros([3, 4]),
                  tf.constant([1, 2, 3], tf.int64))
     self.assertIsNone(groups[0].per_query.log_q)
+
+  def test_the_correction_is_on_by_default_in_both_doors(self):
+    # The constructor and the registry (trainer flags) agree.
+    from tfrs_negsamp import samplers as samplers_lib  # pylint: disable=g-import-not-at-top
+    sampler = popularity.PopularitySampler(COUNTS, item_model=embed_table())
+    self.assertTrue(sampler.logq)
+    for name in ("uniform", "popularity", "balanced", "inverse_popularity"):
+      self.assertTrue(samplers_lib.sampler_options(name)().logq, name)
 
   def test_negatives_keep_their_gradient(self):
     table = tf.Variable(np.random.RandomState(0).normal(

@@ -8,7 +8,7 @@ conditioned on `j != p_i`, with the training counts of the items (alpha = 1
 in Prakash et al.; alpha = 0.75 is the word2vec choice). Items never seen in
 training are never drawn. Per-query softmax over `[positive | K negatives]`,
 embedded by the item tower with gradient; the optional correction is
-`log(K q(j))` (option `logq`, off by default as in the paper). Mechanics:
+`log(K q(j))` (option `logq`; on by default, off in the paper). Mechanics:
 `catalog.py`.
 
 Paper's query tower: SASRec (`--query_tower=sasrec`).

@@ -163,7 +163,7 @@ class TwoStageTest(tf.test.TestCase):
     tf.random.set_seed(9)
     sampler = two_stage.TwoStageSampler(
         COUNTS, pool_size=6, num_hard_negatives=2, rule="query_score",
-        item_model=lambda i: tf.gather(emb, i))
+        logq=False, item_model=lambda i: tf.gather(emb, i))
     ids = np.array([1, 2, 3], np.int64)
     groups = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids))
     g = groups[0]

@@ -199,7 +199,9 @@ class TwoStageSampler(base.NegativeSampler):
       None: `default_pool_size(N, rule)`.
     beta: popularity exponent of stage 1.
     num_hard_negatives: `K2`, negatives per row with the softmax loss.
-    logq: subtract the log inclusion probability of stage 1.
+    logq: subtract the log inclusion probability of stage 1. On by default
+      (the reference trains uncorrected): on ML-100K with the SASRec tower
+      it lifts recall@50 from 0.252 to 0.392 (docs/results/defaults.md).
     loss: "softmax" or "triplet".
     margin: hinge margin of the triplet loss.
     item_model: callable int64 ids `[...]` -> `[..., d]`.
@@ -230,7 +232,7 @@ class TwoStageSampler(base.NegativeSampler):
   def __init__(self, item_counts: Optional[Sequence[float]] = None,
                pool_size: Optional[int] = None,
                beta: float = 1.0, num_hard_negatives: int = 32,
-               logq: bool = False, loss: str = losses.SOFTMAX,
+               logq: bool = True, loss: str = losses.SOFTMAX,
                margin: float = 1.0,
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                remove_accidental_hits: bool = True, rule: str = REFERENCE,
@@ -432,8 +434,8 @@ class TwoStageBaseOptions:
       "reference code's default; 0: a uniform pool)",
       tune=base.Tune("categorical", choices=(0.0, 0.5, 1.0)))
   logq: bool = base.option(
-      False, help="subtract the log inclusion probability of the stage-1 "
-      "pool")
+      True, help="subtract the log inclusion probability of the stage-1 "
+      "pool (on: a departure from the reference, which trains uncorrected)")
 
 
 @dataclasses.dataclass(frozen=True)

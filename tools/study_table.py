@@ -27,9 +27,15 @@ def _load(path):
     return json.load(f)
 
 
-def _baseline(baselines, data_set, name):
-  # A subsampled set ("amz30") is compared with its own baselines when
-  # they exist, else with the whole set's.
+def _baseline(baselines, data_set, name, runs=None, prefix=""):
+  # A baseline run among the runs (`<prefix><set>-popularity_baseline`)
+  # first; then a subsampled set ("amz30") is compared with its own
+  # baselines when they exist, else with the whole set's.
+  if runs is not None:
+    path = os.path.join(runs, "%s%s-%s" % (prefix, data_set, name),
+                        "metrics.json")
+    if os.path.exists(path):
+      return _load(path), data_set
   for folder in (data_set, data_set.rstrip("0123456789")):
     path = os.path.join(baselines, folder, name + "-test", "metrics.json")
     if os.path.exists(path):
@@ -39,13 +45,16 @@ def _baseline(baselines, data_set, name):
 
 def table(runs, baselines, prefix, data_set):
   """The markdown table of one data set (a list of lines)."""
-  pop, pop_from = _baseline(baselines, data_set, "popularity_baseline")
-  ease, _ = _baseline(baselines, data_set, "ease_baseline")
+  pop, pop_from = _baseline(baselines, data_set, "popularity_baseline",
+                            runs, prefix)
+  ease, _ = _baseline(baselines, data_set, "ease_baseline", runs, prefix)
   rows = []
   for path in sorted(glob.glob(os.path.join(
       runs, "%s%s-*" % (prefix, data_set), "metrics.json"))):
     label = os.path.basename(os.path.dirname(path))[
         len(prefix) + len(data_set) + 1:]
+    if label.endswith("_baseline"):
+      continue  # a reference row
     m = _load(path)
     minutes = m.get("train_seconds", float("nan")) / 60.0
     rows.append((label, m, minutes))

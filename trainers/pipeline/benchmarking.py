@@ -44,6 +44,7 @@ from trainers.pipeline import defaults
 from trainers.pipeline import experiment
 from trainers.pipeline import fitting
 from trainers.pipeline import inputs
+from trainers.pipeline import outputs
 from trainers.pipeline import strategies
 from tfrs_negsamp import optimizers as optimizers_lib
 from tfrs_negsamp import protocol
@@ -689,8 +690,8 @@ def run_floor(config: configuration.ExperimentConfig, dataset=None,
                 if isinstance(v, (str, int, float, bool, type(None)))}})
   if config.output_dir and chief:
     os.makedirs(config.output_dir, exist_ok=True)
-    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, sort_keys=True, default=float)
+    outputs.write_json(os.path.join(config.output_dir, "metrics.json"),
+                       metrics, indent=2, sort_keys=True, default=float)
   if chief:
     print("%s: %s" % (FLOOR, protocol.summarize(metrics)), file=sys.stderr,
           flush=True)

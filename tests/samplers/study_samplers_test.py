@@ -163,7 +163,7 @@ class TwoStageTest(tf.test.TestCase):
     tf.random.set_seed(9)
     sampler = two_stage.TwoStageSampler(
         COUNTS, pool_size=6, num_hard_negatives=2, rule="query_score",
-        logq=False, item_model=lambda i: tf.gather(emb, i))
+        logq=False, beta=1.0, item_model=lambda i: tf.gather(emb, i))
     ids = np.array([1, 2, 3], np.int64)
     groups = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids))
     g = groups[0]
@@ -254,7 +254,7 @@ class TwoStageTest(tf.test.TestCase):
   def test_two_stage_logq_is_log_inclusion(self):
     emb = table()
     sampler = two_stage.TwoStageSampler(
-        COUNTS, pool_size=4, logq=True, rule="query_score",
+        COUNTS, pool_size=4, logq=True, rule="query_score", beta=1.0,
         item_model=lambda i: tf.gather(emb, i))
     ids = np.array([1, 2, 3], np.int64)
     g = sampler(tf.constant(Q), tf.constant(C), tf.constant(ids))[0]

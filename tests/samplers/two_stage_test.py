@@ -197,6 +197,7 @@ class ReferenceRuleTest(tf.test.TestCase):
     table = unit_table(dim, seed=8)
     sampler = two_stage.TwoStageSampler(
         COUNTS, pool_size=pool_size, num_hard_negatives=2, logq=True,
+        beta=1.0,
         item_model=lambda i: tf.gather(table, i))
     positives = np.array([1, 2, 3], np.int64)
     group = call(sampler, positives, dim)[0]
@@ -294,7 +295,7 @@ class QueryScoreRuleTest(tf.test.TestCase):
     for logq, expected in golden.items():
       tf.random.set_seed(21)
       sampler = two_stage.TwoStageSampler(
-          COUNTS, pool_size=5, num_hard_negatives=2, logq=logq,
+          COUNTS, pool_size=5, num_hard_negatives=2, logq=logq, beta=1.0,
           rule="query_score", item_model=lambda i: tf.gather(emb, i))
       groups = sampler(tf.constant(q), tf.constant(c), tf.constant(ids),
                        training=True)

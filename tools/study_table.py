@@ -20,6 +20,8 @@ import os
 import sys
 
 COLUMNS = ("recall@50", "hr@10", "ndcg@10")
+# Short set names of the run folders -> the baselines' folder names.
+ALIASES = {"amz": "amazon"}
 
 
 def _load(path):
@@ -36,7 +38,8 @@ def _baseline(baselines, data_set, name, runs=None, prefix=""):
                         "metrics.json")
     if os.path.exists(path):
       return _load(path), data_set
-  for folder in (data_set, data_set.rstrip("0123456789")):
+  whole = data_set.rstrip("0123456789")
+  for folder in (data_set, whole, ALIASES.get(whole, whole)):
     path = os.path.join(baselines, folder, name + "-test", "metrics.json")
     if os.path.exists(path):
       return _load(path), folder

@@ -270,8 +270,12 @@ class CatalogDistributionTest(tf.test.TestCase):
     from tfrs_negsamp import samplers as samplers_lib  # pylint: disable=g-import-not-at-top
     sampler = popularity.PopularitySampler(COUNTS, item_model=embed_table())
     self.assertTrue(sampler.logq)
-    for name in ("uniform", "popularity", "balanced", "inverse_popularity"):
+    for name in ("popularity", "balanced", "inverse_popularity"):
       self.assertTrue(samplers_lib.sampler_options(name)().logq, name)
+    # Uniform's correction is a constant under the softmax and a shift
+    # under a sigmoid loss (gBCE): off in both doors.
+    self.assertFalse(samplers_lib.sampler_options("uniform")().logq)
+    self.assertFalse(uniform.UniformSampler(COUNTS).logq)
 
   def test_negatives_keep_their_gradient(self):
     table = tf.Variable(np.random.RandomState(0).normal(

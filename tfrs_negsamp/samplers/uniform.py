@@ -18,6 +18,8 @@ References:
   2024 (RNS).
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -46,12 +48,27 @@ class UniformSampler(catalog.CatalogSampler):
 
   needs_counts = False
 
+  def __init__(self, *args, logq: bool = False, **kwargs) -> None:
+    # Off by default, unlike the other catalog samplers: a constant under
+    # the softmax, but a shift of every negative under a sigmoid loss
+    # (gBCE's uniform negatives, as in gSASRec, are uncorrected).
+    super().__init__(*args, logq=logq, **kwargs)
+
   def _distribution_weights(self) -> np.ndarray:
     return catalog.catalog_weights(self._counts, "uniform")
 
 
-@base.register_sampler("uniform", options=catalog.CatalogOptions)
+@dataclasses.dataclass(frozen=True)
+class UniformOptions(catalog.CatalogOptions):
+  """Options of `--sampler=uniform`: no correction by default (a constant
+  under the softmax; a shift under gBCE's sigmoid)."""
+  logq: bool = base.option(
+      False, help="subtract the log expected count of the sampled columns "
+      "(uniform: a constant, off by default)")
+
+
+@base.register_sampler("uniform", options=UniformOptions)
 def _uniform(context: base.SamplerContext,
-             options: catalog.CatalogOptions) -> UniformSampler:
+             options: UniformOptions) -> UniformSampler:
   """Per-row uniform catalog negatives (RNS; Prakash et al. 2024)."""
   return UniformSampler(**catalog.catalog_kwargs(context, options))

@@ -661,14 +661,7 @@ class Retrieval(tfrs.tasks.Retrieval):
           tf.gather(users, rows))
     if query_history is None:
       self._consumed(query_ids, None)  # the missing-table error
-    history = tf.convert_to_tensor(query_history)
-    base.check_rank(history, 2, "query_history")
-    padding = (tf.equal(history, "") if history.dtype == tf.string
-               else history < 0)
-    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
-                      tf.shape(history))
-    history = distribute.all_gather(tf.where(padding, -tf.ones_like(keys),
-                                             keys))
+    history = distribute.all_gather(self._history_keys(query_history))
     return lambda rows: masking.history_consumed(tf.gather(history, rows))
 
   def _keys(self, ids: tf.Tensor) -> tf.Tensor:
@@ -676,6 +669,16 @@ class Retrieval(tfrs.tasks.Retrieval):
     if self.sampler is not None:
       return self.sampler.id_keys(ids)
     return keys_lib.default_keys(ids)
+
+  def _history_keys(self, query_history: tf.Tensor) -> tf.Tensor:
+    """`[B, L]` int64 keys of a history (padding `""` or < 0 -> -1)."""
+    history = tf.convert_to_tensor(query_history)
+    base.check_rank(history, 2, "query_history")
+    padding = (tf.equal(history, "") if history.dtype == tf.string
+               else history < 0)
+    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
+                      tf.shape(history))
+    return tf.where(padding, -tf.ones_like(keys), keys)
 
   def _consumed(self, query_ids: Optional[tf.Tensor],
                 query_history: Optional[tf.Tensor]
@@ -696,14 +699,7 @@ class Retrieval(tfrs.tasks.Retrieval):
       return self.consumed_items.for_users(query_ids)
     if query_history is None:
       return None
-    history = tf.convert_to_tensor(query_history)
-    base.check_rank(history, 2, "query_history")
-    padding = (tf.equal(history, "") if history.dtype == tf.string
-               else history < 0)
-    keys = tf.reshape(self._keys(tf.reshape(history, [-1])),
-                      tf.shape(history))
-    return masking.history_consumed(tf.where(padding, -tf.ones_like(keys),
-                                             keys))
+    return masking.history_consumed(self._history_keys(query_history))
 
   def _with_task_options(self, group: base.CandidateGroup
                          ) -> base.CandidateGroup:

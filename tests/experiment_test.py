@@ -70,3 +70,18 @@ def test_a_top_k_above_the_catalog_is_said_before_work():
   assert configuration.notes(config, dataset) == []
   config.top_k, config.export_dir = n + 1, None  # no export: nothing to say
   assert configuration.notes(config, dataset) == []
+
+
+def test_the_lift_line_warns_below_popularity_and_says_why_on_synthetic():
+  metrics = {"lift_over_popularity": 0.5, "recall@50": 0.1,
+             "popularity_recall@50": 0.2}
+  below = experiment.lift_line(metrics, _config(sampler="in_batch_logq",
+                                                query_tower="sasrec"))
+  assert below.startswith("warning: below ranking by popularity: lift over "
+                          "popularity 0.50x (recall@50 0.1000 vs 0.2000")
+  assert "no order in time" in below
+  real = experiment.lift_line(metrics, _config(
+      sampler="in_batch_logq", query_tower="sasrec", dataset="movielens"))
+  assert real.startswith("warning: ") and "no order in time" not in real
+  metrics["lift_over_popularity"] = 2.0
+  assert not experiment.lift_line(metrics, _config()).startswith("warning")

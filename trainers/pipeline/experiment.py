@@ -104,8 +104,13 @@ def lift_line(metrics: Dict[str, Any],
       lift, LIFT_METRIC, metrics[LIFT_METRIC],
       metrics["popularity_" + LIFT_METRIC], config.eval_split)
   if lift < 1:
-    line = ("warning: below ranking by popularity: " + line +
-            "; see the docs' defaults study for settings that work")
+    hint = "see the docs' defaults study for settings that work"
+    if config.dataset == "synthetic" and config.query_tower in ("gru",
+                                                                "sasrec"):
+      # The generator shuffles each user's items before drawing times.
+      hint = ("the synthetic data has no order in time for a sequence "
+              "tower to use (--query_tower=mean suits it); " + hint)
+    line = "warning: below ranking by popularity: " + line + "; " + hint
   return line
 
 

@@ -222,3 +222,26 @@ def test_random_content_types_pass_or_415(value):
     return
   assert value is None or not value.strip() or (
       value.split(";")[0].strip().lower() == "application/json")
+
+
+def test_no_flags_give_the_config_defaults_from_one_place():
+  # trainers/pipeline/defaults.py feeds both doors: the flags and
+  # ExperimentConfig agree on every setting a user leaves unset.
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import configuration  # pylint: disable=g-import-not-at-top
+  from trainers.pipeline import defaults  # pylint: disable=g-import-not-at-top
+  config, error = _config_or_error([])
+  assert error is None, error
+  plain = configuration.ExperimentConfig()
+  for field in dataclasses.fields(plain):
+    if field.name in ("sampler_options", "synthetic", "scann_overrides",
+                      "verbose"):
+      continue  # what the flags spell out (0 / None: derived) or print
+    assert getattr(config, field.name) == getattr(plain, field.name), (
+        field.name)
+  resolved = config.resolved()
+  assert resolved.query_tower == defaults.QUERY_TOWER
+  assert resolved.learning_rate == defaults.LEARNING_RATE[
+      defaults.QUERY_TOWER]
+  assert (resolved.validate_every, resolved.patience) == (
+      defaults.VALIDATE_EVERY, defaults.PATIENCE)

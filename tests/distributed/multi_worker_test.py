@@ -163,6 +163,7 @@ def test_sigkilled_worker_restarts_the_job_from_the_last_backup(tmp_path):
           "--synthetic_items=200", "--synthetic_interactions=20",
           "--embedding_dim=16", "--batch_size=%d" % batch,
           "--epochs=%d" % epochs, "--sampler=cross_batch", "--verbose=2",
+          "--query_tower=id", "--validate_every=0",
           "--backup_freq=5", "--backup_dir=%s" % backup,
           "--output_dir=%s" % out_dir,
           "--export_dir=%s" % (out_dir / "export")]

@@ -574,9 +574,9 @@ def create_floor(dataset, config: configuration.ExperimentConfig
       dataset.users, dataset.catalog.item_ids, config.embedding_dim,
       temperature=config.temperature if config.normalize else None,
       normalize=config.normalize)
+  # The tutorial's towers are id towers: the id tower's rate when unset.
   model.compile(optimizer=optimizers_lib.make_optimizer(
-      config.optimizer,
-        defaults.learning_rate(config.query_tower, config.learning_rate)))
+      config.optimizer, defaults.learning_rate("id", config.learning_rate)))
   return model
 
 
@@ -601,7 +601,8 @@ def create_logq_floor(dataset, config: configuration.ExperimentConfig,
       towers, temperature=config.temperature if config.normalize else None,
       memory_size=memory_size)
   model.compile(optimizer=optimizers_lib.make_optimizer(
-      config.optimizer, config.learning_rate))
+      config.optimizer,
+      defaults.learning_rate(config.query_tower, config.learning_rate)))
   return model
 
 
@@ -700,7 +701,7 @@ def run_floor(config: configuration.ExperimentConfig, dataset=None,
 
 def _floor_key(config: configuration.ExperimentConfig):
   return (config.batch_size, config.embedding_dim, config.optimizer,
-          defaults.learning_rate(config.query_tower, config.learning_rate),
+          defaults.learning_rate("id", config.learning_rate),
           config.temperature, config.normalize)
 
 

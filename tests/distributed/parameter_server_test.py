@@ -238,6 +238,7 @@ def test_killed_worker_is_replaced_and_the_job_finishes(tmp_path):
           "--synthetic_items=200", "--synthetic_interactions=20",
           "--embedding_dim=16", "--batch_size=%d" % batch,
           "--epochs=%d" % epochs, "--sampler=cross_batch", "--verbose=2",
+          "--query_tower=id", "--validate_every=0",
           "--ps_min_shard_bytes=1024", "--output_dir=%s" % out_dir,
           "--export_dir=%s" % (out_dir / "export")]
   proc = subprocess.Popen(

@@ -214,7 +214,7 @@ def interrupted(error: BaseException) -> None:
       sys.stdout.write("\n")
     sys.stdout.flush()
   except (OSError, ValueError):
-    pass
+    pass  # stdout already closed: the one line goes to stderr anyway
   message = " ".join(str(error).split()) or "interrupted"
   sys.stderr.write(message + "\n")
   sys.stderr.flush()
@@ -245,7 +245,7 @@ def _start_filter() -> None:
           try:
             os.close(fd)
           except OSError:
-            pass
+            pass  # not open in this process: nothing to close
       filter_stream(read_end, 2)
     finally:
       os._exit(0)  # pylint: disable=protected-access
@@ -272,7 +272,7 @@ def _stop_filter(timeout: float = 5.0) -> None:
     try:
       stream.flush()
     except (OSError, ValueError):
-      pass
+      pass  # a closed stream has nothing left to write
   os.dup2(_state.saved_stderr, 2)  # closes the program's end of the pipe
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:

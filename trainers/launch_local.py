@@ -353,18 +353,18 @@ def main(argv):
   _MEMORY_LIMIT_BYTES[0] = FLAGS.memory_limit_mb << 20
   if FLAGS.ps < 0:
     raise common.UsageError("--ps must be >= 0, got %d." % FLAGS.ps)
-  if FLAGS.ps:
-    return _main_ps(train_flags)
   if FLAGS.workers < 1:
     raise common.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
   if FLAGS.max_restarts < 0:
     raise common.UsageError("--max_restarts must be >= 0, got %d."
-                         % FLAGS.max_restarts)
+                            % FLAGS.max_restarts)
   if FLAGS.threads_per_worker < 0:
     raise common.UsageError("--threads_per_worker must be >= 0, got %d."
-                         % FLAGS.threads_per_worker)
+                            % FLAGS.threads_per_worker)
   threads = (FLAGS.threads_per_worker or
              max(1, (os.cpu_count() or 1) // FLAGS.workers))
+  if FLAGS.ps:
+    return _main_ps(train_flags, threads)
   scratch = tempfile.mkdtemp(prefix="launch_local_")
   try:
     argv = worker_flags(train_flags, FLAGS.max_restarts, scratch)
@@ -389,18 +389,8 @@ def main(argv):
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _main_ps(train_flags: Sequence[str]) -> int:
-  """`main` for `--ps=M`: a parameter-server job."""
-  if FLAGS.workers < 1:
-    raise common.UsageError("--workers must be >= 1, got %d." % FLAGS.workers)
-  if FLAGS.max_restarts < 0:
-    raise common.UsageError("--max_restarts must be >= 0, got %d."
-                            % FLAGS.max_restarts)
-  if FLAGS.threads_per_worker < 0:
-    raise common.UsageError("--threads_per_worker must be >= 0, got %d."
-                            % FLAGS.threads_per_worker)
-  threads = (FLAGS.threads_per_worker or
-             max(1, (os.cpu_count() or 1) // FLAGS.workers))
+def _main_ps(train_flags: Sequence[str], threads: int) -> int:
+  """`main` for `--ps=M`: a parameter-server job (flags checked by `main`)."""
   scratch = tempfile.mkdtemp(prefix="launch_local_")
   budget = Budget(FLAGS.max_restarts)
   try:

@@ -125,7 +125,7 @@ def write_memory_report(report_dir: str, job: str, index: int,
       if report.get("cluster") == cluster:
         peak = max(peak, int(report["peak_memory_bytes"]))
     except (ValueError, KeyError):
-      pass
+      pass  # a torn or foreign report: this task's own peak stands
   tf.io.gfile.makedirs(report_dir)
   tmp = "%s.tmp-%d" % (path, os.getpid())
   with tf.io.gfile.GFile(tmp, "w") as f:

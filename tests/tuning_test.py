@@ -293,3 +293,51 @@ def test_a_rejected_setting_is_not_drawn_again(tmp_path):
   assert states == ["COMPLETE", "FAIL", "COMPLETE"]
   assert study.trials[1].user_attrs[tuning.REJECTED]
   assert study.trials[2].params != study.trials[1].params
+
+
+def test_the_best_variant_by_validation_trains_again_to_convergence(tmp_path):
+  """`run_best_to_convergence`: the best mean validation, its own budget."""
+  base = _base(validate_every=1)
+  seen = []
+
+  def fake(config, dataset=None):
+    del dataset
+    seen.append(config)
+    # Validation by temperature and seed: "b" is best on average though
+    # "a" has the single best seed.
+    best = {0.1: [0.30, 0.10], 0.2: [0.25, 0.24]}[config.temperature][
+        config.seed % 2]
+    metrics = {"recall@50": best, "best_validation": best,
+               "flags": dataclasses.asdict(config)}
+    os.makedirs(config.output_dir, exist_ok=True)
+    with open(os.path.join(config.output_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f)
+    return metrics
+
+  dataset = types.SimpleNamespace(name="fake")
+  variants = [benchmarking.Variant("a", "in_batch", {"temperature": 0.1}),
+              benchmarking.Variant("b", "in_batch", {"temperature": 0.2}),
+              benchmarking.Variant("popularity_baseline",
+                                   "popularity_baseline", {})]
+  rows = benchmarking.run_grid(base, variants[:2], [0, 1], str(tmp_path),
+                               run_fn=fake, dataset=dataset)
+  rows.append({"variant": "popularity_baseline", "recall@50": 0.9})
+  assert benchmarking.best_by_validation(rows, variants).label == "b"
+  seen.clear()
+  variant, long_rows = benchmarking.run_best_to_convergence(
+      base, rows, variants, 0, str(tmp_path), minutes=150, patience=10,
+      run_fn=fake, dataset=dataset)
+  assert variant.label == "b_to_convergence"
+  assert [(c.temperature, c.seed, c.time_budget_minutes, c.patience)
+          for c in seen] == [(0.2, 0, 150.0, 10)]
+  assert [r["variant"] for r in long_rows] == ["b_to_convergence"]
+  # Resumable: the finished run is skipped.
+  seen.clear()
+  benchmarking.run_best_to_convergence(
+      base, rows, variants, 0, str(tmp_path), minutes=150, patience=10,
+      run_fn=fake, dataset=dataset)
+  assert not seen
+  # No variant with a validation metric: nothing runs.
+  assert benchmarking.run_best_to_convergence(
+      base, rows[-1:], variants, 0, str(tmp_path), 150, 10, run_fn=fake,
+      dataset=dataset) == (None, [])

@@ -54,7 +54,8 @@ flags.DEFINE_string("suite", None,
                     "floor, ml1m_sasrec (its settings apply where no flag "
                     "sets them).")
 flags.DEFINE_list("seeds", ["3"],
-                  "A count N (seeds 0..N-1) or an explicit list of seeds.")
+                  "A count N (seeds 0..N-1) or an explicit list of seeds "
+                  "(ml1m_sasrec: 1 unless given).")
 flags.DEFINE_string("reference", None,
                     "Variant the step-time ratio refers to (default: the "
                     "first).")
@@ -78,6 +79,17 @@ flags.DEFINE_integer("timing_steps", None,
                      "suite's, else 0 (full runs).")
 flags.DEFINE_integer("timing_rounds", 2,
                      "Interleaved rounds of --timing_steps (best kept).")
+flags.DEFINE_float("then_best_minutes", None,
+                   "After the grid, train the variant with the best mean "
+                   "validation metric again (seed of the first run, from "
+                   "scratch) until it stops improving "
+                   "(--then_best_patience evaluations) or for this many "
+                   "training minutes; 0: off. Default: the suite's "
+                   "(ml1m_sasrec: 150), else 0.")
+flags.DEFINE_integer("then_best_patience", None,
+                     "Early-stopping patience (evaluations) of the "
+                     "--then_best_minutes run. Default: the suite's "
+                     "(ml1m_sasrec: 10).")
 FLAGS = flags.FLAGS
 common.refuse_flags(
     ("export_dir", "backup_dir", "backup_freq", "tensorboard_dir", "index",
@@ -115,6 +127,8 @@ def _floor_variants(batch: int, tower: str):
           "mask_history=false" % (p, o, 4 * batch),
           "%sbir=bir:%s" % (p, o),
           "%sxir=xir:%s" % (p, o),
+          "%sxir_poisson=xir:%s:resampling=poisson" % (p, o),
+          "%sbir_poisson=bir:%s:resampling=poisson" % (p, o),
           "%smixed=mixed:%s" % (p, o),
           "%suniform_K32=uniform:%s:num_negatives=32" % (p, o)]
 
@@ -136,8 +150,13 @@ def _floor_targets(batch: int, tower: str):
              p + "in_batch_logq_nomask", HISTORY_MASK_BOUND.get(batch)),
       target("XIR (K = B draws per row) vs in-batch + logQ", p + "xir",
              p + "in_batch_logq", XIR_BOUND.get(batch)),
+      target("XIR, Poisson resampling (expected K = B per row) vs "
+             "in-batch + logQ", p + "xir_poisson", p + "in_batch_logq",
+             XIR_BOUND.get(batch)),
       target("BIR (K = B draws per row) vs in-batch + logQ", p + "bir",
              p + "in_batch_logq"),
+      target("BIR, Poisson resampling, vs in-batch + logQ",
+             p + "bir_poisson", p + "in_batch_logq"),
       target("CBNS M = 4B, no history mask, vs its [B, B + M] arithmetic",
              p + "cross_batch_M4B_nomask", benchmarking.OWN_ARITHMETIC_FLOOR,
              1.2),
@@ -240,11 +259,18 @@ SUITES["ml1m_sasrec"] = {
     # the test metrics are those of the best validation epoch. The
     # configuration of gSASRec's public code: L = 200, d = 128, 2 blocks,
     # 1 head, dropout 0.5, 128 sequences a batch, Adam at 1e-3.
+    # Within the budget no variant stops early (patience 0): each trains
+    # the whole budget. Then the variant with the best validation NDCG@10
+    # trains again until it stops improving (10 epochs without a better
+    # one) or for 150 training minutes (issue 25's "(2)").
     "base": {"query_tower": "sasrec", "max_history": 200,
              "embedding_dim": 128, "num_blocks": 2, "num_heads": 1,
              "dropout": 0.5, "batch_size": 128, "learning_rate": 0.001,
              "item_features": False, "epochs": 10000, "validate_every": 1,
-             "time_budget_minutes": 30.0, "monitor": "ndcg@10"},
+             "patience": 0, "time_budget_minutes": 30.0,
+             "monitor": "ndcg@10"},
+    "then_best": {"minutes": 150.0, "patience": 10},
+    "seeds": ["1"],  # 8 x 30 minutes already; --seeds=3 for the spread.
     "variants": [
         "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0",
         "gbce_256=uniform:num_negatives=256:loss=gbce:gbce_t=0.75",
@@ -287,7 +313,8 @@ def parse_seeds(values) -> list:
 def _check_mode_flags(timing: bool) -> None:
   """The flags of the other mode (timing or full runs) are errors."""
   if timing:
-    for name in ("seeds", "reference", "baseline"):
+    for name in ("seeds", "reference", "baseline", "then_best_minutes",
+                 "then_best_patience"):
       if FLAGS[name].present:
         raise common.UsageError(
             "--%s does not apply to a timing run (--timing_steps > 0: "
@@ -297,6 +324,10 @@ def _check_mode_flags(timing: bool) -> None:
       if FLAGS[name].present:
         raise common.UsageError("--%s applies only with --timing_steps > 0"
                                 % name)
+  for name in ("then_best_minutes", "then_best_patience"):
+    value = FLAGS[name].value
+    if value is not None and not value >= 0:
+      raise common.UsageError("--%s must be >= 0, got %s" % (name, value))
   if FLAGS.timing_rounds < 1:
     raise common.UsageError("--timing_rounds must be >= 1, got %d"
                             % FLAGS.timing_rounds)
@@ -328,7 +359,9 @@ def main(argv):
   if timing_steps is None:
     timing_steps = suite.get("timing_steps", 0)
   _check_mode_flags(timing_steps > 0)
-  seeds = parse_seeds(FLAGS.seeds) if timing_steps <= 0 else []
+  seeds = parse_seeds(FLAGS.seeds if FLAGS["seeds"].present
+                      else suite.get("seeds", FLAGS.seeds)
+                      ) if timing_steps <= 0 else []
   specs = list(FLAGS.variants)
   if FLAGS.suite:
     specs = specs or SUITES[FLAGS.suite]["variants"]
@@ -372,7 +405,7 @@ def main(argv):
     if timing_steps > 0:
       return _time_steps(base, variants, timing_steps, floor, logq_floor,
                          suite)
-    _run_grid(base, variants, seeds, floor)
+    _run_grid(base, variants, seeds, floor, _then_best(suite, base))
   except KeyboardInterrupt:
     raise KeyboardInterrupt(
         "interrupted; %s" % ("timing runs do not resume: run the command "
@@ -412,8 +445,39 @@ def _time_steps(base, variants, timing_steps, floor, logq_floor, suite):
   print(table)
 
 
-def _run_grid(base, variants, seeds, floor):
-  """Every variant x seed (resumable), then results.md and the plots."""
+def _then_best(suite, base):
+  """`(minutes, patience)` of the run after the grid, or None (off).
+
+  Raises:
+    common.UsageError: when it is asked for without validation.
+  """
+  preset = suite.get("then_best", {})
+  minutes = FLAGS.then_best_minutes
+  if minutes is None:
+    minutes = preset.get("minutes", 0.0)
+  patience = FLAGS.then_best_patience
+  if patience is None:
+    patience = preset.get("patience", 10)
+  if not minutes:
+    if FLAGS["then_best_patience"].present:
+      raise common.UsageError("--then_best_patience applies only with "
+                              "--then_best_minutes > 0")
+    return None
+  if not base.resolved().validate_every:
+    raise common.UsageError(
+        "--then_best_minutes=%g picks the variant by its validation metric: "
+        "it needs --validate_every > 0 and a validation split "
+        "(--num_validation >= 1)" % minutes)
+  return float(minutes), int(patience)
+
+
+def _run_grid(base, variants, seeds, floor, then_best=None):
+  """Every variant x seed (resumable), then results.md and the plots.
+
+  With `then_best = (minutes, patience)`, the variant with the best mean
+  validation metric then trains again (`<label>_to_convergence`, the first
+  seed) with that budget and patience; resumable like the grid.
+  """
   from trainers.pipeline import benchmarking  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import strategies  # pylint: disable=g-import-not-at-top
   if floor:
@@ -424,6 +488,12 @@ def _run_grid(base, variants, seeds, floor):
                                          "popularity_baseline", {}))
   strategies.make_strategy(base.strategy, base.cpu_replicas)
   rows = benchmarking.run_grid(base, variants, seeds, FLAGS.output_dir)
+  if then_best:
+    long_run, long_rows = benchmarking.run_best_to_convergence(
+        base, rows, variants, seeds[0], FLAGS.output_dir, *then_best)
+    if long_run is not None:
+      variants.append(long_run)
+      rows += long_rows
   reference = FLAGS.reference or variants[0].label
   title = "%s on %s, %s epochs, seeds %s" % (
       FLAGS.suite or "samplers", base.dataset if not base.data_path

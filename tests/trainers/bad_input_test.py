@@ -524,6 +524,28 @@ CASES = [
          ["--output_dir={tmp}/o", "--samplers=in_batch", "--timing_steps=5",
           "--timing_rounds=0"],
          "error: --timing_rounds must be >= 1, got 0", program="benchmark"),
+    Case("benchmark_then_best_negative",
+         ["--output_dir={tmp}/o", "--samplers=in_batch",
+          "--then_best_minutes=-1"],
+         "error: --then_best_minutes must be >= 0, got -1.0",
+         program="benchmark"),
+    Case("benchmark_then_best_patience_without_minutes",
+         ["--output_dir={tmp}/o", "--samplers=in_batch",
+          "--then_best_patience=3"],
+         "error: --then_best_patience applies only with --then_best_minutes "
+         "> 0", program="benchmark"),
+    Case("benchmark_then_best_without_validation",
+         ["--output_dir={tmp}/o", "--samplers=in_batch",
+          "--then_best_minutes=5", "--validate_every=0"],
+         "error: --then_best_minutes=5 picks the variant by its validation "
+         "metric: it needs --validate_every > 0 and a validation split "
+         "(--num_validation >= 1)", program="benchmark"),
+    Case("benchmark_then_best_with_timing",
+         ["--output_dir={tmp}/o", "--samplers=in_batch", "--timing_steps=5",
+          "--then_best_minutes=5"],
+         "error: --then_best_minutes does not apply to a timing run "
+         "(--timing_steps > 0: step times only, each a ratio to the floor)",
+         program="benchmark"),
     Case("benchmark_logq_floor_without_timing",
          ["--output_dir={tmp}/o", "--samplers=in_batch", "--floor",
           "--logq_floor"],

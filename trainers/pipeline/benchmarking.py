@@ -297,6 +297,54 @@ def run_grid(base: configuration.ExperimentConfig, variants: Sequence[Variant],
   return rows
 
 
+def best_by_validation(rows: List[Dict[str, Any]],
+                       variants: Sequence[Variant]) -> Optional[Variant]:
+  """The variant with the best mean `best_validation` over its seeds.
+
+  Variants without a validation value (baselines, the floor) are left
+  out; None when no variant has one. Ties go to the first listed.
+  """
+  best, best_value = None, -math.inf
+  for variant in variants:
+    values = [r["best_validation"] for r in rows
+              if r["variant"] == variant.label
+              and isinstance(r.get("best_validation"), (int, float))
+              and math.isfinite(r["best_validation"])]
+    if values and float(np.mean(values)) > best_value:
+      best, best_value = variant, float(np.mean(values))
+  return best
+
+
+def run_best_to_convergence(
+    base: configuration.ExperimentConfig, rows: List[Dict[str, Any]],
+    variants: Sequence[Variant], seed: int, output_dir: str,
+    minutes: float, patience: int,
+    run_fn: Optional[Callable[..., Dict[str, Any]]] = None, dataset=None
+) -> Tuple[Optional[Variant], List[Dict[str, Any]]]:
+  """Trains the grid's best variant again, until it stops improving.
+
+  The variant with the best mean validation metric (`best_by_validation`)
+  runs as `<label>_to_convergence` with `seed`, from scratch, with a
+  budget of `minutes` training minutes and early stopping after
+  `patience` evaluations without improvement; resumable like `run_grid`.
+
+  Returns:
+    `(variant, rows)` of that run, or `(None, [])` when no variant has a
+    validation metric.
+  """
+  best = best_by_validation(rows, variants)
+  if best is None:
+    return None, []
+  long_run = Variant(best.label + "_to_convergence", best.sampler,
+                     dict(best.overrides, time_budget_minutes=float(minutes),
+                          patience=int(patience)))
+  print("then: %s (the best mean validation %s) until it stops improving "
+        "(%d evaluations) or for %g training minutes"
+        % (best.label, base.resolved().monitor, patience, minutes))
+  return long_run, run_grid(base, [long_run], [seed], output_dir,
+                            run_fn=run_fn, dataset=dataset)
+
+
 def _mean_std(values: List[float]):
   values = [v for v in values if v is not None and not (
       isinstance(v, float) and math.isnan(v))]

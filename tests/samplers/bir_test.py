@@ -188,10 +188,10 @@ class BIRTest(tf.test.TestCase):
     sampler = bir.BIRSampler(
         num_resampled=9, temperature=0.1, seed=3,
         frequency=frequency.StaticItemProbability([1., 2., 3.]),
-        remove_accidental_hits=False)
+        remove_accidental_hits=False, resampling="poisson")
     config = sampler.get_config()
     for key in ("num_resampled", "temperature", "seed", "frequency",
-                "remove_accidental_hits"):
+                "remove_accidental_hits", "resampling"):
       self.assertIn(key, config)
     clone = bir.BIRSampler.from_config(config)
     self.assertEqual(clone.get_config(), config)
@@ -207,6 +207,9 @@ class BIRTest(tf.test.TestCase):
         bir.BIRSampler(temperature=value)
     with self.assertRaisesRegex(ValueError, "seed must be an integer >= 0"):
       bir.BIRSampler(seed=-1)
+    with self.assertRaisesRegex(ValueError, "resampling must be one of "
+                                "multinomial, poisson, got 'systematic'"):
+      bir.BIRSampler(resampling="systematic")
 
   def test_registered_factory_reads_the_options(self):
     ctx = base.SamplerContext(
@@ -226,6 +229,10 @@ class BIRTest(tf.test.TestCase):
                           frequency.StreamingFrequencyEstimator)
     with self.assertRaisesRegex(ValueError, "num_resampled must be"):
       base.create_sampler("bir", ctx._replace(options={"num_resampled": -1}))
+    self.assertEqual(sampler.resampling, "multinomial")
+    sampler = base.create_sampler("bir", ctx._replace(
+        options={"resampling": "poisson"}))
+    self.assertEqual(sampler.resampling, "poisson")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,66 @@ class ResampleTest(tf.test.TestCase):
       stat, df = gof.outcome_chi2(systematic, probs, k)
       self.assertGreater(stat, gof.chi2_quantile(df), msg=path)
 
+  def test_poisson_counts_keep_columns_independently_with_the_right_law(
+      self):
+    # Many rows with the same logits: column j is kept with probability
+    # min(1, K w_j), independently of the others (chi-square over the 2^C
+    # keep patterns against the product law), a kept column weighs
+    # max(1, K w_j), so the mean weight is K w_j (the multinomial's mean
+    # count); invalid columns are never kept; a wrong law is rejected.
+    rows, k = 40000, 2
+    logits = np.asarray([0.0, np.log(0.5), np.log(2.5), 3.0, -1.0],
+                        np.float32)
+    valid = np.asarray([True, True, True, False, True])
+    probs = softmax_masked(logits[None], valid[None])[0]
+    expected = k * probs
+    keep = np.minimum(1.0, expected)
+    tile = lambda x: tf.constant(np.tile(x, (rows, 1)))  # noqa: E731
+    weights = ir.poisson_counts(tile(logits), tile(valid), k,
+                                tf.constant([4, 2], tf.int64)).numpy()
+    kept = weights > 0
+    self.assertFalse(kept[:, ~valid].any())
+    self.assertAllClose(weights[kept], np.broadcast_to(
+        np.maximum(expected, 1.0), weights.shape)[kept])
+    self.assertAllClose(weights.mean(0), expected, atol=0.02)
+
+    def pattern_chi2(law):
+      codes = kept[:, valid].astype(int) @ (1 << np.arange(valid.sum()))
+      observed = np.bincount(codes, minlength=1 << valid.sum())
+      bits = (np.arange(1 << valid.sum())[:, None]
+              >> np.arange(valid.sum())) & 1
+      p = np.prod(np.where(bits == 1, law, 1 - law), axis=1)
+      support = p > 0
+      self.assertEqual(observed[~support].sum(), 0)
+      e = rows * p[support]
+      return np.sum((observed[support] - e) ** 2 / e), support.sum() - 1
+
+    stat, df = pattern_chi2(keep[valid])
+    self.assertLess(stat, gof.chi2_quantile(df))
+    wrong = keep[valid].copy()
+    wrong[wrong < 1] += 0.03
+    stat, df = pattern_chi2(np.minimum(wrong, 1.0))
+    self.assertGreater(stat, gof.chi2_quantile(df))
+
+  def test_poisson_counts_of_a_row_do_not_depend_on_the_batch_split(self):
+    rng = np.random.RandomState(1)
+    logits = rng.randn(4, 6).astype(np.float32)
+    valid = rng.rand(4, 6) > 0.2
+    valid[3] = False  # no valid column: keeps nothing
+    seed = ir.step_seed(3, tf.constant(5, tf.int64), ir.STREAM_BATCH)
+    full = ir.poisson_counts(logits, valid, 3, seed)
+    part = ir.poisson_counts(logits[2:], valid[2:], 3, seed, row_start=2,
+                             num_rows=4)
+    self.assertAllEqual(part, full[2:])
+    self.assertAllEqual(full[3], np.zeros(6))
+    self.assertAllEqual(
+        ir.column_weights("poisson", logits, valid, 3, seed), full)
+    self.assertAllEqual(
+        ir.column_weights("multinomial", logits, valid, 3, seed),
+        ir.resample_counts(logits, valid, 3, seed))
+    with self.assertRaisesRegex(ValueError, "resampling must be one of"):
+      ir.column_weights("stratified", logits, valid, 3, seed)
+
   def test_counts_are_those_of_the_draws_for_any_path_and_blocks(self):
     # Both counting paths, any number of row blocks, the listed draws of
     # resample_with_replacement and a NumPy reference of the inverse-CDF

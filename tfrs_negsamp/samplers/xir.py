@@ -102,6 +102,8 @@ class XIRSampler(bir.BIRSampler):
     seed: as `BIRSampler`.
     frequency: as `BIRSampler`.
     remove_accidental_hits: as `BIRSampler`.
+    resampling: as `BIRSampler` (both groups; the cache refresh counts the
+      weights as draws).
     candidates: instead of `num_items` and `item_model`, a batched dataset
       of the candidate ids (int or string, e.g. `movies.batch(128)`); the
       cache then holds indices of those candidates, encoded by...
@@ -130,10 +132,12 @@ class XIRSampler(bir.BIRSampler):
                temperature: Optional[float] = None, seed: int = 0,
                frequency: Optional[frequency_lib.FrequencySource] = None,
                remove_accidental_hits: bool = True,
+               resampling: str = "multinomial",
                candidates=None, candidate_model=None, **kwargs) -> None:
     super().__init__(num_resampled=num_resampled, temperature=temperature,
                      seed=seed, frequency=frequency,
-                     remove_accidental_hits=remove_accidental_hits, **kwargs)
+                     remove_accidental_hits=remove_accidental_hits,
+                     resampling=resampling, **kwargs)
     if candidates is not None or candidate_model is not None:
       _, item_model = catalog.attach_candidates(
           self, candidates, candidate_model, None, item_model,
@@ -208,8 +212,8 @@ class XIRSampler(bir.BIRSampler):
           masking.negatives_mask(consumed, cache_ids, positive_ids)
           if not self.remove_accidental_hits else consumed(cache_ids)))
     replica_id, num_replicas = distribute.replica_info()
-    counts = ir.resample_counts(
-        logits, valid, num_cache,
+    counts = ir.column_weights(
+        self.resampling, logits, valid, num_cache,
         ir.step_seed(self.seed, step, ir.STREAM_CACHE),
         row_start=replica_id * batch, num_rows=num_replicas * batch)
     # Columns [positive | cache]: the positive is kept with offset 0.
@@ -333,4 +337,5 @@ def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
       num_resampled=bir.num_resampled_from_options(options),
       temperature=context.temperature,
       seed=context.seed,
-      frequency=in_batch.frequency_from_options(context, options))
+      frequency=in_batch.frequency_from_options(context, options),
+      resampling=options.resampling)

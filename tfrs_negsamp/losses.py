@@ -181,7 +181,7 @@ def triplet_group_loss(loss: CMLTripletLoss, query_embeddings: tf.Tensor,
   if group.per_query is not None:
     pq = group.per_query
     diff = tf.expand_dims(query_embeddings, 1) - tf.cast(
-        pq.embeddings, query_embeddings.dtype)
+        pq.dense_embeddings(), query_embeddings.dtype)
     dists.append(tf.reduce_sum(tf.square(diff), axis=-1))
     keep = tf.ones(tf.shape(pq.ids), tf.bool)
     if group.remove_accidental_hits:

@@ -75,6 +75,29 @@ def draw(sampler, positives):
 
 class CatalogDistributionTest(tf.test.TestCase):
 
+  def test_uniform_draws_by_arithmetic_equal_the_inverse_cdf_search(self):
+    # A uniform proposal skips the CDF search; from the same uniforms it
+    # draws the same ids as the search, with and without an excluded id
+    # (an OOV exclude 0 removes no mass), and never the excluded one.
+    for n in (1, 2, 7, 3416):
+      fast = catalog.CatalogDistribution(np.r_[0.0, np.ones(n)])
+      searched = catalog.CatalogDistribution(np.r_[0.0, np.ones(n)])
+      searched._uniform = False  # pylint: disable=protected-access
+      self.assertTrue(fast._uniform)  # pylint: disable=protected-access
+      exclude = tf.constant(np.arange(600) % (n + 1), tf.int64)
+      seed = tf.constant([n, 3], tf.int64)
+      for ex in (None, exclude):
+        ids, valid = fast.sample([600, 40], seed, exclude=ex)
+        ref_ids, ref_valid = searched.sample([600, 40], seed, exclude=ex)
+        self.assertAllEqual(valid, ref_valid, msg=n)
+        self.assertAllEqual(tf.where(valid, ids, 0),
+                            tf.where(ref_valid, ref_ids, 0), msg=n)
+        if ex is not None:
+          hit = tf.logical_and(valid, tf.equal(ids, ex[:, None]))
+          self.assertFalse(tf.reduce_any(hit), msg=n)
+    self.assertFalse(catalog.CatalogDistribution(
+        [0.0, 1.0, 2.0])._uniform)  # pylint: disable=protected-access
+
   def assert_law(self, ids, expected):
     counts = np.bincount(ids.ravel(), minlength=len(expected))
     support = expected > 0
@@ -285,7 +308,7 @@ class CatalogDistributionTest(tf.test.TestCase):
     with tf.GradientTape() as tape:
       groups = sampler(tf.ones([2, 4]), tf.zeros([2, 4]),
                        tf.constant([1, 2], tf.int64))
-      out = tf.reduce_sum(groups[0].per_query.embeddings)
+      out = tf.reduce_sum(groups[0].per_query.dense_embeddings())
     self.assertIsNotNone(tape.gradient(out, table))
 
   def test_config_round_trip_and_registry(self):

@@ -296,7 +296,7 @@ class CandidatesTest(tf.test.TestCase):
     groups = sampler(Q, C, tf.constant(["a", "b"]), training=True)
     drawn = groups[0].per_query.ids.numpy()
     self.assertTrue(np.all(drawn != np.array([[1], [2]])))  # not positive
-    self.assertAllClose(groups[0].per_query.embeddings,
+    self.assertAllClose(groups[0].per_query.dense_embeddings(),
                         tf.gather(self.table, drawn))
 
   def test_counts_per_candidate(self):

@@ -86,3 +86,50 @@ class GroupsLossTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class PerQueryTableTest(tf.test.TestCase):
+  """A table of distinct items and an index give the dense form's logits."""
+
+  def _check(self, num_items, k, d):
+    rng = np.random.RandomState(num_items)
+    q = tf.constant(rng.randn(5, d).astype(np.float32))
+    table = tf.constant(rng.randn(num_items, d).astype(np.float32))
+    index = tf.constant(rng.randint(0, num_items, size=(5, k)), tf.int32)
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch([q, table])
+      dense = tf.einsum("bd,bkd->bk", q, tf.gather(table, index))
+      pq = base.PerQuery(embeddings=None, ids=tf.cast(index, tf.int64),
+                         table=table, index=index)
+      got = retrieval.per_query_scores(q, pq)
+      weights = tf.constant(rng.randn(5, k).astype(np.float32))
+      loss_dense = tf.reduce_sum(dense * weights)
+      loss_got = tf.reduce_sum(got * weights)
+    self.assertAllClose(got, dense, atol=1e-5)
+    self.assertAllClose(pq.dense_embeddings(), tf.gather(table, index))
+    for x in (q, table):
+      self.assertAllClose(tf.convert_to_tensor(tape.gradient(loss_got, x)),
+                          tf.convert_to_tensor(tape.gradient(loss_dense, x)),
+                          atol=1e-4)
+
+  def test_scores_against_the_table_when_it_is_small(self):
+    self._check(num_items=6, k=4, d=3)  # U = 6 <= K d = 12: [B, U] scores
+
+  def test_gathered_rows_when_the_table_is_large(self):
+    self._check(num_items=40, k=2, d=3)  # U = 40 > K d = 6: [B, K, d]
+
+  def test_loss_is_the_same_in_both_forms(self):
+    # The task's loss with a table equals the loss with dense embeddings.
+    rng = np.random.RandomState(3)
+    table = tf.constant(rng.randn(4, 2).astype(np.float32))
+    index = tf.constant([[0, 1, 1], [2, 3, 0]], tf.int32)
+    ids = tf.constant([[20, 21, 21], [22, 23, 20]], tf.int64)
+    dense = base.CandidateGroup(per_query=base.PerQuery(
+        embeddings=tf.gather(table, index), ids=ids), drop_in_batch=True)
+    tabled = base.CandidateGroup(per_query=base.PerQuery(
+        embeddings=None, ids=ids, table=table, index=index),
+                                 drop_in_batch=True)
+    task = retrieval.Retrieval()
+    self.assertAllClose(
+        task.groups_loss(Q, C, [tabled], candidate_ids=IDS),
+        task.groups_loss(Q, C, [dense], candidate_ids=IDS), atol=1e-6)

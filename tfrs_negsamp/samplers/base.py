@@ -39,19 +39,47 @@ from tfrs_negsamp import keys as keys_lib
 class PerQuery(NamedTuple):
   """Per-row negatives: row `i` sees its own `K` extra columns.
 
+  The embeddings come either dense (`embeddings [B, K, d]`) or as a table
+  of the distinct drawn items and an index into it (`table [U, d]`,
+  `index [B, K]`): the task then scores `[B, U]` and gathers when that is
+  smaller than `[B, K, d]` (many rows drawing from a small catalog, e.g.
+  sequence rows), the same logits either way.
+
   Attributes:
-    embeddings: `[B, K, d]` candidate embeddings.
+    embeddings: `[B, K, d]` candidate embeddings (None with `table`).
     ids: `[B, K]` int64 ids (accidental hits against the row's positive are
       masked by the task).
     log_q: optional `[B, K]` log expected count, subtracted from the logits.
     logit_offset: optional `[B, K]` additive offset (e.g. `log n_ij`).
     mask: optional `[B, K]` bool, True = keep.
+    table: optional `[U, d]` embeddings of the distinct drawn items.
+    index: `[B, K]` int rows of `table` (with `table`).
   """
-  embeddings: tf.Tensor
+  embeddings: Optional[tf.Tensor]
   ids: tf.Tensor
   log_q: Optional[tf.Tensor] = None
   logit_offset: Optional[tf.Tensor] = None
   mask: Optional[tf.Tensor] = None
+  table: Optional[tf.Tensor] = None
+  index: Optional[tf.Tensor] = None
+
+  def dense_embeddings(self) -> tf.Tensor:
+    """`[B, K, d]`: `embeddings`, or `table` gathered by `index`."""
+    if self.table is None:
+      return self.embeddings
+    return tf.gather(self.table, self.index)
+
+
+def encode_per_query(item_model: Callable[[tf.Tensor], tf.Tensor],
+                     ids: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`(table [U, d], index)`: the distinct `ids` encoded once, and where
+  each of `ids` is in the table (`index` has the shape of `ids`).
+
+  `tf.gather(table, index)` equals `item_model(ids)`, gradients included
+  (the gather's gradient sums a repeated id's rows).
+  """
+  unique, index = tf.unique(tf.reshape(tf.cast(ids, tf.int64), [-1]))
+  return item_model(unique), tf.reshape(index, tf.shape(ids))
 
 
 class CatalogSoftmax(NamedTuple):

@@ -210,6 +210,9 @@ class CatalogDistribution(tf.keras.layers.Layer):
                      1.0)
     cdf[:, -1] = 1.0
     self._cdf_init = (cdf + np.arange(self.num_rows)[:, None]).reshape(-1)
+    # One row, equal weight on every real item: draws are computed, not
+    # searched (`_sample_uniform`).
+    self._uniform = bool(self.num_rows == 1 and np.all(w[0, 1:] == w[0, 1]))
 
   @property
   def num_items(self) -> int:
@@ -265,6 +268,8 @@ class CatalogDistribution(tf.keras.layers.Layer):
       self.build()
     shape = tf.convert_to_tensor(shape, tf.int32)
     u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
+    if self._uniform:
+      return self._sample_uniform(u, exclude)
     ones = tf.ones_like(u)
     lead = shape[0]
     if rows is None:
@@ -289,6 +294,29 @@ class CatalogDistribution(tf.keras.layers.Layer):
     ids = tf.reshape(pos, tf.shape(u)) - row_b * self.size
     ids = tf.clip_by_value(ids, 1, self.num_items)
     return tf.stop_gradient(ids), valid
+
+  def _sample_uniform(self, u: tf.Tensor, exclude: Optional[tf.Tensor]):
+    """`sample` for a uniform proposal, by arithmetic instead of a search.
+
+    With `n` items, `j = 1 + floor(u n)`; excluding `e` (`1 <= e <= n`):
+    `j = 1 + floor(u (n - 1))`, plus 1 where `j >= e`. This is the
+    inverse-CDF rule of `sample` (the same `u`, the same ids up to the
+    rounding of the stored CDF) in `O(1)` per draw.
+    """
+    n = self.num_items
+    if exclude is None:
+      ids = tf.cast(tf.floor(u * n), tf.int64) + 1
+      return tf.stop_gradient(tf.clip_by_value(ids, 1, n)), tf.ones_like(
+          u, tf.bool)
+    exclude = tf.reshape(tf.cast(exclude, tf.int64),
+                         [-1] + [1] * (u.shape.rank - 1))
+    real = tf.logical_and(exclude >= 1, exclude <= n)  # else no mass lost
+    size = tf.where(real, tf.cast(n - 1, tf.float64), tf.cast(n, tf.float64))
+    ids = tf.cast(tf.floor(u * size), tf.int64) + 1
+    ids = tf.where(tf.logical_and(real, ids >= exclude), ids + 1, ids)
+    valid = tf.broadcast_to(tf.logical_or(tf.logical_not(real), n > 1),
+                            tf.shape(u))
+    return tf.stop_gradient(tf.clip_by_value(ids, 1, n)), valid
 
   def sample_unique(self, num: int, seed: tf.Tensor) -> tf.Tensor:
     """`num` distinct ids of row 0, drawn without replacement.
@@ -659,8 +687,11 @@ class CatalogSampler(base.NegativeSampler):
       row_b = None if rows is None else tf.expand_dims(rows, 1)
       log_q = tf.stop_gradient(tf.math.log(
           float(self.num_negatives) * self.distribution.prob(ids, row_b)))
-    per_query = base.PerQuery(embeddings=embed(self, ids), ids=ids,
-                              log_q=log_q, mask=valid)
+    # Each distinct drawn item encoded once (sequence rows draw
+    # `B L K` ids from one catalog).
+    table, index = base.encode_per_query(lambda i: embed(self, i), ids)
+    per_query = base.PerQuery(embeddings=None, ids=ids, log_q=log_q,
+                              mask=valid, table=table, index=index)
     return [base.CandidateGroup(per_query=per_query, drop_in_batch=True,
                                 remove_accidental_hits=(
                                     self.remove_accidental_hits))]

@@ -40,6 +40,25 @@ from tfrs_negsamp.samplers import cross_batch
 from tfrs_negsamp.samplers import mixed
 
 
+def _concat_per_query(parts, dtype) -> Dict[str, Any]:
+  """The members' per-row columns side by side, as `PerQuery` fields.
+
+  Tables are stacked and each member's index shifted past the tables
+  before it; a member with dense embeddings makes the result dense.
+  """
+  if all(pq.table is not None for pq in parts):
+    offsets, tables, total = [], [], 0
+    for pq in parts:
+      offsets.append(total)
+      tables.append(tf.cast(pq.table, dtype))
+      total += tf.shape(pq.table)[0]
+    return {"table": tf.concat(tables, axis=0),
+            "index": tf.concat([tf.cast(pq.index, tf.int32) + o
+                                for pq, o in zip(parts, offsets)], axis=1)}
+  return {"embeddings": tf.concat([tf.cast(pq.dense_embeddings(), dtype)
+                                   for pq in parts], axis=1)}
+
+
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
 class Compose(base.NegativeSampler):
   """Combines samplers in one softmax with one consistent log Q.
@@ -138,7 +157,7 @@ class Compose(base.NegativeSampler):
         sources.append((sampler, mask[:, num_columns:]))
       if group.per_query is not None:
         pq = group.per_query
-        pq_emb.append(pq.embeddings)
+        pq_emb.append(pq)
         pq_ids.append(tf.cast(pq.ids, tf.int64))
         pq_masks.append(tf.ones(tf.shape(pq.ids), tf.bool)
                         if pq.mask is None else tf.cast(pq.mask, tf.bool))
@@ -187,11 +206,12 @@ class Compose(base.NegativeSampler):
         pq_log_q = log_expected(tf.concat(pq_ids, axis=1))
     per_query = None
     if pq_ids:
+      columns = _concat_per_query(pq_emb, query_embeddings.dtype)
       per_query = base.PerQuery(
-          embeddings=tf.concat([tf.cast(e, query_embeddings.dtype)
-                                for e in pq_emb], axis=1),
+          embeddings=columns.get("embeddings"),
           ids=tf.concat(pq_ids, axis=1), log_q=pq_log_q,
-          mask=tf.concat(pq_masks, axis=1))
+          mask=tf.concat(pq_masks, axis=1), table=columns.get("table"),
+          index=columns.get("index"))
     hits = self.remove_accidental_hits or any(
         g.remove_accidental_hits for _, g in merged)
     group = base.CandidateGroup(

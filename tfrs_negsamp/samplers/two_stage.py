@@ -395,8 +395,8 @@ class TwoStageSampler(base.NegativeSampler):
     # The pool is embedded once (C tower forwards, with gradient) and each
     # row gathers its draws: the same embeddings as item_model(ids).
     pool = catalog.embed(self, pool_ids)
-    per_query = base.PerQuery(embeddings=tf.gather(pool, index), ids=ids,
-                              log_q=log_q, mask=ok)
+    per_query = base.PerQuery(embeddings=None, ids=ids, log_q=log_q,
+                              mask=ok, table=pool, index=index)
     return [base.CandidateGroup(
         per_query=per_query, column_log_q=positive_log_q, drop_in_batch=True,
         remove_accidental_hits=self.remove_accidental_hits)]

@@ -48,6 +48,35 @@ from tfrs_negsamp.samplers import base
 MIN_FLOAT = tfrs.layers.loss.MIN_FLOAT
 
 
+def per_query_scores(query_embeddings: tf.Tensor,
+                     per_query: base.PerQuery) -> tf.Tensor:
+  """`[B, K]` dot products of each row with its own `K` columns.
+
+  Dense embeddings: `einsum("bd,bkd->bk")`. With a table of `U` distinct
+  items, whichever intermediate is smaller: the `[B, U]` scores against
+  the table, gathered (`U <= K d`, e.g. `B L` sequence positions drawing
+  from a small catalog), or the `[B, K, d]` rows, gathered then multiplied.
+  Both give the same logits and gradients (up to float summation order).
+  """
+  dtype = query_embeddings.dtype
+  if per_query.table is None:
+    return tf.einsum("bd,bkd->bk", query_embeddings,
+                     tf.cast(per_query.embeddings, dtype))
+  table = tf.cast(per_query.table, dtype)
+  index = per_query.index
+
+  def by_table():
+    scores = tf.matmul(query_embeddings, table, transpose_b=True)
+    return tf.gather(scores, index, batch_dims=1)
+
+  def by_rows():
+    return tf.einsum("bd,bkd->bk", query_embeddings,
+                     tf.gather(table, index))
+
+  rows, cols = tf.shape(table)[0], tf.shape(index)[1] * tf.shape(table)[1]
+  return tf.cond(rows <= cols, by_table, by_rows)
+
+
 class Retrieval(tfrs.tasks.Retrieval):
   """`tfrs.tasks.Retrieval` with an optional negative sampler.
 
@@ -290,9 +319,7 @@ class Retrieval(tfrs.tasks.Retrieval):
   def _per_query_logits(self, query_embeddings, positive_ids,
                         per_query: base.PerQuery, remove_hits: bool,
                         consumed: Optional[masking.Consumed] = None):
-    logits = tf.einsum("bd,bkd->bk", query_embeddings,
-                       tf.cast(per_query.embeddings, query_embeddings.dtype))
-    logits = self._scale(logits)
+    logits = self._scale(per_query_scores(query_embeddings, per_query))
     if per_query.log_q is not None:
       logits -= tf.stop_gradient(per_query.log_q)
     if per_query.logit_offset is not None:

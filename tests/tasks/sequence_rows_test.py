@@ -9,6 +9,7 @@ no gradient; a user's items are masked per position; two replicas give one
 device's loss and gradients.
 """
 
+from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
@@ -150,9 +151,22 @@ class SequenceRowsTaskTest(tf.test.TestCase):
     self.assertAllClose(loss, total)
 
 
-class SequenceRowsMirroredTest(tf.test.TestCase):
+def _in_batch_logq():
+  return tn.samplers.InBatchSampler(
+      frequency=tn.frequency.StreamingFrequencyEstimator(num_buckets=64))
 
-  def test_two_replicas_equal_one_device(self):
+
+def _full():
+  # Stateless: the valid positions form one block of data-dependent size.
+  return tn.samplers.FullSoftmax(
+      num_items=NUM_ITEMS, item_model=lambda i: tf.gather(TABLE, i),
+      chunk_size=4)
+
+
+class SequenceRowsMirroredTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters((_in_batch_logq,), (_full,))
+  def test_two_replicas_equal_one_device(self, make_sampler):
     strategy = strategies.make_strategy("mirrored", 2)
     ids = np.array([[-1, 5, 6], [7, 5, 8], [-1, -1, 2], [3, 4, 1]])
     queries = RNG.normal(size=(4, 3, DIM)).astype(np.float32)
@@ -165,10 +179,7 @@ class SequenceRowsMirroredTest(tf.test.TestCase):
       return (loss,) + tuple(tape.gradient(loss, [q, c]))
 
     with strategy.scope():
-      task = tn.tasks.Retrieval(
-          sampler=tn.samplers.InBatchSampler(
-              frequency=tn.frequency.StreamingFrequencyEstimator(
-                  num_buckets=64)), rows_per_block=4)
+      task = tn.tasks.Retrieval(sampler=make_sampler(), rows_per_block=4)
     inputs = tf.data.Dataset.from_tensors(
         (queries, _candidates(ids), ids))
     dist = next(iter(strategy.experimental_distribute_dataset(inputs)))
@@ -176,22 +187,29 @@ class SequenceRowsMirroredTest(tf.test.TestCase):
     two = float(strategy.reduce("SUM", loss, axis=None))
     dq = np.concatenate([x.numpy() for x in
                          strategy.experimental_local_results(dq)])
-    dc = np.concatenate([x.numpy() for x in
-                         strategy.experimental_local_results(dc)])
-    single = tn.tasks.Retrieval(
-        sampler=tn.samplers.InBatchSampler(
-            frequency=tn.frequency.StreamingFrequencyEstimator(
-                num_buckets=64)), rows_per_block=4)
+    # The full softmax scores the item tower's table, not the candidates.
+    dc = None if dc is None else np.concatenate(
+        [x.numpy() for x in strategy.experimental_local_results(dc)])
+    single = tn.tasks.Retrieval(sampler=make_sampler(), rows_per_block=4)
     q, c = tf.constant(queries), tf.constant(_candidates(ids))
     with tf.GradientTape() as tape:
       tape.watch(q)
       tape.watch(c)
       one = single(q, c, candidate_ids=tf.constant(ids), training=True)
     gq, gc = tape.gradient(one, [q, c])
+    if make_sampler is _full:  # the catalog cross-entropy of the valid rows
+      valid = ids >= 0
+      logits = queries[valid] @ TABLE[1:].T
+      self.assertAllClose(one, tf.reduce_sum(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(
+              labels=ids[valid] - 1, logits=logits)), rtol=1e-5)
     self.assertAllClose(two, one, rtol=1e-5)
     # The replicas' gradients, summed by the optimizer, are one device's.
     self.assertAllClose(dq, gq, atol=1e-5)
-    self.assertAllClose(dc, gc, atol=1e-5)
+    if dc is None:
+      self.assertIsNone(gc)
+    else:
+      self.assertAllClose(dc, gc, atol=1e-5)
 
 
 if __name__ == "__main__":

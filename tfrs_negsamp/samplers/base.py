@@ -150,6 +150,10 @@ class NegativeSampler(tf.keras.layers.Layer):
 
   # Whether `build` needs the embedding dimension (a `[B, d]` shape).
   needs_embedding_dim = False
+  # No state, no randomness and no shared columns (the full softmax): the
+  # task may score only the valid positions of sequence rows, as one block
+  # of data-dependent size, instead of fixed blocks that include padding.
+  stateless = False
 
   def __init__(self,
                frequency: Optional[frequency_lib.FrequencySource] = None,

@@ -52,6 +52,8 @@ class FullSoftmax(base.NegativeSampler):
   True
   """
 
+  stateless = True
+
   def __init__(self, num_items: Optional[int] = None,
                item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                chunk_size: int = full_softmax.DEFAULT_CHUNK_SIZE,

@@ -8,6 +8,7 @@ written beside a backup is read back by a resumed run.
 
 import json
 import os
+from unittest import mock
 
 import tensorflow as tf
 
@@ -41,11 +42,49 @@ class ValidationMonitorTest(tf.test.TestCase):
     self.assertEqual(times, sorted(times))
 
   def test_patience_stops_training(self):
-    # A learning rate of ~0 cannot improve after the first evaluation.
-    metrics = experiment.run(_config(learning_rate=1e-12, patience=1))
+    # A learning rate of ~0 cannot improve after the first evaluation
+    # (no popularity floor here: patience counts from the first one).
+    with mock.patch.object(experiment, "patience_floor", return_value=-1.0):
+      metrics = experiment.run(_config(learning_rate=1e-12, patience=1))
     self.assertEqual(len(metrics["validation_curve"]), 2)
     self.assertEqual(metrics["best_epoch"], 1)
     self.assertIn("no improvement", metrics["stopped_reason"])
+
+  def test_patience_counts_only_once_the_floor_is_beaten(self):
+    # Validation values 0.01, 0.005, 0.004, 0.3, 0.2, 0.1 with floor 0.1
+    # (popularity) and patience 2: the two evaluations without improvement
+    # below the floor do not count; 0.3 beats it, then 0.2 and 0.1 make
+    # two evaluations without improvement: stop after six (best: the
+    # fourth). Without a floor: stop after three (best: the first).
+
+    class Model:
+      stop_training = False
+
+      class optimizer:  # pylint: disable=invalid-name
+        iterations = tf.Variable(0, dtype=tf.int64)
+
+      def get_weights(self):
+        return []
+
+    def fake_evaluate(model, sets, progress):
+      del model, sets, progress
+      return {"recall@50": next(values)}
+
+    for floor, stops_after, best in ((0.1, 6, 4), (None, 3, 1)):
+      values = iter([0.01, 0.005, 0.004, 0.3, 0.2, 0.1, 0.9])
+      monitor = validation.ValidationMonitor(
+          sets=None, metric="recall@50", patience=2, verbose=False,
+          floor=floor)
+      monitor.model = Model()
+      with mock.patch.object(validation.protocol, "evaluate_model",
+                             fake_evaluate):
+        epoch = 0
+        while not monitor.model.stop_training:
+          monitor._evaluate(epoch)  # pylint: disable=protected-access
+          epoch += 1
+      self.assertEqual(epoch, stops_after, msg=floor)
+      self.assertIn("no improvement in 2", monitor.stopped_reason)
+      self.assertEqual(monitor.report()["best_epoch"], best)
 
   def test_state_is_saved_and_read_back(self):
     state_dir = self.get_temp_dir()

@@ -78,6 +78,12 @@ class PhaseClock:
 LIFT_METRIC = "recall@50"
 
 
+def patience_floor(sets, metric: str) -> float:
+  """Ranking by popularity's `metric` on `sets` (the validation split):
+  early stopping's patience counts only once a run has beaten it."""
+  return float(protocol.evaluate_popularity(sets, progress=False)[metric])
+
+
 def popularity_lift(metrics: Dict[str, Any],
                     sets: protocol.EvaluationSets) -> Dict[str, Any]:
   """Popularity's `recall@50` on the same split, and the run's lift over it.
@@ -157,12 +163,14 @@ def run(config: configuration.ExperimentConfig,
     clock.lap("build")
     monitor = None
     if config.validate_every:
+      validation_sets = protocol.evaluation_sets(dataset, "validation")
       monitor = validation.ValidationMonitor(
-          protocol.evaluation_sets(dataset, "validation"),
+          validation_sets,
           metric=config.monitor, every_epochs=config.validate_every,
           patience=config.patience,
           budget_seconds=60.0 * config.time_budget_minutes,
-          verbose=progress, state_dir=config.backup_dir)
+          verbose=progress, state_dir=config.backup_dir,
+          floor=patience_floor(validation_sets, config.monitor))
     stats = fitting.train(model, dataset, config, strategy,
                           extra_callbacks=[monitor] if monitor else ())
     if monitor is not None:

@@ -406,8 +406,9 @@ def define_flags() -> None:
                        % defaults.VALIDATE_EVERY)
   flags.DEFINE_integer("patience", None,
                        "With --validate_every: stop after N evaluations "
-                       "without improvement of --monitor (0: never; unset: "
-                       "%d)." % defaults.PATIENCE)
+                       "without improvement of --monitor, counted once the "
+                       "run beats ranking by popularity on validation (0: "
+                       "never; unset: %d)." % defaults.PATIENCE)
   flags.DEFINE_float("time_budget_minutes", 0.0,
                      "With --validate_every: stop training after this many "
                      "minutes of training (0: no budget).")

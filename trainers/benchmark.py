@@ -113,10 +113,12 @@ def _floor_prefix(batch: int, tower: str) -> str:
 
 def _floor_variants(batch: int, tower: str):
   """The floor suite's variants at one batch and query tower."""
-  p, o = _floor_prefix(batch, tower), "batch_size=%d" % batch
+  # The tower is always named: the trainer's default tower is SASRec.
+  p, o = _floor_prefix(batch, tower), "batch_size=%d:query_tower=%s" % (
+      batch, tower)
   if tower != "id":
     # Window rows: one query per row, the arithmetic of the TFRS floors.
-    o += ":query_tower=%s:training_rows=window" % tower
+    o += ":training_rows=window"
   return ["%sin_batch=in_batch:%s" % (p, o),
           "%sin_batch_logq=in_batch_logq:%s" % (p, o),
           "%sin_batch_logq_nomask=in_batch_logq:%s:mask_history=false"

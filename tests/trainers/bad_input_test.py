@@ -707,7 +707,11 @@ ACCEPTED = {
                   # A suite's settings yield to the command line.
                   ["--output_dir={tmp}/o", "--suite=xir", "--batch_size=64"],
                   ["--output_dir={tmp}/o", "--samplers=in_batch",
-                   "--timing_steps=5", "--timing_rounds=1"]],
+                   "--timing_steps=5", "--timing_rounds=1"],
+                  # The presets pass their own checks at the defaults.
+                  ["--output_dir={tmp}/o", "--suite=floor",
+                   "--only=B256_id"],
+                  ["--output_dir={tmp}/o", "--suite=ml1m_sasrec"]],
 }
 
 

@@ -7,6 +7,11 @@ prints one table per set: recall@50, HR@10, NDCG@10, the lift over
 popularity (recall@50 / popularity's), the ratio to EASE^R's recall@50, the
 best validation epoch and the training minutes.
 
+Seeds: a run folder `<prefix><set>-<label>.s<k>` is seed `k` of `<label>`
+(`<label>` alone is the first seed); a label with several seeds gets one
+row of mean +- sample standard deviation and its number of seeds `n`
+(the lift is the mean's).
+
   python tools/study_table.py --runs=runs/study --baselines=runs/baselines \
       --prefix=d- --sets=ml100k,ml1m30,amz30
 
@@ -17,9 +22,12 @@ import argparse
 import glob
 import json
 import os
+import re
+import statistics
 import sys
 
 COLUMNS = ("recall@50", "hr@10", "ndcg@10")
+SEED_SUFFIX = re.compile(r"\.s(\d+)$")
 # Short set names of the run folders -> the baselines' folder names.
 ALIASES = {"amz": "amazon"}
 
@@ -51,40 +59,61 @@ def table(runs, baselines, prefix, data_set):
   pop, pop_from = _baseline(baselines, data_set, "popularity_baseline",
                             runs, prefix)
   ease, _ = _baseline(baselines, data_set, "ease_baseline", runs, prefix)
-  rows = []
+  by_label = {}
   for path in sorted(glob.glob(os.path.join(
       runs, "%s%s-*" % (prefix, data_set), "metrics.json"))):
     label = os.path.basename(os.path.dirname(path))[
         len(prefix) + len(data_set) + 1:]
     if label.endswith("_baseline"):
       continue  # a reference row
-    m = _load(path)
-    minutes = m.get("train_seconds", float("nan")) / 60.0
-    rows.append((label, m, minutes))
-  rows.sort(key=lambda r: -r[1]["recall@50"])
-  lines = ["| run | recall@50 | HR@10 | NDCG@10 | lift over popularity | "
-           "/ EASE^R | best epoch | training min | stopped |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    by_label.setdefault(SEED_SUFFIX.sub("", label), []).append(_load(path))
+  rows = [(label, summarize(ms)) for label, ms in by_label.items()]
+  rows.sort(key=lambda r: -r[1]["recall@50"][0])
+  lines = ["| run | seeds | recall@50 | HR@10 | NDCG@10 | lift over "
+           "popularity | / EASE^R | best epoch | training min | stopped |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+           "| --- |"]
   for name, ref in (("popularity", pop), ("EASE^R", ease)):
     if ref is not None:
-      lines.append("| *%s* | %.4f | %.4f | %.4f | %s | %s | | | |" % (
+      lines.append("| *%s* | | %.4f | %.4f | %.4f | %s | %s | | | |" % (
           name, ref["recall@50"], ref["hr@10"], ref["ndcg@10"],
           "1.00" if name == "popularity" else
           "%.2f" % (ref["recall@50"] / pop["recall@50"]) if pop else "",
           "%.2f" % (ref["recall@50"] / ease["recall@50"]) if ease else ""))
-  for label, m, minutes in rows:
-    lift = m["recall@50"] / pop["recall@50"] if pop else float("nan")
-    lines.append("| %s | %.4f | %.4f | %.4f | %.2f%s | %s | %s | %.1f | %s |"
-                 % (label, m["recall@50"], m["hr@10"], m["ndcg@10"], lift,
+  for label, m in rows:
+    mean = m["recall@50"][0]
+    lift = mean / pop["recall@50"] if pop else float("nan")
+    lines.append("| %s | %d | %s | %s | %s | %.2f%s | %s | %s | %.1f | %s |"
+                 % (label, m["n"], _cell(m["recall@50"]), _cell(m["hr@10"]),
+                    _cell(m["ndcg@10"]), lift,
                     " (< 1.3)" if lift < 1.3 else "",
-                    "%.2f" % (m["recall@50"] / ease["recall@50"])
-                    if ease else "", m.get("best_epoch", ""), minutes,
-                    m.get("stopped_reason") or ""))
+                    "%.2f" % (mean / ease["recall@50"]) if ease else "",
+                    m["best_epoch"], m["minutes"], m["stopped"]))
   if pop_from and pop_from != data_set:
     lines.append("")
     lines.append("Baselines: the whole %s set (this set is a subsample of "
                  "its users)." % pop_from)
   return lines
+
+
+def summarize(metrics):
+  """Mean and sample std (0 for one seed) of `COLUMNS` over seeds' metrics."""
+  out = {"n": len(metrics)}
+  for key in COLUMNS:
+    values = [m[key] for m in metrics]
+    out[key] = (statistics.fmean(values),
+                statistics.stdev(values) if len(values) > 1 else 0.0)
+  out["best_epoch"] = "/".join(str(m.get("best_epoch", "")) for m in metrics)
+  out["minutes"] = statistics.fmean(
+      m.get("train_seconds", float("nan")) / 60.0 for m in metrics)
+  out["stopped"] = ", ".join(sorted({m.get("stopped_reason") or ""
+                                     for m in metrics} - {""}))
+  return out
+
+
+def _cell(mean_std):
+  mean, std = mean_std
+  return "%.4f" % mean if not std else "%.4f ± %.4f" % (mean, std)
 
 
 def main(argv=None):

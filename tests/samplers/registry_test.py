@@ -110,13 +110,19 @@ class OptionNamesAreConstructorArgumentsTest(tf.test.TestCase):
     estimator = set(inspect.signature(
         frequency_lib.StreamingFrequencyEstimator).parameters)
     for name in samplers.available_samplers():
+      # With a warm-up where the sampler takes one: the factory then wraps
+      # it in a `WarmupSampler`, whose argument `warmup_steps` is.
+      options = ({"warmup_steps": 1} if "warmup_steps" in
+                 samplers.option_names(name) else {})
       sampler = samplers.create_sampler(name, base.SamplerContext(
-          item_counts=[0.0, 1.0, 2.0, 3.0], item_model=lambda i: i))
-      # The class's arguments and those it passes on through **kwargs.
+          item_counts=[0.0, 1.0, 2.0, 3.0], item_model=lambda i: i,
+          options=options))
+      # The classes' arguments and those they pass on through **kwargs.
       arguments = set()
-      for cls in type(sampler).__mro__:
-        if "__init__" in vars(cls):
-          arguments |= set(inspect.signature(cls.__init__).parameters)
+      for layer in (sampler, getattr(sampler, "sampler", sampler)):
+        for cls in type(layer).__mro__:
+          if "__init__" in vars(cls):
+            arguments |= set(inspect.signature(cls.__init__).parameters)
       for option in samplers.option_names(name):
         known = (option in arguments or option in estimator or
                  option.replace("estimator_", "", 1) in estimator)

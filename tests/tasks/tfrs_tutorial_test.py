@@ -27,7 +27,7 @@ from tests.tasks import tutorial_lib as tl
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 FAMILIES = ("in_batch_logq", "cbns", "xir", "uniform", "mixed", "composed",
-            "in_batch_logq_masked", "xir_masked")
+            "in_batch_logq_masked", "xir_masked", "xir_warmup")
 
 
 def _fingerprints(titles):
@@ -113,6 +113,7 @@ MIRRORED = {
     "in_batch_logq_masked": "in_batch_logq_masked",
     "cbns": "cbns",
     "xir": "xir",
+    "xir_warmup": "xir_warmup",
     "composed": "composed_queue",
 }
 
@@ -153,7 +154,7 @@ class MirroredTutorialTest(tf.test.TestCase):
 class SlowMirroredTutorialTest(tf.test.TestCase, parameterized.TestCase):
   """The other families (each ~1-4 min on a loaded 2-core machine)."""
 
-  @parameterized.parameters("in_batch_logq", "xir", "composed")
+  @parameterized.parameters("in_batch_logq", "xir", "xir_warmup", "composed")
   def test_mirrored_equals_one_device(self, family):
     check_mirrored_in_fresh_process(self, family)
 

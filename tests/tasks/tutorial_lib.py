@@ -89,6 +89,13 @@ TASKS = {
         metrics=metrics, sampler=tn.samplers.XIRSampler(
             candidates=movies.batch(8), candidate_model=movie_model,
             cache_size=8)),
+    # Two steps of in-batch + log Q, then XIR (4 steps of `fit`).
+    "xir_warmup": lambda movies, movie_model, metrics: tn.tasks.Retrieval(
+        metrics=metrics, sampler=tn.samplers.WarmupSampler(
+            tn.samplers.XIRSampler(candidates=movies.batch(8),
+                                   candidate_model=movie_model,
+                                   cache_size=8),
+            warmup_steps=2, frequency=_freq())),
     "uniform": lambda movies, movie_model, metrics: tn.tasks.Retrieval(
         metrics=metrics, sampler=tn.samplers.UniformSampler(
             candidates=movies.batch(8), candidate_model=movie_model,

@@ -24,4 +24,5 @@ from tfrs_negsamp.samplers.mixed import MixedSampler
 from tfrs_negsamp.samplers.popularity import PopularitySampler
 from tfrs_negsamp.samplers.two_stage import TwoStageSampler
 from tfrs_negsamp.samplers.uniform import UniformSampler
+from tfrs_negsamp.samplers.warmup import WarmupSampler
 from tfrs_negsamp.samplers.xir import XIRSampler

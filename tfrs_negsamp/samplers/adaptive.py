@@ -60,6 +60,7 @@ from tfrs_negsamp import distribute
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import importance_resampling as ir
+from tfrs_negsamp.samplers import warmup
 
 
 def batch_pool_mask(num_queries, num_columns, pool_size: int, seed,
@@ -179,7 +180,7 @@ class AdaptiveSampler(base.NegativeSampler):
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveOptions:
+class AdaptiveOptions(warmup.WarmupOptions):
   """Options of `--sampler=adaptive` (ANS)."""
   pool_size: int = base.option(
       100, low=0, zero_is_default=True,
@@ -197,7 +198,7 @@ class AdaptiveOptions:
 def _adaptive(context: base.SamplerContext,
               options: AdaptiveOptions) -> AdaptiveSampler:
   """ANS: the hardest of a random in-batch pool per row (Prakash et al. 2024)."""
-  return AdaptiveSampler(
+  return warmup.wrap(AdaptiveSampler(
       pool_size=options.pool_size,
       num_hard_negatives=options.num_hard_negatives,
-      seed=context.seed)
+      seed=context.seed), context, options)

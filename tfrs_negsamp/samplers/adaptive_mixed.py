@@ -54,6 +54,7 @@ from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import mixed
+from tfrs_negsamp.samplers import warmup
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
@@ -120,7 +121,7 @@ class AdaptiveMixedSampler(mixed.MixedSampler):
 
 
 @dataclasses.dataclass(frozen=True)
-class AdaptiveMixedOptions:
+class AdaptiveMixedOptions(warmup.WarmupOptions):
   """Options of `--sampler=adaptive_mixed` (AMNS)."""
   pool_size: int = base.option(
       10, low=0, zero_is_default=True,
@@ -141,10 +142,10 @@ class AdaptiveMixedOptions:
 def _adaptive_mixed(context: base.SamplerContext,
                     options: AdaptiveMixedOptions) -> AdaptiveMixedSampler:
   """AMNS: the hardest of an in-batch + uniform pool per row (Prakash et al.)."""
-  return AdaptiveMixedSampler(
+  return warmup.wrap(AdaptiveMixedSampler(
       item_counts=context.item_counts,
       pool_size=options.pool_size,
       num_uniform=options.num_uniform,
       num_hard_negatives=options.num_hard_negatives,
       logq=options.logq,
-      item_model=context.item_model, seed=context.seed)
+      item_model=context.item_model, seed=context.seed), context, options)

@@ -69,6 +69,7 @@ from tfrs_negsamp import masking
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import in_batch
+from tfrs_negsamp.samplers import warmup
 
 def check_int(value, name: str, minimum: int = 1,
               allow_none: bool = False) -> Optional[int]:
@@ -233,7 +234,7 @@ class BIRSampler(base.NegativeSampler):
 
 
 @dataclasses.dataclass(frozen=True)
-class BIROptions(in_batch.LogQOptions):
+class BIROptions(in_batch.LogQOptions, warmup.WarmupOptions):
   """Options of `--sampler=bir` (and the `log Q` source's)."""
   num_resampled: int = base.option(
       0, low=0, help="BIR/XIR: draws per query K (0: the global batch)",
@@ -254,9 +255,8 @@ def num_resampled_from_options(options: BIROptions) -> Optional[int]:
 def _bir(context: base.SamplerContext, options: BIROptions) -> BIRSampler:
   """BIR: per-query importance resampling of the batch (Chen et al. 2022)."""
   # The resampling logits use the task's temperature.
-  return BIRSampler(num_resampled=num_resampled_from_options(options),
-                    temperature=context.temperature,
-                    seed=context.seed,
-                    frequency=in_batch.frequency_from_options(context,
-                                                              options),
-                    resampling=options.resampling)
+  return warmup.wrap(BIRSampler(
+      num_resampled=num_resampled_from_options(options),
+      temperature=context.temperature, seed=context.seed,
+      frequency=in_batch.frequency_from_options(context, options),
+      resampling=options.resampling), context, options)

@@ -81,6 +81,7 @@ from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import in_batch
 from tfrs_negsamp.samplers import memory
+from tfrs_negsamp.samplers import warmup
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
@@ -263,8 +264,8 @@ class CrossBatchOptions(in_batch.LogQOptions):
       0, low=0, help="CBNS queue size M (0: 4x the global batch)",
       tune=base.Tune("categorical", choices=(1, 4, 16), per_batch=True))
   warmup_steps: int = base.option(
-      0, low=0, help="CBNS: in-batch steps before the queue joins the "
-      "softmax", tune=base.Tune("categorical", choices=(0, 300, 1000)))
+      0, low=0, help=warmup.WARMUP_HELP,
+      tune=base.Tune("categorical", choices=(0, 300, 1000)))
   fresh_queue: bool = base.option(
       False, help="CBNS diagnostic: re-embed the queue's ids at every step "
       "(no stale embeddings; not the paper's method)")

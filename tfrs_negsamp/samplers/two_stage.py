@@ -101,6 +101,7 @@ from tfrs_negsamp import losses
 from tfrs_negsamp.samplers import base
 from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import importance_resampling as ir
+from tfrs_negsamp.samplers import warmup
 
 REFERENCE = "reference"
 QUERY_SCORE = "query_score"
@@ -443,7 +444,7 @@ class TwoStageBaseOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class TwoStageOptions(TwoStageBaseOptions):
+class TwoStageOptions(TwoStageBaseOptions, warmup.WarmupOptions):
   """Options of `--sampler=two_stage` (sampled softmax)."""
   num_hard_negatives: int = base.option(
       32, low=0, zero_is_default=True,
@@ -474,9 +475,9 @@ def _kwargs(context: base.SamplerContext,
 def _two_stage(context: base.SamplerContext,
                options: TwoStageOptions) -> TwoStageSampler:
   """Two-stage: popularity pool, then the items nearest the positive (Tran et al. 2019)."""
-  return TwoStageSampler(loss=losses.SOFTMAX,
-                         num_hard_negatives=options.num_hard_negatives,
-                         **_kwargs(context, options))
+  return warmup.wrap(TwoStageSampler(
+      loss=losses.SOFTMAX, num_hard_negatives=options.num_hard_negatives,
+      **_kwargs(context, options)), context, options)
 
 
 @base.register_sampler(

@@ -77,6 +77,7 @@ from tfrs_negsamp.samplers import bir
 from tfrs_negsamp.samplers import catalog
 from tfrs_negsamp.samplers import importance_resampling as ir
 from tfrs_negsamp.samplers import in_batch
+from tfrs_negsamp.samplers import warmup
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
@@ -328,7 +329,7 @@ def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
   if context.item_model is None:
     raise ValueError("the xir sampler needs context.item_model to encode its "
                      "cache ids.")
-  return XIRSampler(
+  return warmup.wrap(XIRSampler(
       num_items=len(context.item_counts) - 1,
       item_model=context.item_model,
       cache_size=options.cache_size or context.global_batch_size,
@@ -338,4 +339,4 @@ def _xir(context: base.SamplerContext, options: XIROptions) -> XIRSampler:
       temperature=context.temperature,
       seed=context.seed,
       frequency=in_batch.frequency_from_options(context, options),
-      resampling=options.resampling)
+      resampling=options.resampling), context, options)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import types
 
 import pytest
@@ -341,3 +342,34 @@ def test_the_best_variant_by_validation_trains_again_to_convergence(tmp_path):
   assert benchmarking.run_best_to_convergence(
       base, rows[-1:], variants, 0, str(tmp_path), 150, 10, run_fn=fake,
       dataset=dataset) == (None, [])
+
+
+def test_an_interrupted_variant_resumes_from_its_backup(tmp_path):
+  """Each training run of the grid keeps a backup under its run folder."""
+  base = _base()
+  dataset = types.SimpleNamespace(name="fake")
+  seen = []
+  finish = _fake_run([])
+
+  def interrupted(config, dataset=None):
+    seen.append(config.backup_dir)
+    os.makedirs(config.backup_dir)
+    (pathlib.Path(config.backup_dir) / "epoch").write_text("3")
+    raise KeyboardInterrupt
+
+  def resumed(config, dataset=None):
+    # The second invocation finds the first one's backup where it left it.
+    seen.append((pathlib.Path(config.backup_dir) / "epoch").read_text())
+    return finish(config, dataset)
+
+  variants = [benchmarking.Variant("a", "in_batch", {})]
+  with pytest.raises(KeyboardInterrupt):
+    benchmarking.run_grid(base, variants, [0], str(tmp_path),
+                          run_fn=interrupted, dataset=dataset)
+  assert seen == [str(tmp_path / "runs" / "a" / "seed0" / "backup")]
+  benchmarking.run_grid(base, variants, [0], str(tmp_path), run_fn=resumed,
+                        dataset=dataset)
+  assert seen[1] == "3"
+  # A finished run's backup is removed; its metrics stay.
+  assert not (tmp_path / "runs" / "a" / "seed0" / "backup").exists()
+  assert (tmp_path / "runs" / "a" / "seed0" / "metrics.json").exists()

@@ -92,7 +92,11 @@ flags.DEFINE_integer("then_best_patience", None,
                      "(ml1m_sasrec: 10).")
 FLAGS = flags.FLAGS
 common.refuse_flags(
-    ("export_dir", "backup_dir", "backup_freq", "tensorboard_dir", "index",
+    ("backup_dir", "backup_freq"),
+    "each run keeps its own backup in OUTPUT_DIR/runs/<variant>/seed<k>/"
+    "backup until it finishes, and the same command resumes it")
+common.refuse_flags(
+    ("export_dir", "tensorboard_dir", "index",
      "top_k", "scann_leaves", "scann_leaves_to_search", "scann_reorder"),
     "its runs write metrics only (train a variant with trainers.train for "
     "an export)")
@@ -273,9 +277,15 @@ SUITES["ml1m_sasrec"] = {
              "monitor": "ndcg@10"},
     "then_best": {"minutes": 150.0, "patience": 10},
     "seeds": ["1"],  # 8 x 30 minutes already; --seeds=3 for the spread.
+    # The sigmoid losses score as gSASRec does, raw dot products
+    # (`normalize=false`): on the package's cosine / 0.05
+    # their logits reach +-20 and saturate (gBCE then stayed at ranking by
+    # popularity, docs/design/sequence_training.md#ml1m-suite).
     "variants": [
-        "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0",
-        "gbce_256=uniform:num_negatives=256:loss=gbce:gbce_t=0.75",
+        "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0:"
+        "normalize=false",
+        "gbce_256=uniform:num_negatives=256:loss=gbce:gbce_t=0.75:"
+        "normalize=false",
         "full_softmax=full",
         "in_batch_logq=in_batch_logq",
         "mixed=mixed",

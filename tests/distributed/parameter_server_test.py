@@ -21,10 +21,10 @@ from tests.distributed import multi_worker_test
 from tests.distributed import ps_program
 
 ROOT = multi_worker_test.ROOT
-# The default tier checks CBNS (queue, estimator); the slow test all 15.
+# The default tier checks CBNS (queue, estimator); the slow test all 16.
 DEFAULT_SAMPLERS = ("cross_batch",)
 ALL_SAMPLERS = ("adaptive", "adaptive_mixed", "balanced", "bir",
-                "cross_batch", "in_batch", "in_batch_logq",
+                "cross_batch", "full", "in_batch", "in_batch_logq",
                 "in_batch_logq_static", "inverse_popularity", "mixed",
                 "popularity", "two_stage", "two_stage_triplet", "uniform",
                 "xir")

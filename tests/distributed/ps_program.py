@@ -165,8 +165,12 @@ def check_first_loss(resolver):
   from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
   from trainers.pipeline import parameter_server as ps  # pylint: disable=g-import-not-at-top
   out = {}
-  for sampler, tower in (("in_batch_logq", "id"), ("cross_batch", "mean")):
-    cfg = config(sampler, query_tower=tower, max_history=5)
+  # The trainer's default tower too: SASRec on sequence rows (dropout off,
+  # so that both sides compute the same function).
+  for sampler, tower, extra in (("in_batch_logq", "id", {}),
+                                ("cross_batch", "mean", {}),
+                                ("in_batch_logq", "sasrec", {"dropout": 0.0})):
+    cfg = config(sampler, query_tower=tower, max_history=5, **extra)
     dataset = inputs.load_data(cfg)
     model = build(resolver, cfg, dataset)
     batch = ps.first_batch(dataset, cfg)

@@ -496,9 +496,10 @@ CASES = [
          program="benchmark"),
     Case("benchmark_backup_dir", ["--output_dir={tmp}/o",
                                   "--backup_dir={tmp}/b"],
-         "error: --backup_dir does not apply to trainers.benchmark: its runs "
-         "write metrics only (train a variant with trainers.train for an "
-         "export)", program="benchmark"),
+         "error: --backup_dir does not apply to trainers.benchmark: each run "
+         "keeps its own backup in OUTPUT_DIR/runs/<variant>/seed<k>/backup "
+         "until it finishes, and the same command resumes it",
+         program="benchmark"),
     Case("benchmark_unknown_suite", ["--output_dir={tmp}/o", "--suite=cbn"],
          "error: unknown suite 'cbn'; valid: cbns, cbns_history, floor, "
          "ml1m_sasrec, towers, xir", program="benchmark"),

@@ -29,6 +29,7 @@ import inspect
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
@@ -284,8 +285,16 @@ def run_grid(base: configuration.ExperimentConfig, variants: Sequence[Variant],
           metrics, status = None, "re-run (settings changed)"
       if metrics is None:
         config.output_dir = run_dir
+        trains = (variant.sampler != FLOOR and
+                  variant.sampler not in configuration.BASELINES)
+        if trains:
+          # An interrupted run resumes from its last epoch (weights,
+          # sampler state, the validation monitor's clock and best).
+          config.backup_dir = os.path.join(run_dir, "backup")
         fn = run_floor if variant.sampler == FLOOR else run_fn
         metrics = fn(config, dataset=dataset)
+        if trains:
+          shutil.rmtree(config.backup_dir, ignore_errors=True)
         status = ("%srecall@50=%.4f step=%.1fms" % (
             "re-run: " if status.startswith("re-run") else "",
             metrics["recall@50"], 1000 * (metrics.get("step_seconds") or 0)))

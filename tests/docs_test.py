@@ -205,3 +205,19 @@ def test_one_version_with_a_changelog_entry():
   setup = (ROOT / "setup.py").read_text(encoding="utf-8")
   assert not re.search(r"version=\"\d", setup), (
       "setup.py must read the version from tfrs_negsamp/version.py")
+
+
+def test_every_public_sampler_class_is_in_the_api_reference():
+  # The classes `tfrs_negsamp.samplers` imports from its modules (not the
+  # contract's names from `base`), read from the package's __init__.
+  tree = ast.parse((ROOT / "tfrs_negsamp" / "samplers" /
+                    "__init__.py").read_text())
+  public = {alias.name for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            and node.module != "tfrs_negsamp.samplers.base"
+            for alias in node.names}
+  page = (ROOT / "docs" / "api" / "samplers.md").read_text()
+  listed = set(re.findall(r"^::: tfrs_negsamp\.samplers\.([A-Z]\w+)$", page,
+                          re.M))
+  assert "WarmupSampler" in public and "FullSoftmax" in public
+  assert public <= listed, sorted(public - listed)

@@ -20,8 +20,9 @@ class ExamplesTest(tf.test.TestCase, parameterized.TestCase):
   def test_every_sampler_is_listed(self):
     self.assertContainsSubset(
         ["Compose", "CrossBatchSampler", "FullSoftmax", "InBatchSampler",
-         "MixedSampler", "UniformSampler", "XIRSampler"], PUBLIC)
-    self.assertLen(PUBLIC, 14)
+         "MixedSampler", "UniformSampler", "WarmupSampler", "XIRSampler"],
+        PUBLIC)
+    self.assertLen(PUBLIC, 15)
 
   @parameterized.parameters(*PUBLIC)
   def test_example_runs(self, name):

@@ -14,7 +14,9 @@ in-batch training before its queue joins (`cross_batch`'s own
     L_t = w_t CE_inbatch(z_ij = <u_i, v_j> / tau - log Q_j)
           + (1 - w_t) sum_g w_g CE_g(wrapped sampler),     w_t = [t < W]
 
-with `t` the wrapper's training-step counter and `log Q` from the
+with `t` the wrapper's step counter (training calls: one per training
+step on flat rows, one per block of positions on sequence rows, as every
+sampler counts them) and `log Q` from the
 wrapper's own frequency source (updated every step, so it is current when
 the warm-up ends). The wrapped sampler runs at every step, its state
 updated as alone (XIR's cache, step counters), so it is ready when it
@@ -128,9 +130,11 @@ class WarmupSampler(base.NegativeSampler):
     return super().from_config(config)
 
 
-WARMUP_HELP = ("training steps of in-batch (+ log Q) before the sampler's "
+WARMUP_HELP = ("sampler steps of in-batch (+ log Q) before the sampler's "
                "own negatives join (cross_batch: its queue; bir, xir, "
-               "adaptive, adaptive_mixed, two_stage: their selection)")
+               "adaptive, adaptive_mixed, two_stage: their selection); with "
+               "sequence rows every block of --rows_per_block positions is "
+               "a step")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -277,10 +277,8 @@ SUITES["ml1m_sasrec"] = {
              "monitor": "ndcg@10"},
     "then_best": {"minutes": 150.0, "patience": 10},
     "seeds": ["1"],  # 8 x 30 minutes already; --seeds=3 for the spread.
-    # The sigmoid losses score as gSASRec does, raw dot products
-    # (`normalize=false`): on the package's cosine / 0.05
-    # their logits reach +-20 and saturate (gBCE then stayed at ranking by
-    # popularity, docs/design/sequence_training.md#ml1m-suite).
+    # The sigmoid losses score as gSASRec's code does, by raw dot products
+    # (`normalize=false`; docs/design/sequence_training.md#ml1m-suite).
     "variants": [
         "bce_1neg=uniform:num_negatives=1:loss=gbce:gbce_t=0.0:"
         "normalize=false",

@@ -22,7 +22,6 @@ agree.
 """
 
 import ast
-import importlib.util
 import os
 import pathlib
 import re
@@ -30,6 +29,7 @@ import subprocess
 import sys
 
 import tfrs_negsamp
+from tests import tool_modules
 from tests import wheel_test
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -50,11 +50,7 @@ SKIPPED_DIRS = {".venv", "venv", "site", "build", "dist", "runs", ".git",
 
 
 def _load_tool():
-  spec = importlib.util.spec_from_file_location(
-      "docs_tables", ROOT / "tools" / "docs_tables.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return tool_modules.load("docs_tables")
 
 
 def test_mkdocs_build_is_strict_clean(tmp_path):

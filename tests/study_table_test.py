@@ -1,18 +1,12 @@
 """The defaults study's table: seeds of a label are one row, mean +- std."""
 
-import importlib.util
 import json
-import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import tool_modules
 
 
 def _tool():
-  spec = importlib.util.spec_from_file_location(
-      "study_table", ROOT / "tools" / "study_table.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return tool_modules.load("study_table")
 
 
 def _write(folder, **metrics):

@@ -61,10 +61,10 @@ class WarmupSampler(base.NegativeSampler):
   ...     warmup_steps=1)
   >>> q, c = tf.eye(3), tf.eye(3)
   >>> ids = tf.constant([1, 2, 3])
-  >>> [float(g.weight) for g in sampler(q, c, ids, training=True)]
-  [1.0, 0.0]
-  >>> [float(g.weight) for g in sampler(q, c, ids, training=True)]
-  [0.0, 1.0]
+  >>> tuple(float(g.weight) for g in sampler(q, c, ids, training=True))
+  (1.0, 0.0)
+  >>> tuple(float(g.weight) for g in sampler(q, c, ids, training=True))
+  (0.0, 1.0)
   """
 
   def __init__(self, sampler: base.NegativeSampler, warmup_steps: int,

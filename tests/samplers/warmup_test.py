@@ -97,12 +97,29 @@ class WarmupTest(tf.test.TestCase):
 
 class RegistryWarmupTest(tf.test.TestCase):
 
-  def _context(self, **options):
+  def _context(self, calls_per_epoch=None, **options):
     counts = np.array([0, 5, 4, 3, 2, 1], np.float64)
     table = tf.constant(RNG.normal(size=(6, D)).astype(np.float32))
     return base.SamplerContext(item_counts=counts,
                                item_model=lambda i: tf.gather(table, i),
-                               global_batch_size=4, options=options)
+                               global_batch_size=4, options=options,
+                               sampler_calls_per_epoch=calls_per_epoch)
+
+  def test_epochs_become_steps_from_the_context(self):
+    for name in ("bir", "xir", "adaptive", "adaptive_mixed", "two_stage"):
+      self.assertIn("warmup_epochs", base.option_names(name), name)
+      wrapped = base.create_sampler(
+          name, self._context(calls_per_epoch=13, warmup_epochs=2.5))
+      self.assertIsInstance(wrapped, warmup.WarmupSampler, name)
+      self.assertEqual(wrapped.warmup_steps, 33, name)  # ceil(32.5)
+
+  def test_epochs_without_the_context_or_with_steps_are_refused(self):
+    with self.assertRaisesRegex(ValueError, "sampler_calls_per_epoch"):
+      base.create_sampler("bir", self._context(warmup_epochs=1.0))
+    with self.assertRaisesRegex(ValueError, "not both"):
+      base.build_options("xir", {"warmup_steps": 5, "warmup_epochs": 1.0})
+    with self.assertRaisesRegex(ValueError, "warmup_epochs"):
+      base.build_options("bir", {"warmup_epochs": -1.0})
 
   def test_score_based_samplers_take_the_option(self):
     for name in ("bir", "xir", "adaptive", "adaptive_mixed", "two_stage"):
@@ -119,6 +136,36 @@ class RegistryWarmupTest(tf.test.TestCase):
     self.assertEqual(info.help, warmup.WARMUP_HELP)
     self.assertIn("cross_batch", info.defaults)
     self.assertIn("bir", info.defaults)
+
+
+class TrainerWarmupTest(tf.test.TestCase):
+  """The trainer's epochs-to-steps conversion counts the calls a fit makes."""
+
+  def test_one_epoch_of_fit_is_warmup_epochs_one(self):
+    from tests import helpers  # pylint: disable=g-import-not-at-top
+    from trainers.pipeline import assembly  # pylint: disable=g-import-not-at-top
+    from trainers.pipeline import inputs  # pylint: disable=g-import-not-at-top
+    dataset = helpers.tiny_dataset()
+    for rows in (dict(query_tower="id"),
+                 dict(query_tower="sasrec", training_rows="sequence",
+                      max_history=5, dropout=0.0, rows_per_block=16)):
+      config = helpers.tiny_config(
+          sampler="bir", sampler_options={"warmup_epochs": 1.0,
+                                          "num_buckets": 256}, **rows)
+      model = assembly.create_model(dataset, config,
+                                    tf.distribute.get_strategy())
+      sampler = model.sampler
+      self.assertIsInstance(sampler, warmup.WarmupSampler)
+      calls = assembly.sampler_calls_per_epoch(dataset, config)
+      self.assertEqual(sampler.warmup_steps, calls, msg=str(rows))
+      model.fit(inputs.train_dataset(dataset, config), epochs=1,
+                steps_per_epoch=inputs.train_steps_per_epoch(dataset, config),
+                verbose=0)
+      # The warm-up ends exactly after one epoch of training.
+      self.assertEqual(int(sampler.step.numpy()), calls, msg=str(rows))
+      if "training_rows" in rows:  # B L = 40 positions: 3 blocks a step.
+        self.assertEqual(calls,
+                         3 * inputs.train_steps_per_epoch(dataset, config))
 
 
 if __name__ == "__main__":

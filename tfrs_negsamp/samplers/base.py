@@ -737,6 +737,10 @@ class SamplerContext(NamedTuple):
       options the sampler declares (`sampler_options(name)`).
     temperature: the task's softmax temperature (None: raw dot products),
       for samplers that select by the model's own softmax (BIR, XIR).
+    sampler_calls_per_epoch: training calls of the sampler per pass over
+      the training rows (steps per epoch x calls per step: one on flat
+      rows, one per block of positions on sequence rows), for options in
+      epochs (`warmup_epochs`); None when unknown.
   """
   item_counts: Any
   item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None
@@ -744,3 +748,4 @@ class SamplerContext(NamedTuple):
   seed: int = 0
   options: Dict[str, Any] = {}
   temperature: Optional[float] = None
+  sampler_calls_per_epoch: Optional[float] = None

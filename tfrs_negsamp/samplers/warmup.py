@@ -29,6 +29,7 @@ checkpointed), the frequency source's and the wrapped sampler's.
 """
 
 import dataclasses
+import math
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
@@ -136,26 +137,68 @@ WARMUP_HELP = ("sampler steps of in-batch (+ log Q) before the sampler's "
                "sequence rows every block of --rows_per_block positions is "
                "a step")
 
+WARMUP_EPOCHS_HELP = (
+    "epochs of in-batch + log Q before the sampler's own negatives join, "
+    "converted to sampler steps from the data (steps per epoch x sampler "
+    "calls per step), so that one value means the same on any data set; "
+    "exclusive with --warmup_steps")
+
 
 @dataclasses.dataclass(frozen=True)
 class WarmupOptions:
-  """The warm-up option of the samplers that select by the model's scores."""
+  """The warm-up options of the samplers that select by the model's scores.
+
+  Two units for one warm-up: `warmup_steps` (sampler calls) or
+  `warmup_epochs` (passes over the training rows, converted with
+  `SamplerContext.sampler_calls_per_epoch`); at most one is non-zero.
+  """
   warmup_steps: int = base.option(
       0, low=0, help=WARMUP_HELP,
       tune=base.Tune("categorical", choices=(0, 300, 1000)))
+  warmup_epochs: float = base.option(
+      0.0, low=0.0, help=WARMUP_EPOCHS_HELP,
+      tune=base.Tune("categorical", choices=(0.0, 2.0, 4.0)))
+
+  def __post_init__(self):
+    if self.warmup_steps and self.warmup_epochs:
+      raise ValueError(
+          "warmup_steps=%d and --warmup_epochs=%g: give one unit of the "
+          "warm-up, not both" % (self.warmup_steps, self.warmup_epochs))
+
+
+def warmup_length(context: base.SamplerContext,
+                  options: WarmupOptions) -> int:
+  """The warm-up in sampler steps: `warmup_steps`, or `warmup_epochs` x
+  `context.sampler_calls_per_epoch` rounded up.
+
+  Raises:
+    ValueError: `warmup_epochs` without the context's
+      `sampler_calls_per_epoch` (a model built outside the trainer: give
+      `warmup_steps`).
+  """
+  if not options.warmup_epochs:
+    return int(options.warmup_steps)
+  calls = context.sampler_calls_per_epoch
+  if not calls:
+    raise ValueError(
+        "warmup_epochs=%g needs SamplerContext.sampler_calls_per_epoch (the "
+        "trainer sets it); outside the trainer give warmup_steps."
+        % options.warmup_epochs)
+  return int(math.ceil(options.warmup_epochs * calls))
 
 
 def wrap(sampler: base.NegativeSampler, context: base.SamplerContext,
          options: WarmupOptions) -> base.NegativeSampler:
-  """`sampler` behind a warm-up of `options.warmup_steps` (0: as it is).
+  """`sampler` behind a warm-up of `warmup_length` steps (0: as it is).
 
   The warm-up's log Q comes from a streaming estimator of its own, sized
   by the catalog (`frequency.auto_num_buckets`).
   """
-  if not options.warmup_steps:
+  steps = warmup_length(context, options)
+  if not steps:
     return sampler
   return WarmupSampler(
-      sampler, options.warmup_steps,
+      sampler, steps,
       frequency=frequency_lib.StreamingFrequencyEstimator(
           num_buckets=frequency_lib.auto_num_buckets(
               len(context.item_counts)),

@@ -318,6 +318,7 @@ class XIROptions(bir.BIROptions):
       help="XIR: occurrence counts decay by (1 - decay) per step")
 
   def __post_init__(self):
+    super().__post_init__()
     if self.num_resampled == 1:
       raise ValueError("num_resampled must be 0 (the global batch) or >= 2 "
                        "for xir (half batch, half cache draws), got 1")

@@ -44,7 +44,8 @@ def build_model(dataset: data_lib.Dataset, config: configuration.ExperimentConfi
   context = samplers_lib.SamplerContext(
       item_counts=counts, item_model=item_model,
       global_batch_size=global_batch_size, seed=config.seed,
-      options=options, temperature=temperature)
+      options=options, temperature=temperature,
+      sampler_calls_per_epoch=sampler_calls_per_epoch(dataset, config))
   sampler = samplers_lib.create_sampler(config.sampler, context)
   # The task's loss comes from the registry (e.g. the CML hinge with the
   # options' margin for two_stage_triplet).
@@ -63,6 +64,18 @@ def build_model(dataset: data_lib.Dataset, config: configuration.ExperimentConfi
     model.history_source = functools.partial(
         inputs._evaluation_histories, dataset, config.max_history)
   return model
+
+
+def sampler_calls_per_epoch(dataset: data_lib.Dataset,
+                            config: configuration.ExperimentConfig) -> int:
+  """Training calls of the sampler per epoch: one per step on flat rows;
+  on sequence rows one per block of `rows_per_block` of the step's
+  `B x L` positions (`tasks.Retrieval`'s blocks, counted globally)."""
+  steps = inputs.train_steps_per_epoch(dataset, config)
+  if not configuration.sequence_rows(config):
+    return steps
+  positions = config.batch_size * config.max_history
+  return steps * -(-positions // config.rows_per_block)
 
 
 def consumed_items(dataset: data_lib.Dataset) -> masking.ConsumedItems:

@@ -210,7 +210,9 @@ class StreamingFrequencyEstimator(FrequencySource):
     """`[m, n]` int64 positions `k * H + h_k(id)` in the flat arrays."""
     ids = tf.reshape(ids, [-1])
     if self.hashing == "identity":
-      ids = tf.cast(ids, tf.int64)
+      # Negative ids (padding positions of sequence rows) read bucket 0,
+      # the out-of-vocabulary slot; their rows carry no loss.
+      ids = tf.maximum(tf.cast(ids, tf.int64), 0)
       with tf.control_dependencies([tf.debugging.assert_less(
           ids, tf.constant(self.num_buckets, tf.int64),
           message="identity hashing needs ids < num_buckets")]):
@@ -312,6 +314,15 @@ CUSTOM_OBJECTS = {
     "StaticItemProbability": StaticItemProbability,
     "StreamingFrequencyEstimator": StreamingFrequencyEstimator,
 }
+
+
+def dense_id_estimator(num_ids: int, **kwargs
+                       ) -> "StreamingFrequencyEstimator":
+  """A streaming estimator for dense int ids `0..num_ids - 1` (model item
+  indices): one bucket per id (`hashing="identity"`), so no collisions and
+  no string hashing; `kwargs` as `StreamingFrequencyEstimator`'s."""
+  return StreamingFrequencyEstimator(num_buckets=int(num_ids), num_hashes=1,
+                                     hashing="identity", **kwargs)
 
 
 def auto_num_buckets(num_items: Optional[int]) -> int:

@@ -120,6 +120,29 @@ class InBatchTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "unknown sampler 'nope'.*in_batch"):
       base.create_sampler("nope", ctx)
 
+  def test_the_registry_estimator_gives_each_catalog_item_its_bucket(self):
+    counts = np.array([0, 3, 1, 2, 5], np.float64)  # N = 4 items + OOV
+    ctx = base.SamplerContext(item_counts=counts)
+    est = base.create_sampler("in_batch_logq", ctx).frequency
+    self.assertEqual((est.hashing, est.num_buckets, est.num_hashes),
+                     ("identity", 5, 1))
+    sized = base.create_sampler("in_batch_logq", base.SamplerContext(
+        item_counts=counts, options={"num_buckets": 64})).frequency
+    self.assertEqual((sized.hashing, sized.num_hashes), ("strong", 2))
+    # Without collisions, identity and strong hashing give the same
+    # estimates; padding ids (-1) read the OOV bucket and do not fail.
+    strong = frequency.StreamingFrequencyEstimator(num_buckets=4096,
+                                                   num_hashes=2)
+    for batch in ([1, 4, 4, 2], [4, 3, 1, 1], [2, 4, 4, 4]):
+      ids = tf.constant(batch, tf.int64)
+      self.assertAllClose(est.update_and_log_q(ids),
+                          strong.update_and_log_q(ids))
+    valid = tf.constant([True, False])
+    est.update(tf.constant([3, -1], tf.int64), valid=valid)
+    self.assertAllEqual(tf.shape(est.log_q(tf.constant([-1, 3], tf.int64))),
+                        [2])
+    self.assertEqual(float(est.n_updates[0]), 0.0)
+
   def test_wrong_rank_is_rejected(self):
     with self.assertRaisesRegex(ValueError, "candidate_embeddings must have"):
       in_batch.InBatchSampler()(tf.constant(Q), tf.constant([1., 2.]),

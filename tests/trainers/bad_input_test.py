@@ -345,7 +345,8 @@ CASES = [
     Case("option_of_another_sampler", ["--memory_size=64"],
          "error: --memory_size does not apply to --sampler=in_batch_logq (an "
          "option of cross_batch); it takes: --estimator_alpha, "
-         "--estimator_update_rule, --num_buckets, --num_hashes"),
+         "--estimator_hashing, --estimator_update_rule, --num_buckets, "
+         "--num_hashes"),
     Case("cpu_replicas_without_mirrored", ["--cpu_replicas=4"],
          "error: --cpu_replicas applies only to --strategy=mirrored, and this "
          "run has --strategy=default"),

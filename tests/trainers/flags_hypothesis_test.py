@@ -30,7 +30,7 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 _FLOAT_FLAGS = ("learning_rate", "temperature", "dropout", "ease_lambda",
-                "estimator_alpha", "cache_weight", "cache_decay",
+                "estimator_alpha", "warmup_epochs", "cache_weight", "cache_decay",
                 "alpha", "beta", "margin")
 _INT_FLAGS = ("batch_size", "epochs", "embedding_dim", "top_k", "memory_size",
               "num_hashes", "num_buckets", "warmup_steps", "num_resampled",

@@ -41,12 +41,16 @@ from tfrs_negsamp.samplers import base
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_negsamp")
 class WarmupSampler(base.NegativeSampler):
-  """`sampler` after `warmup_steps` training steps of in-batch + log Q.
+  """`sampler` after `W` training steps of in-batch + log Q.
 
   Args:
     sampler: the wrapped `NegativeSampler` (not a `Compose`).
-    warmup_steps: `W >= 0`, training steps of in-batch + log Q (0: the
-      wrapped sampler from the first step).
+    warmup_steps: `W >= 0`, training steps (sampler calls) of in-batch +
+      log Q (0: the wrapped sampler from the first step).
+    warmup_epochs: the warm-up in epochs instead, `W = ceil(warmup_epochs
+      x calls_per_epoch)`; exclusive with `warmup_steps`.
+    calls_per_epoch: training calls of the sampler per epoch (needed with
+      `warmup_epochs`; the trainer's `SamplerContext` has it).
     frequency: `FrequencySource` of the warm-up's `log Q` (None: the
       in-batch softmax uncorrected). Not the wrapped sampler's own source:
       it would be updated twice per step.
@@ -68,7 +72,9 @@ class WarmupSampler(base.NegativeSampler):
   (0.0, 1.0)
   """
 
-  def __init__(self, sampler: base.NegativeSampler, warmup_steps: int,
+  def __init__(self, sampler: base.NegativeSampler, warmup_steps: int = 0,
+               warmup_epochs: float = 0.0,
+               calls_per_epoch: Optional[float] = None,
                frequency: Optional[frequency_lib.FrequencySource] = None,
                remove_accidental_hits: bool = True, **kwargs) -> None:
     super().__init__(frequency=frequency,
@@ -81,6 +87,17 @@ class WarmupSampler(base.NegativeSampler):
         not isinstance(warmup_steps, int) or warmup_steps < 0):
       raise ValueError("warmup_steps must be an int >= 0, got %r."
                        % (warmup_steps,))
+    if warmup_epochs:
+      if warmup_steps:
+        raise ValueError(
+            "warmup_steps=%d and warmup_epochs=%g: give one unit of the "
+            "warm-up, not both." % (warmup_steps, warmup_epochs))
+      if not calls_per_epoch:
+        raise ValueError(
+            "warmup_epochs=%g needs calls_per_epoch (the trainer's "
+            "SamplerContext.sampler_calls_per_epoch); or give warmup_steps."
+            % warmup_epochs)
+      warmup_steps = int(math.ceil(warmup_epochs * calls_per_epoch))
     self.sampler = sampler
     self.warmup_steps = warmup_steps
     self.needs_embedding_dim = sampler.needs_embedding_dim
@@ -166,40 +183,18 @@ class WarmupOptions:
           "warm-up, not both" % (self.warmup_steps, self.warmup_epochs))
 
 
-def warmup_length(context: base.SamplerContext,
-                  options: WarmupOptions) -> int:
-  """The warm-up in sampler steps: `warmup_steps`, or `warmup_epochs` x
-  `context.sampler_calls_per_epoch` rounded up.
-
-  Raises:
-    ValueError: `warmup_epochs` without the context's
-      `sampler_calls_per_epoch` (a model built outside the trainer: give
-      `warmup_steps`).
-  """
-  if not options.warmup_epochs:
-    return int(options.warmup_steps)
-  calls = context.sampler_calls_per_epoch
-  if not calls:
-    raise ValueError(
-        "warmup_epochs=%g needs SamplerContext.sampler_calls_per_epoch (the "
-        "trainer sets it); outside the trainer give warmup_steps."
-        % options.warmup_epochs)
-  return int(math.ceil(options.warmup_epochs * calls))
-
-
 def wrap(sampler: base.NegativeSampler, context: base.SamplerContext,
          options: WarmupOptions) -> base.NegativeSampler:
-  """`sampler` behind a warm-up of `warmup_length` steps (0: as it is).
+  """`sampler` behind the warm-up of `options` (none: as it is).
 
-  The warm-up's log Q comes from a streaming estimator of its own, sized
-  by the catalog (`frequency.auto_num_buckets`).
+  `warmup_epochs` counts in `context.sampler_calls_per_epoch`. The
+  warm-up's log Q comes from a streaming estimator of its own, one bucket
+  per catalog item (`frequency.dense_id_estimator`).
   """
-  steps = warmup_length(context, options)
-  if not steps:
+  if not options.warmup_steps and not options.warmup_epochs:
     return sampler
   return WarmupSampler(
-      sampler, steps,
-      frequency=frequency_lib.StreamingFrequencyEstimator(
-          num_buckets=frequency_lib.auto_num_buckets(
-              len(context.item_counts)),
-          seed=context.seed))
+      sampler, options.warmup_steps, warmup_epochs=options.warmup_epochs,
+      calls_per_epoch=context.sampler_calls_per_epoch,
+      frequency=frequency_lib.dense_id_estimator(len(context.item_counts),
+                                                 seed=context.seed))

@@ -77,7 +77,7 @@ def plot_curves(runs: List[Dict[str, Any]], path: str,
     ax.plot([p["train_seconds"] / 60.0 for p in points],
             [p.get(metric, float("nan")) for p in points], marker=".",
             label=run["label"])
-  ax.set_xlabel("training time (minutes, 2 CPU cores)")
+  ax.set_xlabel("training time (minutes)")
   ax.set_ylabel("validation " + metric)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)

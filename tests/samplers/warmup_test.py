@@ -1,5 +1,7 @@
 """Warm-up: in-batch + log Q for W steps, then the wrapped sampler alone."""
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -112,6 +114,29 @@ class RegistryWarmupTest(tf.test.TestCase):
           name, self._context(calls_per_epoch=13, warmup_epochs=2.5))
       self.assertIsInstance(wrapped, warmup.WarmupSampler, name)
       self.assertEqual(wrapped.warmup_steps, 33, name)  # ceil(32.5)
+
+  def test_the_unit_given_replaces_the_other_default(self):
+    @dataclasses.dataclass(frozen=True)
+    class EpochsByDefault(warmup.WarmupOptions):
+      warmup_epochs: float = base.option(2.0, low=0.0)
+
+    @base.register_sampler("warmup_test_sampler", options=EpochsByDefault)
+    def _factory(context, options):
+      return warmup.wrap(tn.samplers.InBatchSampler(), context, options)
+    self.addCleanup(base.unregister_sampler, "warmup_test_sampler")
+
+    name = "warmup_test_sampler"
+    steps = base.build_options(name, {"warmup_steps": 7})
+    self.assertEqual((steps.warmup_steps, steps.warmup_epochs), (7, 0.0))
+    default = base.create_sampler(name, self._context(calls_per_epoch=10))
+    self.assertEqual(default.warmup_steps, 20)
+    given = base.create_sampler(name, self._context(calls_per_epoch=10,
+                                                    warmup_steps=7))
+    self.assertEqual(given.warmup_steps, 7)
+    off = base.create_sampler(name, self._context(warmup_epochs=0.0))
+    self.assertNotIsInstance(off, warmup.WarmupSampler)
+    self.assertNotIn("warmup_steps", base.option_tunes("bir"))
+    self.assertIn("warmup_epochs", base.option_tunes("bir"))
 
   def test_epochs_without_the_context_or_with_steps_are_refused(self):
     with self.assertRaisesRegex(ValueError, "sampler_calls_per_epoch"):

@@ -707,6 +707,17 @@ def build_options(name: str, values: Mapping[str, Any]) -> Any:
     if key not in valid:
       raise ValueError(unknown_option_message(name, key, valid))
     typed[key] = check_option(options_cls, key, value)
+  for group in getattr(options_cls, "exclusive_options", ()):
+    # Alternative units of one setting (the warm-up in steps or epochs):
+    # the one given replaces the others' defaults; two given is an error.
+    given = [k for k in group if typed.get(k)]
+    if len(given) > 1:
+      raise ValueError("%s: give one of %s, not both"
+                       % (" and --".join("%s=%s" % (k, typed[k])
+                                         for k in given),
+                          ", ".join("--" + k for k in group)))
+    if given:
+      typed.update({k: 0 for k in group if k not in given})
   return options_cls(**typed)
 
 

@@ -167,14 +167,18 @@ class WarmupOptions:
 
   Two units for one warm-up: `warmup_steps` (sampler calls) or
   `warmup_epochs` (passes over the training rows, converted with
-  `SamplerContext.sampler_calls_per_epoch`); at most one is non-zero.
+  `SamplerContext.sampler_calls_per_epoch`); at most one is non-zero, and
+  the one given replaces the other's default.
   """
-  warmup_steps: int = base.option(
-      0, low=0, help=WARMUP_HELP,
-      tune=base.Tune("categorical", choices=(0, 300, 1000)))
+  warmup_steps: int = base.option(0, low=0, help=WARMUP_HELP)
+  # Searched in epochs only, the unit that transfers across data sets.
   warmup_epochs: float = base.option(
       0.0, low=0.0, help=WARMUP_EPOCHS_HELP,
       tune=base.Tune("categorical", choices=(0.0, 2.0, 4.0)))
+
+  # Two units of one setting: the one given replaces the other's default
+  # (`base.build_options`); both given is an error.
+  exclusive_options = (("warmup_steps", "warmup_epochs"),)
 
   def __post_init__(self):
     if self.warmup_steps and self.warmup_epochs:

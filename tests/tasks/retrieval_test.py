@@ -20,6 +20,30 @@ def lse(*xs):
 
 class GroupsLossTest(tf.test.TestCase):
 
+  def test_a_zero_weight_group_is_not_computed(self):
+    # Its extra column is NaN: computed, it would make the loss NaN
+    # (0 x NaN); skipped, the loss and gradients are the other group's.
+    nan = base.CandidateGroup(extra_embeddings=tf.constant([[np.nan, 1.]]),
+                              extra_ids=tf.constant([12], tf.int64))
+    task = retrieval.Retrieval()
+    alone = task.groups_loss(Q, C, [base.CandidateGroup()], candidate_ids=IDS)
+    for zero in (0.0, tf.constant(0.0), tf.Variable(0.0)):
+      with tf.GradientTape() as tape:
+        tape.watch(Q)
+        loss = task.groups_loss(
+            Q, C, [base.CandidateGroup(), nan._replace(weight=zero)],
+            candidate_ids=IDS)
+      self.assertAllClose(loss, alone)
+      self.assertTrue(np.all(np.isfinite(tape.gradient(loss, Q))))
+    # The same inside a tf.function, where the weight is a traced tensor.
+    weight = tf.Variable(0.0)
+    fn = tf.function(lambda: task.groups_loss(
+        Q, C, [base.CandidateGroup(), nan._replace(weight=weight)],
+        candidate_ids=IDS))
+    self.assertAllClose(fn(), alone)
+    weight.assign(1.0)
+    self.assertTrue(np.isnan(float(fn())))  # a non-zero weight computes it
+
   def test_extra_column_with_log_q(self):
     # in-batch columns log Q = 0, the sampled column log Q = log 0.5 -> +log 2
     group = base.CandidateGroup(extra_embeddings=E,

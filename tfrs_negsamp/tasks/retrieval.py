@@ -32,6 +32,7 @@ docs/design/two_stage.md#cml-loss) each group's CE is replaced by the triplet
 hinge over the same negatives.
 """
 
+import functools
 from typing import List, Optional, Union
 
 import tensorflow as tf
@@ -359,28 +360,31 @@ class Retrieval(tfrs.tasks.Retrieval):
       raise ValueError("the sampler returned no candidate group.")
     total = tf.constant(0.0)
     for group in groups:
-      if group.catalog_softmax is not None:
-        total += group.weight * self._catalog_softmax_loss(
-            query_embeddings, candidate_ids, group.catalog_softmax,
-            sample_weight, consumed)
-        continue
-      if self.pairwise_loss is not None:
-        total += group.weight * losses.triplet_group_loss(
-            self.pairwise_loss, query_embeddings, candidate_embeddings,
-            candidate_ids, group, sample_weight=sample_weight,
-            consumed=consumed)
-        continue
-      logits, labels = self.group_logits(query_embeddings,
-                                         candidate_embeddings,
-                                         candidate_ids, group,
-                                         consumed=consumed)
-      if self.gbce_loss is not None:
-        loss = self._gbce(logits, labels, sample_weight)
-      else:
-        loss = self._loss(y_true=labels, y_pred=logits,
-                          sample_weight=sample_weight)
-      total += group.weight * tf.cast(loss, tf.float32)
+      total += _weighted(group.weight, functools.partial(
+          self._group_loss, query_embeddings, candidate_embeddings, group,
+          candidate_ids, sample_weight, consumed))
     return total
+
+  def _group_loss(self, query_embeddings, candidate_embeddings, group,
+                  candidate_ids, sample_weight, consumed) -> tf.Tensor:
+    """One group's loss `CE_g` (unweighted)."""
+    if group.catalog_softmax is not None:
+      return self._catalog_softmax_loss(
+          query_embeddings, candidate_ids, group.catalog_softmax,
+          sample_weight, consumed)
+    if self.pairwise_loss is not None:
+      return losses.triplet_group_loss(
+          self.pairwise_loss, query_embeddings, candidate_embeddings,
+          candidate_ids, group, sample_weight=sample_weight,
+          consumed=consumed)
+    logits, labels = self.group_logits(query_embeddings,
+                                       candidate_embeddings,
+                                       candidate_ids, group,
+                                       consumed=consumed)
+    if self.gbce_loss is not None:
+      return self._gbce(logits, labels, sample_weight)
+    return self._loss(y_true=labels, y_pred=logits,
+                      sample_weight=sample_weight)
 
   def _catalog_softmax_loss(self, query_embeddings: tf.Tensor,
                             candidate_ids: tf.Tensor,
@@ -782,3 +786,24 @@ def _with_padding(consumed: Optional[masking.Consumed],
       return pad
     return tf.logical_or(tf.cast(consumed(ids), tf.bool), pad)
   return with_padding
+
+
+def _weighted(weight, loss_fn) -> tf.Tensor:
+  """`weight * loss_fn()`, without computing the loss when the weight is 0.
+
+  A group of weight 0 (a warm-up's in-batch group after the warm-up, the
+  wrapped sampler's groups during it) adds nothing to the loss or the
+  gradients; its logits, softmax and their gradients are skipped (a
+  Python 0 at trace time, a tensor 0 by `tf.cond`, identical on every
+  replica since the weights are). Its columns were still drawn: the
+  samplers' state updates happen in `sample`, outside the branch.
+  """
+  if not tf.is_tensor(weight):
+    weight = float(weight)
+    if weight == 0.0:
+      return tf.constant(0.0)
+    return weight * tf.cast(loss_fn(), tf.float32)
+  weight = tf.cast(weight, tf.float32)
+  return tf.cond(tf.not_equal(weight, 0.0),
+                 lambda: weight * tf.cast(loss_fn(), tf.float32),
+                 lambda: tf.constant(0.0))

@@ -128,6 +128,10 @@ class AdaptivePoolTest(tf.test.TestCase):
     ans = base.create_sampler("adaptive", context)
     self.assertEqual((ans.pool_size, ans.num_hard_negatives), (100, 20))
     amns = base.create_sampler("adaptive_mixed", context)
+    # AMNS is warmed up by default (4 epochs of in-batch + log Q).
+    # 178 interactions, a global batch of 128: 2 calls an epoch.
+    self.assertEqual(amns.warmup_steps, 4 * 2)
+    amns = amns.sampler
     self.assertEqual((amns.pool_size, amns.num_uniform,
                       amns.num_hard_negatives), (10, 100, 20))
 

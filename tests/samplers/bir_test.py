@@ -214,14 +214,16 @@ class BIRTest(tf.test.TestCase):
   def test_registered_factory_reads_the_options(self):
     ctx = base.SamplerContext(
         item_counts=np.array([0., 3., 1.]), global_batch_size=16, seed=2,
-        options={"num_resampled": 0, "frequency": "static"}, temperature=0.2)
+        options={"num_resampled": 0, "frequency": "static",
+                 "warmup_epochs": 0.0}, temperature=0.2)
     sampler = base.create_sampler("bir", ctx)
     self.assertIsInstance(sampler, bir.BIRSampler)
     self.assertIsNone(sampler.num_resampled)
     self.assertEqual(sampler.temperature, 0.2)
     self.assertEqual(sampler.seed, 2)
     self.assertIsInstance(sampler.frequency, frequency.StaticItemProbability)
-    ctx = ctx._replace(options={"num_resampled": 5}, temperature=None)
+    ctx = ctx._replace(options={"num_resampled": 5, "warmup_epochs": 0.0},
+                       temperature=None)
     sampler = base.create_sampler("bir", ctx)
     self.assertEqual(sampler.num_resampled, 5)
     self.assertIsNone(sampler.temperature)  # raw dot products
@@ -232,7 +234,7 @@ class BIRTest(tf.test.TestCase):
     self.assertEqual(sampler.resampling, "multinomial")
     sampler = base.create_sampler("bir", ctx._replace(
         options={"resampling": "poisson"}))
-    self.assertEqual(sampler.resampling, "poisson")
+    self.assertEqual(sampler.sampler.resampling, "poisson")  # warmed up
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ class SamplerOptionsTest(tf.test.TestCase):
                     .logq)
     self.assertFalse(base.build_options("adaptive_mixed",
                                         {"logq": None}).logq)
-    sampler = base.create_sampler("xir", _context())
+    sampler = base.create_sampler("xir", _context()).sampler  # warmed up
     self.assertEqual((sampler.cache_size, sampler.cache_weight),
                      (B, xir.XIROptions().cache_weight))
 

@@ -19,7 +19,7 @@ N, B, D = 40, 8, 4
 COUNTS = np.concatenate([[0.0], np.arange(1, N + 1, dtype=np.float64)])
 TABLE = np.random.RandomState(0).normal(size=(N + 1, D)).astype(np.float32)
 OPTIONS = {"num_negatives": 5, "pool_size": 3, "num_hard_negatives": 2,
-           "num_uniform": 6}
+           "num_uniform": 6, "warmup_epochs": 0.0}  # the sampler's own draws
 # The two-stage pool must hold its K2 = 2 hard negatives among 6 items.
 POOLS = {"two_stage": 6, "two_stage_triplet": 6}
 # (registry name, extra options): one case per converted sampler family.

@@ -138,9 +138,14 @@ class RegistryWarmupTest(tf.test.TestCase):
     self.assertNotIn("warmup_steps", base.option_tunes("bir"))
     self.assertIn("warmup_epochs", base.option_tunes("bir"))
 
-  def test_epochs_without_the_context_or_with_steps_are_refused(self):
-    with self.assertRaisesRegex(ValueError, "sampler_calls_per_epoch"):
-      base.create_sampler("bir", self._context(warmup_epochs=1.0))
+  def test_epochs_without_the_trainer_count_are_flat_row_epochs(self):
+    # 15 interactions, a global batch of 4: 4 calls an epoch.
+    wrapped = base.create_sampler("bir", self._context(warmup_epochs=2.0))
+    self.assertEqual(wrapped.warmup_steps, 8)
+
+  def test_epochs_without_a_count_or_with_steps_are_refused(self):
+    with self.assertRaisesRegex(ValueError, "needs calls_per_epoch"):
+      tn.samplers.WarmupSampler(_bir(), warmup_epochs=1.0)
     with self.assertRaisesRegex(ValueError, "not both"):
       base.build_options("xir", {"warmup_steps": 5, "warmup_epochs": 1.0})
     with self.assertRaisesRegex(ValueError, "warmup_epochs"):
@@ -149,8 +154,11 @@ class RegistryWarmupTest(tf.test.TestCase):
   def test_score_based_samplers_take_the_option(self):
     for name in ("bir", "xir", "adaptive", "adaptive_mixed", "two_stage"):
       self.assertIn("warmup_steps", base.option_names(name), name)
-      plain = base.create_sampler(name, self._context())
+      plain = base.create_sampler(name, self._context(warmup_epochs=0.0))
       self.assertNotIsInstance(plain, warmup.WarmupSampler, name)
+      default = base.create_sampler(name, self._context())
+      self.assertEqual(isinstance(default, warmup.WarmupSampler),
+                       name in ("bir", "xir", "adaptive_mixed"), name)
       wrapped = base.create_sampler(name, self._context(warmup_steps=30))
       self.assertIsInstance(wrapped, warmup.WarmupSampler, name)
       self.assertEqual(wrapped.warmup_steps, 30)

@@ -310,7 +310,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     config = helpers.tiny_config(sampler=name, mask_history=False)
     config.sampler_options.update(num_resampled=6, cache_size=5,
                                   temperature=config.temperature,
-                                  resampling=resampling)
+                                  resampling=resampling,
+                                  warmup_epochs=0.0)  # XIR itself
     strategy = _mirrored()
     single, mirrored = helpers.single_and_mirrored(dataset, config, strategy)
 
@@ -336,7 +337,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     dataset = helpers.tiny_dataset(num_users=20)
     # Unmasked: with history masking a row may have no column to draw.
     config = helpers.tiny_config(sampler="xir", mask_history=False)
-    config.sampler_options.update(temperature=config.temperature)
+    config.sampler_options.update(temperature=config.temperature,
+                                  warmup_epochs=0.0)  # XIR itself
     model = assembly.create_model(dataset, config,
                                     tf.distribute.get_strategy())
     stats = fitting.train(model, dataset, config,
@@ -411,7 +413,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
         item_counts=np.array([0., 3., 1., 2.]), item_model=item_model,
         global_batch_size=32, seed=4,
         options={"cache_size": 0, "num_resampled": 0, "cache_weight": 0.5,
-                 "cache_decay": 0.1, "frequency": "static"}, temperature=0.3)
+                 "cache_decay": 0.1, "frequency": "static",
+                 "warmup_epochs": 0.0}, temperature=0.3)
     sampler = base.create_sampler("xir", ctx)
     self.assertIsInstance(sampler, xir.XIRSampler)
     self.assertEqual((sampler.num_items, sampler.cache_size,
@@ -422,7 +425,8 @@ class XIRTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIs(sampler.item_model, item_model)
     self.assertIsInstance(sampler.frequency, frequency.StaticItemProbability)
     sampler = base.create_sampler("xir", ctx._replace(
-        options={"cache_size": 7, "num_resampled": 10}))
+        options={"cache_size": 7, "num_resampled": 10,
+                 "warmup_epochs": 0.0}))
     self.assertEqual((sampler.cache_size, sampler.num_resampled,
                       sampler.cache_weight), (7, 10, 0.2))
     with self.assertRaisesRegex(ValueError, "needs context.item_model"):

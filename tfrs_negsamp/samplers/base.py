@@ -717,7 +717,8 @@ def build_options(name: str, values: Mapping[str, Any]) -> Any:
                                          for k in given),
                           ", ".join("--" + k for k in group)))
     if given:
-      typed.update({k: 0 for k in group if k not in given})
+      typed.update({k: check_option(options_cls, k, 0)
+                    for k in group if k not in given})
   return options_cls(**typed)
 
 
@@ -751,7 +752,8 @@ class SamplerContext(NamedTuple):
     sampler_calls_per_epoch: training calls of the sampler per pass over
       the training rows (steps per epoch x calls per step: one on flat
       rows, one per block of positions on sequence rows), for options in
-      epochs (`warmup_epochs`); None when unknown.
+      epochs (`warmup_epochs`); None: flat rows, the training interactions
+      (`sum(item_counts)`) over `global_batch_size`.
   """
   item_counts: Any
   item_model: Optional[Callable[[tf.Tensor], tf.Tensor]] = None

@@ -236,6 +236,9 @@ class BIRSampler(base.NegativeSampler):
 @dataclasses.dataclass(frozen=True)
 class BIROptions(in_batch.LogQOptions, warmup.WarmupOptions):
   """Options of `--sampler=bir` (and the `log Q` source's)."""
+  # Chosen by the transfer rule: without it BIR starts flat on Amazon Video
+  # Games (docs/results/defaults.md#warm-up-default).
+  warmup_epochs: float = warmup.warmup_epochs_option(4.0)
   num_resampled: int = base.option(
       0, low=0, help="BIR/XIR: draws per query K (0: the global batch)",
       tune=base.Tune("categorical", choices=(0.25, 0.5, 1), per_batch=True))

@@ -32,6 +32,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from tfrs_negsamp import distribute
@@ -161,6 +162,13 @@ WARMUP_EPOCHS_HELP = (
     "exclusive with --warmup_steps")
 
 
+def warmup_epochs_option(default: float):
+  """The `warmup_epochs` field with `default` (a sampler's own default
+  redeclares the field with this)."""
+  return base.option(default, low=0.0, help=WARMUP_EPOCHS_HELP,
+                     tune=base.Tune("categorical", choices=(0.0, 2.0, 4.0)))
+
+
 @dataclasses.dataclass(frozen=True)
 class WarmupOptions:
   """The warm-up options of the samplers that select by the model's scores.
@@ -172,9 +180,7 @@ class WarmupOptions:
   """
   warmup_steps: int = base.option(0, low=0, help=WARMUP_HELP)
   # Searched in epochs only, the unit that transfers across data sets.
-  warmup_epochs: float = base.option(
-      0.0, low=0.0, help=WARMUP_EPOCHS_HELP,
-      tune=base.Tune("categorical", choices=(0.0, 2.0, 4.0)))
+  warmup_epochs: float = warmup_epochs_option(0.0)
 
   # Two units of one setting: the one given replaces the other's default
   # (`base.build_options`); both given is an error.
@@ -191,14 +197,20 @@ def wrap(sampler: base.NegativeSampler, context: base.SamplerContext,
          options: WarmupOptions) -> base.NegativeSampler:
   """`sampler` behind the warm-up of `options` (none: as it is).
 
-  `warmup_epochs` counts in `context.sampler_calls_per_epoch`. The
-  warm-up's log Q comes from a streaming estimator of its own, one bucket
-  per catalog item (`frequency.dense_id_estimator`).
+  `warmup_epochs` counts in `context.sampler_calls_per_epoch` (the
+  trainer's exact count), else in flat-row epochs: the training
+  interactions (`sum(item_counts)`) over the global batch. The warm-up's
+  log Q comes from a streaming estimator of its own, one bucket per
+  catalog item (`frequency.dense_id_estimator`).
   """
   if not options.warmup_steps and not options.warmup_epochs:
     return sampler
+  calls = context.sampler_calls_per_epoch
+  if not calls:
+    calls = max(1, math.ceil(float(np.sum(context.item_counts))
+                             / context.global_batch_size))
   return WarmupSampler(
       sampler, options.warmup_steps, warmup_epochs=options.warmup_epochs,
-      calls_per_epoch=context.sampler_calls_per_epoch,
+      calls_per_epoch=calls,
       frequency=frequency_lib.dense_id_estimator(len(context.item_counts),
                                                  seed=context.seed))

@@ -231,7 +231,9 @@ def _events(folder):
 
 def test_ctrl_c_is_one_line_then_the_same_command_resumes_quietly(tmp_path):
   backup = tmp_path / "backup"
-  args = SMALL + ["--epochs=2", "--backup_freq=10",
+  # Batches of 8: 37 steps an epoch, so that the run is still training
+  # well after its first backup (step 10) when the signal arrives.
+  args = SMALL + ["--batch_size=8", "--epochs=2", "--backup_freq=10",
                   "--backup_dir=%s" % backup,
                   "--export_dir=%s" % (tmp_path / "export"),
                   "--tensorboard_dir=%s" % (tmp_path / "tb"),

@@ -709,14 +709,10 @@ def build_options(name: str, values: Mapping[str, Any]) -> Any:
     typed[key] = check_option(options_cls, key, value)
   for group in getattr(options_cls, "exclusive_options", ()):
     # Alternative units of one setting (the warm-up in steps or epochs):
-    # the one given replaces the others' defaults; two given is an error.
+    # one given replaces the others' defaults (two given: the options
+    # class's own check refuses them).
     given = [k for k in group if typed.get(k)]
-    if len(given) > 1:
-      raise ValueError("%s: give one of %s, not both"
-                       % (" and --".join("%s=%s" % (k, typed[k])
-                                         for k in given),
-                          ", ".join("--" + k for k in group)))
-    if given:
+    if len(given) == 1:
       typed.update({k: check_option(options_cls, k, 0)
                     for k in group if k not in given})
   return options_cls(**typed)

@@ -183,7 +183,7 @@ class WarmupOptions:
   warmup_epochs: float = warmup_epochs_option(0.0)
 
   # Two units of one setting: the one given replaces the other's default
-  # (`base.build_options`); both given is an error.
+  # (`base.build_options`); both given is an error (`__post_init__`).
   exclusive_options = (("warmup_steps", "warmup_epochs"),)
 
   def __post_init__(self):

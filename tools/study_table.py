@@ -3,9 +3,10 @@
 Reads the `metrics.json` of every run folder under `--runs` whose name is
 `<prefix><set>-<label>` (e.g. `d-ml100k-xir`), and the baselines of each set
 (`<baselines>/<set>/{popularity,ease}_baseline-test/metrics.json`), and
-prints one table per set: recall@50, HR@10, NDCG@10, the lift over
-popularity (recall@50 / popularity's), the ratio to EASE^R's recall@50, the
-best validation epoch and the training minutes.
+prints one table per set: the best validation value of the run's monitored
+metric (recall@50 at the defaults), test recall@50, HR@10 and NDCG@10, the
+lift over popularity (test recall@50 / popularity's), the ratio to EASE^R's
+recall@50, the best validation epoch and the training minutes.
 
 Seeds: a run folder `<prefix><set>-<label>.s<k>` is seed `k` of `<label>`
 (`<label>` alone is the first seed); a label with several seeds gets one
@@ -27,6 +28,8 @@ import statistics
 import sys
 
 COLUMNS = ("recall@50", "hr@10", "ndcg@10")
+# The best validation value of the monitored metric (`metrics.json`).
+VALIDATION = "best_validation"
 SEED_SUFFIX = re.compile(r"\.s(\d+)$")
 # Short set names of the run folders -> the baselines' folder names.
 ALIASES = {"amz": "amazon"}
@@ -69,13 +72,14 @@ def table(runs, baselines, prefix, data_set):
     by_label.setdefault(SEED_SUFFIX.sub("", label), []).append(_load(path))
   rows = [(label, summarize(ms)) for label, ms in by_label.items()]
   rows.sort(key=lambda r: -r[1]["recall@50"][0])
-  lines = ["| run | seeds | recall@50 | HR@10 | NDCG@10 | lift over "
-           "popularity | / EASE^R | best epoch | training min | stopped |",
+  lines = ["| run | seeds | validation | recall@50 | HR@10 | NDCG@10 | lift "
+           "over popularity | / EASE^R | best epoch | training min | "
+           "stopped |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-           "| --- |"]
+           "| ---: | --- |"]
   for name, ref in (("popularity", pop), ("EASE^R", ease)):
     if ref is not None:
-      lines.append("| *%s* | | %.4f | %.4f | %.4f | %s | %s | | | |" % (
+      lines.append("| *%s* | | | %.4f | %.4f | %.4f | %s | %s | | | |" % (
           name, ref["recall@50"], ref["hr@10"], ref["ndcg@10"],
           "1.00" if name == "popularity" else
           "%.2f" % (ref["recall@50"] / pop["recall@50"]) if pop else "",
@@ -83,8 +87,10 @@ def table(runs, baselines, prefix, data_set):
   for label, m in rows:
     mean = m["recall@50"][0]
     lift = mean / pop["recall@50"] if pop else float("nan")
-    lines.append("| %s | %d | %s | %s | %s | %.2f%s | %s | %s | %.1f | %s |"
-                 % (label, m["n"], _cell(m["recall@50"]), _cell(m["hr@10"]),
+    lines.append("| %s | %d | %s | %s | %s | %s | %.2f%s | %s | %s | %.1f | "
+                 "%s |"
+                 % (label, m["n"], _cell(m[VALIDATION]) if VALIDATION in m
+                    else "", _cell(m["recall@50"]), _cell(m["hr@10"]),
                     _cell(m["ndcg@10"]), lift,
                     " (< 1.3)" if lift < 1.3 else "",
                     "%.2f" % (mean / ease["recall@50"]) if ease else "",
@@ -97,9 +103,14 @@ def table(runs, baselines, prefix, data_set):
 
 
 def summarize(metrics):
-  """Mean and sample std (0 for one seed) of `COLUMNS` over seeds' metrics."""
+  """Mean and sample std (0 for one seed) of `COLUMNS` over seeds' metrics.
+
+  And of `VALIDATION` when every seed has it.
+  """
   out = {"n": len(metrics)}
-  for key in COLUMNS:
+  keys = COLUMNS + ((VALIDATION,) if all(
+      m.get(VALIDATION) is not None for m in metrics) else ())
+  for key in keys:
     values = [m[key] for m in metrics]
     out[key] = (statistics.fmean(values),
                 statistics.stdev(values) if len(values) > 1 else 0.0)

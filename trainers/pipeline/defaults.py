@@ -22,10 +22,12 @@ MAX_HISTORY = 50
 BATCH_SIZE = 256
 
 # Adam's learning rate per query tower. The id tower's was tuned in earlier
-# rounds; the history towers' were measured at 1e-3 and 5e-3 (5e-3 reaches
-# the same validation peak in fewer epochs on every set).
+# rounds; the mean and SASRec towers' were measured at 1e-3 and 5e-3 (5e-3
+# reaches the same validation peak in fewer epochs on every set); the GRU's
+# at 2e-3, 5e-3, 1e-2 and 2e-2 (1e-2: the best validation recall@50 on
+# ML-100K and Amazon, 0.95 of the best on ML-1M; docs/results/defaults.md).
 LEARNING_RATE: Dict[str, float] = {
-    "id": 0.01, "mean": 0.005, "gru": 0.005, "sasrec": 0.005}
+    "id": 0.01, "mean": 0.005, "gru": 0.01, "sasrec": 0.005}
 
 # Epochs are an upper bound: the run evaluates the validation split every
 # VALIDATE_EVERY epochs and stops after PATIENCE evaluations without an

@@ -16,7 +16,7 @@ rated items):
   as in the file), whose sequences are whole: the published protocol;
 - test, the other users: the target two steps after the last input;
 - validation (the package's split: input all but the last two, target the
-  second-to-last), every user;
+  second-to-last), every user and the complete users;
 - validation with the input's last item dropped: the same targets, one step
   further, which is what the missing interaction does to the test.
 
@@ -131,6 +131,8 @@ def main(argv=None):
        [(s[:-1], s[-1]) for s in sequences.values()]),
       ("validation, every user (the package's split)",
        [(s[:-2], s[-2]) for s in sequences.values()]),
+      ("validation, complete users",
+       [(s[:-2], s[-2]) for u, s in sequences.items() if u in whole]),
       ("validation, input without its last item",
        [(s[:-3], s[-2]) for s in sequences.values()]),
   ]

@@ -28,8 +28,6 @@ errors and the number of users of each row.
 """
 
 import argparse
-import collections
-import csv
 import math
 import os
 import sys
@@ -45,37 +43,31 @@ NUM_USERS = 6040
 K = 10
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+
 def complete_users():
-  """User ids (ints) of gSASRec's validation sample: whole sequences."""
+  """User ids (strings, as in the file) of gSASRec's validation sample."""
   rng = np.random.RandomState(GSASREC_VALIDATION_SEED)
-  return set(int(u) for u in rng.choice(NUM_USERS, GSASREC_VALIDATION_USERS,
+  return set(str(u) for u in rng.choice(NUM_USERS, GSASREC_VALIDATION_USERS,
                                         replace=False))
 
 
-COLUMNS = ("user_id", "item_id", "timestamp")
-
-
 def read_sequences(path):
-  """{user id: [item id strings]} in timestamp order.
+  """{user id: [item ids]} in timestamp order (ties: file order).
 
-  Raises:
-    ValueError: naming the file, and the line when a value is bad.
+  Read by the package's CSV loader, whose errors name the file and line.
   """
-  rows = collections.defaultdict(list)
-  with open(path, newline="") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
-    if missing:
-      raise ValueError("%s: the header lacks %s (needs %s)" % (
-          path, ", ".join(missing), ",".join(COLUMNS)))
-    for row in reader:
-      try:
-        user, when = int(row["user_id"]), int(row["timestamp"])
-      except (TypeError, ValueError):
-        raise ValueError("%s, line %d: user_id and timestamp must be "
-                         "integers" % (path, reader.line_num)) from None
-      rows[user].append((when, row["item_id"]))
-  return {u: [i for _, i in sorted(r)] for u, r in rows.items()}
+  from tfrs_negsamp.data import csv_loader  # pylint: disable=g-import-not-at-top
+  log, _ = csv_loader.load_csv(path)
+  order = np.lexsort((log.timestamps, log.user_ids))  # stable
+  users, items = log.user_ids[order], log.item_ids[order]
+  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+  ends = np.r_[starts[1:], users.size]
+  return {str(users[a]): [str(i) for i in items[a:b]]
+          for a, b in zip(starts, ends)}
 
 
 def hits(answer_fn, cases, batch=256):
@@ -106,9 +98,10 @@ def main(argv=None):
       print("%s=%s: no such file or folder" % (what, path), file=sys.stderr)
       return 2
 
+  from tfrs_negsamp.data import errors  # pylint: disable=g-import-not-at-top
   try:
     sequences = read_sequences(args.data_path)
-  except ValueError as e:
+  except errors.DataError as e:
     print(e, file=sys.stderr)
     return 2
 
@@ -122,24 +115,30 @@ def main(argv=None):
     return out["item_ids"].numpy()
 
   whole = complete_users()
+  test = {w: [(s[:-1], s[-1]) for u, s in sequences.items()
+              if (u in whole) == w] for w in (True, False)}
+  validation = {w: [(s[:-2], s[-2]) for u, s in sequences.items()
+                    if (u in whole) == w] for w in (True, False)}
+  scored = {"test": {w: hits(answer, c) for w, c in test.items()},
+            "validation": {w: hits(answer, c) for w, c in validation.items()}}
+
+  def both(split):  # every user: the two groups' scores together
+    return tuple(np.concatenate([scored[split][True][k],
+                                 scored[split][False][k]]) for k in (0, 1))
+
   rows = [
-      ("test, complete users (the published protocol)",
-       [(s[:-1], s[-1]) for u, s in sequences.items() if u in whole]),
+      ("test, complete users (the published protocol)", scored["test"][True]),
       ("test, users missing the item before the target",
-       [(s[:-1], s[-1]) for u, s in sequences.items() if u not in whole]),
-      ("test, every user (the package's number)",
-       [(s[:-1], s[-1]) for s in sequences.values()]),
-      ("validation, every user (the package's split)",
-       [(s[:-2], s[-2]) for s in sequences.values()]),
-      ("validation, complete users",
-       [(s[:-2], s[-2]) for u, s in sequences.items() if u in whole]),
+       scored["test"][False]),
+      ("test, every user (the package's number)", both("test")),
+      ("validation, every user (the package's split)", both("validation")),
+      ("validation, complete users", scored["validation"][True]),
       ("validation, input without its last item",
-       [(s[:-3], s[-2]) for s in sequences.values()]),
+       hits(answer, [(s[:-3], s[-2]) for s in sequences.values()])),
   ]
   print("| evaluation | users | HR@10 | NDCG@10 |")
   print("| --- | ---: | ---: | ---: |")
-  for label, cases in rows:
-    hr, ndcg = hits(answer, cases)
+  for label, (hr, ndcg) in rows:
     print("| %s | %d | %.4f ± %.4f | %.4f ± %.4f |" % (
         label, hr.size, hr.mean(), hr.std(ddof=1) / math.sqrt(hr.size),
         ndcg.mean(), ndcg.std(ddof=1) / math.sqrt(ndcg.size)))

@@ -268,6 +268,27 @@ class TimeStepsTest(tf.test.TestCase):
     table = benchmarking.timing_table(rows, title="t")
     self.assertIn("| a | 8 | %.2f |" % by_label["a"]["step_ms"], table)
 
+  def test_every_round_times_its_steps_on_sequence_rows(self):
+    # 60 users: 7 batches of 8 sequence rows an epoch, against 88 batches
+    # of interactions; each round's `fit` reads 16 batches.
+    timers = []
+
+    class Recorded(benchmarking.fitting.StepTimer):
+
+      def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        timers.append(self)
+
+    dataset = helpers.tiny_dataset()
+    with mock.patch.object(benchmarking.fitting, "StepTimer", Recorded):
+      rows = benchmarking.time_steps(
+          helpers.tiny_config(query_tower="sasrec", max_history=10),
+          [benchmarking.parse_variant("in_batch_logq")], dataset, steps=16,
+          rounds=2, floor=False)
+    self.assertEqual([t.steps for t in timers], [16, 16])
+    self.assertLen(timers[-1].durations, 16 - 5)
+    self.assertTrue(all(math.isfinite(ms) for ms in rows[0]["round_ms"]))
+
   def test_without_floor_ratios_are_nan(self):
     dataset = helpers.tiny_dataset()
     rows = benchmarking.time_steps(

@@ -358,12 +358,9 @@ class Retrieval(tfrs.tasks.Retrieval):
     """
     if not groups:
       raise ValueError("the sampler returned no candidate group.")
-    total = tf.constant(0.0)
-    for group in groups:
-      total += _weighted(group.weight, functools.partial(
-          self._group_loss, query_embeddings, candidate_embeddings, group,
-          candidate_ids, sample_weight, consumed))
-    return total
+    return _sum([_weighted(group.weight, functools.partial(
+        self._group_loss, query_embeddings, candidate_embeddings, group,
+        candidate_ids, sample_weight, consumed)) for group in groups])
 
   def _group_loss(self, query_embeddings, candidate_embeddings, group,
                   candidate_ids, sample_weight, consumed) -> tf.Tensor:
@@ -646,7 +643,6 @@ class Retrieval(tfrs.tasks.Retrieval):
     row = tf.tile(tf.range(rows * replicas), [length])
     consumed_of = self._per_row_consumed(query_ids, query_history)
     order = tf.argsort(tf.cast(k < 0, tf.int32), stable=True)
-    loss = tf.constant(0.0)
     num_positions = rows * replicas * length
 
     def block_loss(sel, size):
@@ -664,14 +660,15 @@ class Retrieval(tfrs.tasks.Retrieval):
       # the valid positions alone (the same count on every replica), so
       # padding costs nothing (85% of the positions on short-history data).
       num_valid = tf.reduce_sum(tf.cast(k >= 0, tf.int32))
-      loss += block_loss(order[:num_valid], num_valid)
+      loss = block_loss(order[:num_valid], num_valid)
     else:
       # Every block is computed, also one of padding alone (a
       # data-dependent skip would put the samplers' state updates, which
       # are cross-replica merges, inside control flow).
-      for start in range(0, num_positions, self.rows_per_block):
-        stop = min(start + self.rows_per_block, num_positions)
-        loss += block_loss(order[start:stop], stop - start)
+      loss = _sum([
+          block_loss(order[start:start + self.rows_per_block],
+                     min(self.rows_per_block, num_positions - start))
+          for start in range(0, num_positions, self.rows_per_block)])
     update_ops = [m.update_state(loss) for m in self._loss_metrics]
     if compute_metrics:
       # The last position (the newest target of left-padded rows) is the
@@ -786,6 +783,20 @@ def _with_padding(consumed: Optional[masking.Consumed],
       return pad
     return tf.logical_or(tf.cast(consumed(ids), tf.bool), pad)
   return with_padding
+
+
+def _sum(losses: List[tf.Tensor]) -> tf.Tensor:
+  """One `AddN` of scalar losses, not a chain of `+`.
+
+  Grappler's arithmetic optimizer rewrites a long chain of adds into an
+  accumulation through a per-step temporary variable; a step aborted
+  between its creation and its destruction (the input running out inside
+  `fit`) leaves it behind, and the next `fit` on the model fails with
+  `AlreadyExistsError` (tensorflow/tensorflow#33713). One `AddN` of the
+  terms gives the same sum and nothing to rewrite.
+  """
+  losses = [tf.cast(x, tf.float32) for x in losses]
+  return losses[0] if len(losses) == 1 else tf.add_n(losses)
 
 
 def _weighted(weight, loss_fn) -> tf.Tensor:

@@ -724,7 +724,7 @@ def run_floor(config: configuration.ExperimentConfig, dataset=None,
   timer = fitting.StepTimer()
   model.fit(_training_data(dataset, config, config.epochs),
             epochs=config.epochs,
-            steps_per_epoch=dataset.train.num_rows // config.batch_size,
+            steps_per_epoch=inputs.train_steps_per_epoch(dataset, config),
             callbacks=[timer], verbose=config.verbose)
   seconds = timer.end - timer.start
   clock.lap("training")
@@ -858,10 +858,11 @@ def time_steps(base: configuration.ExperimentConfig,
       model = assembly.create_model(dataset, config, strategy)
       model.local_batch_size = (config.batch_size
                                 // strategy.num_replicas_in_sync)
-    data = _training_data(dataset, config,
-                          -(-rounds * steps // max(
-                              dataset.train.num_rows // config.batch_size,
-                              1)) + 1)
+    # Each round's `fit` reads a fresh iterator: enough epochs for `steps`
+    # (a step that found no batch would end its round early and time the
+    # few steps before it).
+    per_epoch = max(inputs.train_steps_per_epoch(dataset, config), 1)
+    data = _training_data(dataset, config, -(-steps // per_epoch) + 1)
     built.append((label, sampler, config, memory, model, data))
   times = {label: [] for label, *_ in built}
   for r in range(rounds):

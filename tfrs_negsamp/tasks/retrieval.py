@@ -786,17 +786,18 @@ def _with_padding(consumed: Optional[masking.Consumed],
 
 
 def _sum(losses: List[tf.Tensor]) -> tf.Tensor:
-  """One `AddN` of scalar losses, not a chain of `+`.
+  """The sum of scalar losses as one reduction, not as adds.
 
-  Grappler's arithmetic optimizer rewrites a long chain of adds into an
-  accumulation through a per-step temporary variable; a step aborted
-  between its creation and its destruction (the input running out inside
-  `fit`) leaves it behind, and the next `fit` on the model fails with
-  `AlreadyExistsError` (tensorflow/tensorflow#33713). One `AddN` of the
-  terms gives the same sum and nothing to rewrite.
+  Grappler turns a chain of adds (its arithmetic optimizer) and then an
+  `AddN` (its memory optimizer) into an accumulation through a per-step
+  temporary variable. A step stopped between the temporary's creation and
+  its destruction (the input running out inside `fit`) leaves it behind,
+  and the next `fit` on the model fails with `AlreadyExistsError`
+  (tensorflow/tensorflow#33713). `reduce_sum` of the stacked terms gives
+  the same sum with no add to rewrite.
   """
   losses = [tf.cast(x, tf.float32) for x in losses]
-  return losses[0] if len(losses) == 1 else tf.add_n(losses)
+  return losses[0] if len(losses) == 1 else tf.reduce_sum(tf.stack(losses))
 
 
 def _weighted(weight, loss_fn) -> tf.Tensor:

@@ -57,8 +57,8 @@ class RefitEverySamplerTest(tf.test.TestCase, parameterized.TestCase):
 
   @pytest.mark.xfail(strict=True, reason=(
       "known problem (docs/results/cost.md): XIR's train step has another "
-      "AddN (AddN_25, outside the task) that Grappler turns into a per-step "
-      "temporary"))
+      "AddN, the gradient tape's sum of one tensor's gradients from three "
+      "groups, that Grappler turns into a per-step temporary"))
   def test_xir_fits_again_after_the_input_ran_out(self):
     _fit_twice_after_the_input_ran_out(self, "xir")
 

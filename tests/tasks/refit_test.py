@@ -62,5 +62,6 @@ class RefitEverySamplerTest(tf.test.TestCase, parameterized.TestCase):
   def test_xir_fits_again_after_the_input_ran_out(self):
     _fit_twice_after_the_input_ran_out(self, "xir")
 
+
 if __name__ == "__main__":
   tf.test.main()
